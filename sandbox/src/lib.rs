@@ -1,0 +1,1 @@
+//! The worker sandbox: spawn path, Landlock ruleset and seccomp policies.

@@ -1,0 +1,1 @@
+//! End-to-end harness: QEMU under TCG, serial console, QMP.
