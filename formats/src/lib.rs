@@ -1,3 +1,5 @@
 //! Formats shared by the appliance and the host tools.
 //!
 //! Dependencies point one way: `formats` <- supervisor, worker, cli.
+
+pub mod protocol;

@@ -1,0 +1,2 @@
+//! Worker protocol: versioned, length-prefixed serde frames between the
+//! supervisor and the sandboxed inference worker.
