@@ -1,1 +1,21 @@
-//! End-to-end harness: QEMU under TCG, serial console, QMP.
+//! End-to-end harness: boots the real Airlock image under QEMU (TCG),
+//! drives its serial console expect-style and hot-plugs devices over QMP.
+//!
+//! Layout: [`artifacts`] finds out/ (never builds, never skips),
+//! [`qemu`] builds QEMU's arguments and owns the process, [`console`] is
+//! the serial expect stream, [`qmp`] the QMP client, [`stick`] makes USB
+//! stick images, [`status`] parses `status`, [`figures`] prints figures.
+//! See docs/testing.md.
+
+pub mod artifacts;
+pub mod console;
+pub mod figures;
+pub mod qemu;
+pub mod qmp;
+pub mod status;
+pub mod stick;
+
+pub use artifacts::Artifacts;
+pub use console::{Pattern, PROMPT};
+pub use qemu::{timeout, Boot, Vm, VmConfig, CONSOLE_READY};
+pub use status::Status;

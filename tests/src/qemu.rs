@@ -1,0 +1,601 @@
+//! Launching QEMU (TCG) and owning its process.
+//!
+//! [`VmConfig`] turns a boot mode and a few switches into QEMU's argument
+//! list (a pure function, unit-tested); [`Vm`] runs it with the serial
+//! console on stdin/stdout, QMP on a unix socket, and kills QEMU when
+//! dropped, dumping the console transcript if the test is failing.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::artifacts::{ArtifactError, Artifacts};
+use crate::console::{self, Console, ConsoleError, Match, Pattern, PROMPT};
+use crate::qmp::{Qmp, QmpError};
+
+/// OVMF firmware of Debian's `ovmf` package (4 MiB flash layout).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// Template of the writable UEFI variable store; each VM gets its own copy.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The line the supervisor prints when its console accepts commands.
+pub const CONSOLE_READY: &str = "airlock: console ready";
+
+/// Failures of starting, driving or stopping a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("{what} not found at {path}: install it with scripts/setup-host")]
+    HostFile { what: &'static str, path: PathBuf },
+    #[error("preparing the work directory {path} failed: {source}")]
+    WorkDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("copying the OVMF variable store to {path} failed: {source}")]
+    CopyVars {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "starting {qemu} failed (is qemu-system-x86 installed? run scripts/setup-host): {source}"
+    )]
+    Spawn {
+        qemu: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QEMU exited during start-up with {status}; its stderr:\n{stderr}")]
+    EarlyExit { status: ExitStatus, stderr: String },
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    #[error("waiting for QEMU to exit failed: {0}")]
+    Wait(#[source] std::io::Error),
+    #[error(
+        "QEMU still running {secs:.0} s after it should have exited; last console output:\n{tail}"
+    )]
+    NoExit { secs: f64, tail: String },
+}
+
+/// How the guest is booted.
+#[derive(Debug, Clone)]
+pub enum Boot {
+    /// Kernel + initramfs handed to QEMU directly (fast: no firmware);
+    /// the disk image, if any, is attached as on a real machine.
+    Direct {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+        disk: Option<PathBuf>,
+    },
+    /// The whole GPT disk image through OVMF and systemd-boot. The disk is
+    /// opened with `snapshot=on`: the test's writes (boot counting) never
+    /// reach the file in out/.
+    Disk { image: PathBuf },
+}
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Test name: names the work directory and the console log.
+    pub name: String,
+    pub boot: Boot,
+    /// `-cpu` model: `max` (x86-64-v3 capable) unless a test wants an old CPU.
+    pub cpu: String,
+    pub memory_mib: u32,
+    pub smp: u32,
+    /// Attach an e1000 and a virtio-net NIC (user-mode, restricted).
+    pub nics: bool,
+}
+
+impl VmConfig {
+    /// Direct boot of out/bzImage + out/initramfs with out/cmdline.
+    pub fn direct(name: &str, artifacts: &Artifacts) -> Result<Self, VmError> {
+        Ok(Self::new(
+            name,
+            Boot::Direct {
+                kernel: artifacts.kernel()?,
+                initrd: artifacts.initramfs()?,
+                append: artifacts.cmdline()?,
+                disk: Some(artifacts.disk_image()?),
+            },
+        ))
+    }
+
+    /// Full boot of out/airlock.img through OVMF.
+    pub fn disk(name: &str, artifacts: &Artifacts) -> Result<Self, VmError> {
+        Ok(Self::new(
+            name,
+            Boot::Disk {
+                image: artifacts.disk_image()?,
+            },
+        ))
+    }
+
+    /// A config with the suite's defaults.
+    pub fn new(name: &str, boot: Boot) -> Self {
+        VmConfig {
+            name: name.to_owned(),
+            boot,
+            cpu: "max".into(),
+            memory_mib: 2048,
+            smp: 2,
+            nics: false,
+        }
+    }
+
+    /// Uses another `-cpu` model.
+    pub fn with_cpu(mut self, cpu: &str) -> Self {
+        self.cpu = cpu.to_owned();
+        self
+    }
+
+    /// Attaches (or not) the two NICs.
+    pub fn with_nics(mut self, nics: bool) -> Self {
+        self.nics = nics;
+        self
+    }
+
+    /// QEMU's arguments; `qmp` is the QMP socket, `vars` the VM's own copy
+    /// of the OVMF variable store (disk boot only).
+    pub fn args(&self, qmp: &Path, vars: &Path) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        // q35 + virtio-rng + UTC clock, as scripts/run-qemu boots it.
+        push(&["-machine", "q35", "-accel", "tcg", "-cpu", &self.cpu]);
+        push(&[
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            &self.smp.to_string(),
+        ]);
+        push(&[
+            "-display",
+            "none",
+            "-no-reboot",
+            "-monitor",
+            "none",
+            "-parallel",
+            "none",
+        ]);
+        // ttyS0 is the test's console, on QEMU's stdin/stdout.
+        push(&["-serial", "stdio"]);
+        let qmp_arg = format!("unix:{},server=on,wait=off", qmp.display());
+        push(&["-qmp", &qmp_arg]);
+        if self.nics {
+            // Both NIC models the kernel config must not drive. restrict=on:
+            // even if a guest drove them, user networking reaches nothing.
+            push(&["-nic", "user,model=e1000,restrict=on"]);
+            push(&["-nic", "user,model=virtio-net-pci,restrict=on"]);
+        } else {
+            // Also stops OVMF from trying PXE/HTTP boot for minutes.
+            push(&["-nic", "none"]);
+        }
+        push(&["-rtc", "base=utc", "-device", "virtio-rng-pci"]);
+        // USB sticks are hot-plugged onto this controller through QMP.
+        push(&["-device", "qemu-xhci,id=xhci"]);
+        let disk = match &self.boot {
+            Boot::Direct {
+                kernel,
+                initrd,
+                append,
+                disk,
+            } => {
+                a.push("-kernel".into());
+                a.push(kernel.into());
+                a.push("-initrd".into());
+                a.push(initrd.into());
+                a.push("-append".into());
+                a.push(append.into());
+                disk.as_ref()
+            }
+            Boot::Disk { image } => {
+                let mut code = OsString::from("if=pflash,format=raw,unit=0,readonly=on,file=");
+                code.push(OVMF_CODE);
+                let mut vars_arg = OsString::from("if=pflash,format=raw,unit=1,file=");
+                vars_arg.push(vars);
+                for d in [code, vars_arg] {
+                    a.push("-drive".into());
+                    a.push(d);
+                }
+                Some(image)
+            }
+        };
+        if let Some(image) = disk {
+            // snapshot=on: the guest's writes (boot counting, state) go to a
+            // temporary overlay, so out/airlock.img keeps matching SHA256SUMS.
+            let mut drive = OsString::from("if=none,id=disk0,format=raw,snapshot=on,file=");
+            drive.push(image);
+            a.push("-drive".into());
+            a.push(drive);
+            a.push("-device".into());
+            a.push("virtio-blk-pci,drive=disk0,bootindex=0".into());
+        }
+        a
+    }
+}
+
+/// Scales a timeout by `AIRLOCK_E2E_TIMEOUT_SCALE` (default 1; e.g. 3 on a
+/// very busy machine).
+pub fn timeout(secs: u64) -> Duration {
+    let scale = std::env::var("AIRLOCK_E2E_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(1.0);
+    Duration::from_secs_f64(secs as f64 * scale)
+}
+
+/// A hot-plugged USB stick.
+#[derive(Debug, Clone)]
+pub struct UsbStick {
+    /// QEMU device id (for `device_del`).
+    pub device: String,
+    /// Block node name (for `blockdev-del`).
+    pub node: String,
+}
+
+/// A running QEMU. Killed on drop.
+pub struct Vm {
+    name: String,
+    child: Child,
+    console: Console,
+    qmp: Qmp,
+    work: PathBuf,
+    started: Instant,
+    exit: Option<ExitStatus>,
+    sticks: u32,
+    /// Keep the work directory (a failure was reported).
+    keep: bool,
+}
+
+impl Vm {
+    /// Starts QEMU for `config` and connects to its QMP socket.
+    pub fn start(config: &VmConfig) -> Result<Self, VmError> {
+        let work = std::env::temp_dir().join("airlock-e2e").join(format!(
+            "{}-{}",
+            config.name,
+            std::process::id()
+        ));
+        let workdir_err = |source| VmError::WorkDir {
+            path: work.clone(),
+            source,
+        };
+        if work.exists() {
+            std::fs::remove_dir_all(&work).map_err(workdir_err)?;
+        }
+        std::fs::create_dir_all(&work).map_err(workdir_err)?;
+        let qmp_path = work.join("qmp.sock");
+        let vars = work.join("OVMF_VARS.fd");
+        if let Boot::Disk { .. } = config.boot {
+            for (what, p) in [
+                ("OVMF firmware", OVMF_CODE),
+                ("OVMF variable store", OVMF_VARS),
+            ] {
+                if !Path::new(p).is_file() {
+                    return Err(VmError::HostFile {
+                        what,
+                        path: p.into(),
+                    });
+                }
+            }
+            std::fs::copy(OVMF_VARS, &vars).map_err(|source| VmError::CopyVars {
+                path: vars.clone(),
+                source,
+            })?;
+        }
+        let qemu = std::env::var("AIRLOCK_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+        let stderr = File::create(work.join("qemu.stderr")).map_err(workdir_err)?;
+        let mut cmd = Command::new(&qemu);
+        cmd.args(config.args(&qmp_path, &vars))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        kill_with_parent(&mut cmd);
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|source| VmError::Spawn {
+            qemu: qemu.clone(),
+            source,
+        })?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(VmError::WorkDir {
+                path: work,
+                source: std::io::Error::other("QEMU's stdio pipes are missing"),
+            });
+        };
+        let log = console::open_log(&work.join("console.log"));
+        let console = Console::start(stdout, stdin, log);
+        let qmp = match Qmp::connect(&qmp_path, timeout(30)) {
+            Ok(q) => q,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait().map_err(VmError::Wait)?;
+                let stderr = std::fs::read_to_string(work.join("qemu.stderr")).unwrap_or_default();
+                return Err(if stderr.is_empty() {
+                    e.into()
+                } else {
+                    VmError::EarlyExit { status, stderr }
+                });
+            }
+        };
+        Ok(Vm {
+            name: config.name.clone(),
+            child,
+            console,
+            qmp,
+            work,
+            started,
+            exit: None,
+            sticks: 0,
+            keep: false,
+        })
+    }
+
+    /// Starts QEMU and waits (up to `within`) for the supervisor's console.
+    /// On failure the whole console transcript is printed (libtest shows it
+    /// with the failing test) and the work directory is kept.
+    pub fn boot(config: &VmConfig, within: Duration) -> Result<Self, VmError> {
+        let mut vm = Vm::start(config)?;
+        match vm.wait_console_ready(within) {
+            Ok(()) => Ok(vm),
+            Err(e) => {
+                vm.dump();
+                Err(e)
+            }
+        }
+    }
+
+    /// Prints the console transcript and QEMU's stderr (captured by libtest
+    /// and shown for failing tests) and keeps the work directory.
+    pub fn dump(&mut self) {
+        self.keep = true;
+        let stderr = std::fs::read_to_string(self.work.join("qemu.stderr")).unwrap_or_default();
+        eprintln!(
+            "===== serial console of {} ({:.1} s) =====\n{}\n===== QEMU stderr =====\n{}\n===== end (files kept in {}) =====",
+            self.name,
+            self.started.elapsed().as_secs_f64(),
+            self.console.transcript(),
+            stderr,
+            self.work.display(),
+        );
+    }
+
+    /// Time since QEMU was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The serial console.
+    pub fn console(&mut self) -> &mut Console {
+        &mut self.console
+    }
+
+    /// The QMP session.
+    pub fn qmp(&mut self) -> &mut Qmp {
+        &mut self.qmp
+    }
+
+    /// Waits for `pattern` on the console.
+    pub fn wait_for(
+        &mut self,
+        pattern: impl Into<Pattern>,
+        within: Duration,
+    ) -> Result<Match, VmError> {
+        Ok(self.console.wait_for(pattern, within)?)
+    }
+
+    /// Waits for the supervisor's "console ready" line and the first prompt.
+    pub fn wait_console_ready(&mut self, within: Duration) -> Result<(), VmError> {
+        self.console.wait_for(CONSOLE_READY, within)?;
+        self.console.wait_for(PROMPT, timeout(30))?;
+        Ok(())
+    }
+
+    /// Types `cmd` and returns its output up to the next prompt.
+    pub fn command(&mut self, cmd: &str) -> Result<String, VmError> {
+        Ok(self.console.command(cmd, timeout(60))?)
+    }
+
+    /// Hot-plugs `image` (a raw stick image) as a USB mass-storage device.
+    pub fn plug_stick(&mut self, image: &Path) -> Result<UsbStick, VmError> {
+        self.sticks += 1;
+        let stick = UsbStick {
+            device: format!("stick{}", self.sticks),
+            node: format!("stick{}-blk", self.sticks),
+        };
+        self.qmp.execute(
+            "blockdev-add",
+            Some(json!({
+                "driver": "raw",
+                "node-name": stick.node,
+                "file": { "driver": "file", "filename": image.display().to_string() },
+            })),
+        )?;
+        self.qmp.execute(
+            "device_add",
+            Some(json!({
+                "driver": "usb-storage",
+                "bus": "xhci.0",
+                "drive": stick.node,
+                "id": stick.device,
+                "removable": true,
+            })),
+        )?;
+        Ok(stick)
+    }
+
+    /// Pulls a stick: `device_del`, wait until QEMU has removed the device,
+    /// then `blockdev-del` its node.
+    pub fn unplug_stick(&mut self, stick: &UsbStick) -> Result<(), VmError> {
+        self.qmp
+            .execute("device_del", Some(json!({ "id": stick.device })))?;
+        let id = stick.device.clone();
+        self.qmp.wait_event(
+            "DEVICE_DELETED",
+            |d| d["device"] == id.as_str(),
+            timeout(60),
+        )?;
+        self.qmp
+            .execute("blockdev-del", Some(json!({ "node-name": stick.node })))?;
+        Ok(())
+    }
+
+    /// Waits until QEMU exits by itself; returns its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus, VmError> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(VmError::Wait)? {
+                self.exit = Some(status);
+                self.console.join_reader();
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(VmError::NoExit {
+                    secs: within.as_secs_f64(),
+                    tail: console::tail(&self.console.transcript()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The work directory (console.log, qemu.stderr, QMP socket, copies).
+    pub fn work_dir(&self) -> &Path {
+        &self.work
+    }
+
+    /// A file path inside the work directory (e.g. for stick images).
+    pub fn work_file(&self, name: &str) -> PathBuf {
+        self.work.join(name)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.console.join_reader();
+        if std::thread::panicking() && !self.keep {
+            self.dump();
+        } else if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.work);
+        }
+    }
+}
+
+/// QEMU gets SIGKILL if the test process dies without running destructors
+/// (e.g. killed by a CI timeout): no orphaned QEMU keeps a core busy.
+fn kill_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // prctl(PR_SET_PDEATHSIG), which is async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn joined(c: &VmConfig) -> String {
+        c.args(Path::new("/w/qmp.sock"), Path::new("/w/VARS.fd"))
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn direct() -> VmConfig {
+        VmConfig::new(
+            "t",
+            Boot::Direct {
+                kernel: "/o/bzImage".into(),
+                initrd: "/o/initramfs.cpio".into(),
+                append: "console=ttyS0 init_on_free=1".into(),
+                disk: None,
+            },
+        )
+    }
+
+    #[test]
+    fn direct_boot_args() {
+        let a = joined(&direct());
+        assert!(
+            a.starts_with(
+                "-machine q35 -accel tcg -cpu max -m 2048 -smp 2 -display none -no-reboot"
+            ),
+            "{a}"
+        );
+        assert!(a.contains("-serial stdio"), "{a}");
+        assert!(
+            a.contains("-qmp unix:/w/qmp.sock,server=on,wait=off"),
+            "{a}"
+        );
+        assert!(a.contains("-nic none"), "{a}");
+        assert!(a.contains("-device qemu-xhci,id=xhci"), "{a}");
+        assert!(
+            a.contains("-kernel /o/bzImage -initrd /o/initramfs.cpio"),
+            "{a}"
+        );
+        // The command line stays one argument.
+        let args = direct().args(Path::new("q"), Path::new("v"));
+        assert!(args.iter().any(|s| s == "console=ttyS0 init_on_free=1"));
+        assert!(!a.contains("pflash"), "{a}");
+        assert!(!a.contains("disk0"), "{a}");
+    }
+
+    #[test]
+    fn nics_and_cpu_switches() {
+        let a = joined(&direct().with_nics(true).with_cpu("qemu64"));
+        assert!(a.contains("-cpu qemu64"), "{a}");
+        assert!(a.contains("-nic user,model=e1000,restrict=on"), "{a}");
+        assert!(
+            a.contains("-nic user,model=virtio-net-pci,restrict=on"),
+            "{a}"
+        );
+        assert!(!a.contains("-nic none"), "{a}");
+    }
+
+    #[test]
+    fn disk_boot_uses_ovmf_and_a_snapshot() {
+        let a = joined(&VmConfig::new(
+            "t",
+            Boot::Disk {
+                image: "/o/airlock.img".into(),
+            },
+        ));
+        assert!(
+            a.contains(&format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            )),
+            "{a}"
+        );
+        assert!(
+            a.contains("if=pflash,format=raw,unit=1,file=/w/VARS.fd"),
+            "{a}"
+        );
+        assert!(
+            a.contains("-drive if=none,id=disk0,format=raw,snapshot=on,file=/o/airlock.img -device virtio-blk-pci,drive=disk0,bootindex=0"),
+            "{a}"
+        );
+        assert!(!a.contains("-kernel"), "{a}");
+    }
+}

@@ -1,0 +1,118 @@
+//! Boot paths of the appliance: direct boot to the console, power-off,
+//! the whole disk through OVMF + systemd-boot, and a CPU without AVX2.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use airlock_e2e::console::Pattern;
+use airlock_e2e::{timeout, Artifacts, Status, Vm, VmConfig};
+
+/// Direct boot (kernel + initramfs): generous for TCG on a busy 2-core host.
+const DIRECT_BOOT_SECS: u64 = 240;
+/// OVMF → systemd-boot → UKI under TCG.
+const OVMF_BOOT_SECS: u64 = 600;
+
+fn direct(name: &str) -> VmConfig {
+    VmConfig::direct(name, &Artifacts::locate()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn boot_to_console() {
+    let mut vm = Vm::boot(&direct("boot-to-console"), timeout(DIRECT_BOOT_SECS)).unwrap();
+    let banner = vm.console().transcript();
+    assert!(
+        banner.contains("Airlock"),
+        "no Airlock banner before the prompt"
+    );
+
+    let help = vm.command("help").unwrap();
+    for cmd in ["help", "status", "selftest", "poweroff", "reboot"] {
+        assert!(
+            help.lines()
+                .any(|l| l.split_whitespace().next() == Some(cmd)),
+            "`help` does not list {cmd}:\n{help}"
+        );
+    }
+
+    // Bad input: a one-line reason naming the command, and nothing else.
+    let reply = vm.command("frobnicate now").unwrap();
+    let lines: Vec<&str> = reply.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "unknown command should get one line:\n{reply}"
+    );
+    assert!(
+        lines[0].contains("frobnicate"),
+        "reason should name the command: {reply}"
+    );
+    assert!(
+        lines[0].to_lowercase().contains("unknown"),
+        "reason should say unknown: {reply}"
+    );
+
+    // The console still works after the rejection.
+    let status = Status::parse(&vm.command("status").unwrap());
+    assert_eq!(status.require("ready").unwrap(), "yes");
+}
+
+#[test]
+fn poweroff_ends_qemu() {
+    let mut vm = Vm::boot(&direct("poweroff"), timeout(DIRECT_BOOT_SECS)).unwrap();
+    vm.console().send_line("poweroff").unwrap();
+    let status = vm.wait_exit(timeout(120)).unwrap();
+    assert!(
+        status.success(),
+        "QEMU should exit 0 after poweroff, got {status}"
+    );
+    let log = vm.console().transcript();
+    assert!(
+        !log.contains("Kernel panic"),
+        "poweroff went through a panic"
+    );
+}
+
+#[test]
+fn ovmf_disk_boot() {
+    let config =
+        VmConfig::disk("ovmf-disk-boot", &Artifacts::locate()).unwrap_or_else(|e| panic!("{e}"));
+    let mut vm = Vm::boot(&config, timeout(OVMF_BOOT_SECS)).unwrap();
+    let status = Status::parse(&vm.command("status").unwrap());
+    assert_eq!(status.require("slot").unwrap(), "a", "booted slot");
+    assert_eq!(status.require("ready").unwrap(), "yes");
+}
+
+#[test]
+fn cpu_without_avx2_refused() {
+    let mut vm = Vm::start(&direct("cpu-without-avx2").with_cpu("qemu64")).unwrap();
+    let outcomes = [
+        Pattern::regex(r"(?i)[^\n]*AVX2[^\n]*").unwrap(),
+        Pattern::from("Illegal instruction"),
+        Pattern::from("Kernel panic"),
+        Pattern::from(airlock_e2e::CONSOLE_READY),
+    ];
+    let (which, m) = vm
+        .console()
+        .wait_for_any(&outcomes, timeout(DIRECT_BOOT_SECS))
+        .unwrap();
+    if which != 0 {
+        vm.dump();
+        panic!("expected a plain AVX2 refusal, got {:?} first", m.text);
+    }
+    // The refusal is the end of the story: no crash follows it.
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let log = vm.console().transcript();
+    for bad in [
+        "Illegal instruction",
+        "Kernel panic",
+        "traps:",
+        "invalid opcode",
+    ] {
+        if log.contains(bad) {
+            vm.dump();
+            panic!("{bad:?} on the console after the refusal");
+        }
+    }
+    assert!(
+        !log.contains(airlock_e2e::CONSOLE_READY),
+        "console must not come up"
+    );
+}

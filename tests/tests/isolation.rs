@@ -1,0 +1,65 @@
+//! The appliance has no network and its sandbox holds on its own kernel.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use airlock_e2e::console::Pattern;
+use airlock_e2e::{timeout, Artifacts, Status, Vm, VmConfig};
+
+const DIRECT_BOOT_SECS: u64 = 240;
+
+fn direct(name: &str) -> VmConfig {
+    VmConfig::direct(name, &Artifacts::locate()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn no_network_with_nics() {
+    let mut vm = Vm::boot(
+        &direct("no-network-with-nics").with_nics(true),
+        timeout(DIRECT_BOOT_SECS),
+    )
+    .unwrap();
+    // QEMU really attached both NICs (else the test proves nothing).
+    let pci = vm.qmp().execute("query-pci", None).unwrap().to_string();
+    // PCI ids: e1000 8086:100e, virtio-net 1af4:1000 (legacy) or 1af4:1041.
+    assert!(
+        pci.contains("\"device\":4110"),
+        "no e1000 on the PCI bus: {pci}"
+    );
+    assert!(
+        pci.contains("\"vendor\":6900,\"device\":4096") || pci.contains("\"device\":4161"),
+        "no virtio-net on the PCI bus"
+    );
+
+    let status = Status::parse(&vm.command("status").unwrap());
+    assert_eq!(status.require("interfaces").unwrap(), "lo");
+    assert_eq!(status.require("ready").unwrap(), "yes");
+    let inet = status.require("inet sockets").unwrap().to_lowercase();
+    assert!(
+        inet.contains("refused") || inet.contains("eafnosupport") || inet.contains("not supported"),
+        "socket(AF_INET) must fail inside the appliance, status says {inet:?}"
+    );
+}
+
+#[test]
+fn sandbox_probe_in_appliance() {
+    let mut vm = Vm::boot(&direct("sandbox-probe"), timeout(DIRECT_BOOT_SECS)).unwrap();
+    let mark = vm.console().mark();
+    vm.console().send_line("selftest").unwrap();
+    let m = vm
+        .console()
+        .wait_for(
+            Pattern::regex(r"probe: (\d+)/(\d+) checks passed").unwrap(),
+            timeout(300),
+        )
+        .unwrap();
+    let output = vm.console().text_since(mark).unwrap();
+    let (passed, total): (u32, u32) = (m.group(1).parse().unwrap(), m.group(2).parse().unwrap());
+    assert!(total > 0, "the probe ran no checks:\n{output}");
+    assert_eq!(passed, total, "probe checks failed:\n{output}");
+    assert!(
+        output.to_lowercase().contains("landlock"),
+        "the probe output should show the Landlock checks:\n{output}"
+    );
+    vm.console()
+        .wait_for(airlock_e2e::PROMPT, timeout(30))
+        .unwrap();
+}
