@@ -29,7 +29,7 @@ fn figures() {
         Figure {
             name: "kernel start to console ready",
             value: format!("{ready_after:.3} s"),
-            note: "supervisor's own clock (CLOCK_BOOTTIME), QEMU TCG".into(),
+            note: "status `console ready after:`, the supervisor's own clock since kernel start, QEMU TCG".into(),
         },
         Figure {
             name: "supervisor RSS at idle",
