@@ -1,5 +1,22 @@
 //! Formats shared by the appliance and the host tools.
 //!
 //! Dependencies point one way: `formats` <- supervisor, worker, cli.
+//!
+//! - [`manifest`]: the bundle manifest (strict parse, path rules)
+//! - [`minisig`]: minisign keys and signatures (prehashed `ED` only)
+//! - [`trust`]: trust file, roles, thresholds, root rotation
+//! - [`state`]: anti-rollback state
+//! - [`bundle`]: bundle directory scan and verification
+//! - [`stream`]: read-once hash+copy pipeline
+//! - [`import`]: streaming import into the store
+//! - [`fsutil`]: atomic file replace, directory fsync
 
+pub mod bundle;
+pub mod fsutil;
+pub mod import;
+pub mod manifest;
+pub mod minisig;
 pub mod protocol;
+pub mod state;
+pub mod stream;
+pub mod trust;

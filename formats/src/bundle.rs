@@ -1,0 +1,432 @@
+//! Bundle directory: scan, read the manifest and signatures once, verify
+//! them against the trust file, check the listing, stream payloads.
+//!
+//! Layout: `NAME_VERSION.airlock/` holding `manifest.json`, one
+//! `manifest.json.SIGNER.minisig` per signer, and the payload files (nested
+//! directories allowed). Every payload is listed, nothing unlisted exists,
+//! and no entry is a symlink, device, FIFO or socket. Everything below the
+//! bundle directory is opened relative to its directory fd with
+//! `O_NOFOLLOW`, so a symlink swapped in after the scan is not followed.
+
+use crate::manifest::{self, FileEntry, Manifest, ManifestError, MANIFEST_FILE, MAX_MANIFEST_LEN};
+use crate::minisig::{self, MinisigError};
+use crate::state::{Decision, State, StateError};
+use crate::stream::{self, StreamError};
+use crate::trust::{Approval, NamedSignature, Role, TrustError, TrustFile};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Suffix of signature files.
+pub const SIG_SUFFIX: &str = ".minisig";
+/// Most signature files a bundle may carry.
+pub const MAX_SIGNATURES: usize = 64;
+/// Most directory entries scanned.
+pub const MAX_ENTRIES: usize = manifest::MAX_FILES + MAX_SIGNATURES + 1024;
+
+/// Errors of this module; each names the failing check or operation.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("open bundle directory {path}: {source}")]
+    OpenDir { path: String, source: io::Error },
+    #[error("read directory {path}: {source}")]
+    ReadDir { path: String, source: io::Error },
+    #[error("stat {path}: {source}")]
+    Stat { path: String, source: io::Error },
+    #[error("bundle entry {0} is a symlink (refused)")]
+    Symlink(String),
+    #[error("bundle entry {path} is a {what} (refused)")]
+    Special { path: String, what: &'static str },
+    #[error("bundle entry name {0:?} is not UTF-8")]
+    NameEncoding(String),
+    #[error("bundle has more than {MAX_ENTRIES} entries")]
+    TooManyEntries,
+    #[error(
+        "bundle is nested deeper than {} directories",
+        manifest::MAX_PATH_DEPTH
+    )]
+    TooDeep,
+    #[error("bundle has no manifest.json")]
+    MissingManifest,
+    #[error("read manifest.json: {0}")]
+    ReadManifest(io::Error),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("bundle has more than {MAX_SIGNATURES} signature files")]
+    TooManySignatures,
+    #[error("read {file}: {source}")]
+    ReadSignature { file: String, source: io::Error },
+    #[error("{file}: {source}")]
+    Signature { file: String, source: MinisigError },
+    #[error("{0}")]
+    Trust(#[from] TrustError),
+    #[error("unlisted file {0} in bundle (not in manifest.json)")]
+    Unlisted(String),
+    #[error("unlisted directory {0} in bundle (holds no listed payload)")]
+    UnlistedDir(String),
+    #[error("payload {0} listed in manifest.json is missing")]
+    Missing(String),
+    #[error("payload {path} is {actual} bytes, manifest.json says {expected}")]
+    Size {
+        path: String,
+        actual: u64,
+        expected: u64,
+    },
+    #[error("open payload {path}: {source}")]
+    OpenPayload { path: String, source: io::Error },
+    #[error("payload {path} is not a regular file")]
+    NotRegular { path: String },
+    #[error("payload {path}: {source}")]
+    Stream { path: String, source: StreamError },
+    #[error("payload {path}: SHA-256 mismatch (manifest {expected}, read {actual})")]
+    HashMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{0}")]
+    State(#[from] StateError),
+}
+
+type Result<T> = std::result::Result<T, BundleError>;
+
+/// What the scan found: payload candidates with sizes, signature file names,
+/// directories.
+#[derive(Debug, Default)]
+struct Scan {
+    files: BTreeMap<String, u64>,
+    signatures: Vec<String>,
+    dirs: BTreeSet<String>,
+    manifest: bool,
+    entries: usize,
+}
+
+/// A bundle whose manifest and signatures were read once and verified.
+/// Payload bytes are checked as they are streamed ([`Bundle::stream_payload`]).
+#[derive(Debug)]
+pub struct Bundle {
+    root: OwnedFd,
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    /// The exact manifest bytes that were verified (never re-read).
+    pub manifest_bytes: Vec<u8>,
+    pub manifest_sha256: String,
+    /// Signature files (name, bytes) as read.
+    pub signatures: Vec<(String, Vec<u8>)>,
+    pub approval: Approval,
+}
+
+/// Opens `path` and checks everything except payload contents: layout,
+/// manifest, signatures against `trust`, listing and sizes.
+pub fn open_verified(path: &Path, trust: &TrustFile) -> Result<Bundle> {
+    let root = open_root(path)?;
+    let scan = scan(&root)?;
+    let manifest_bytes = read_manifest_at(&root, &scan)?;
+    let manifest = Manifest::parse(&manifest_bytes)?;
+    let mut signatures = Vec::new();
+    let mut named = Vec::new();
+    for file in &scan.signatures {
+        let bytes = read_small(&root, file, minisig::MAX_FILE_LEN)?;
+        let sig =
+            minisig::parse_signature_bytes(&bytes).map_err(|source| BundleError::Signature {
+                file: file.clone(),
+                source,
+            })?;
+        named.push(NamedSignature {
+            file: file.clone(),
+            sig,
+        });
+        signatures.push((file.clone(), bytes));
+    }
+    let approval = trust.approve(Role::for_kind(manifest.kind), &manifest_bytes, &named)?;
+    check_listing(&scan, &manifest)?;
+    let manifest_sha256 = manifest::manifest_hash(&manifest_bytes);
+    Ok(Bundle {
+        root,
+        path: path.to_owned(),
+        manifest,
+        manifest_bytes,
+        manifest_sha256,
+        signatures,
+        approval,
+    })
+}
+
+/// Reads `manifest.json` of an (unsigned or signed) bundle without verifying
+/// signatures, for the signing tool.
+pub fn read_manifest(path: &Path) -> Result<(Vec<u8>, Manifest)> {
+    let root = open_root(path)?;
+    let scan = scan(&root)?;
+    let bytes = read_manifest_at(&root, &scan)?;
+    let m = Manifest::parse(&bytes)?;
+    check_listing(&scan, &m)?;
+    Ok((bytes, m))
+}
+
+impl Bundle {
+    /// Anti-rollback check against `state`.
+    pub fn check_state(&self, state: &State) -> Result<Decision> {
+        let m = &self.manifest;
+        Ok(state.check(m.kind, &m.name, m.version, &self.manifest_sha256)?)
+    }
+
+    /// Opens a listed payload (no symlink followed at any level) and checks
+    /// that it is a regular file of the listed size.
+    pub fn open_payload(&self, entry: &FileEntry) -> Result<File> {
+        let err = |source: io::Error| BundleError::OpenPayload {
+            path: entry.path.clone(),
+            source,
+        };
+        let mut comps: Vec<&str> = entry.path.split('/').collect();
+        let last = comps
+            .pop()
+            .ok_or_else(|| BundleError::Missing(entry.path.clone()))?;
+        let mut dir: Option<OwnedFd> = None;
+        for c in comps {
+            let parent = dir.as_ref().map_or(self.root.as_fd(), |d| d.as_fd());
+            let next = rustix::fs::openat(
+                parent,
+                c,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| err(e.into()))?;
+            dir = Some(next);
+        }
+        let parent = dir.as_ref().map_or(self.root.as_fd(), |d| d.as_fd());
+        // O_NONBLOCK: a FIFO swapped in after the scan must not block the open.
+        let fd = rustix::fs::openat(
+            parent,
+            last,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(|e| err(e.into()))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| err(e.into()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(BundleError::NotRegular {
+                path: entry.path.clone(),
+            });
+        }
+        let actual = u64::try_from(st.st_size).unwrap_or(0);
+        if actual != entry.size {
+            return Err(BundleError::Size {
+                path: entry.path.clone(),
+                actual,
+                expected: entry.size,
+            });
+        }
+        let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| err(e.into()))?;
+        rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(|e| err(e.into()))?;
+        Ok(File::from(fd))
+    }
+
+    /// Reads one payload exactly once, hashing it (and writing it to `sink`
+    /// if given); fails on any size or hash difference.
+    pub fn stream_payload(
+        &self,
+        entry: &FileEntry,
+        sink: Option<&mut File>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let mut src = self.open_payload(entry)?;
+        let digest = stream::stream(&mut src, entry.size, sink, progress).map_err(|source| {
+            BundleError::Stream {
+                path: entry.path.clone(),
+                source,
+            }
+        })?;
+        let actual = manifest::hex(&digest);
+        if actual != entry.sha256 {
+            return Err(BundleError::HashMismatch {
+                path: entry.path.clone(),
+                expected: entry.sha256.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Hashes every payload (read once each) without copying.
+    pub fn verify_payloads(&self, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        for f in &self.manifest.files {
+            self.stream_payload(f, None, progress)?;
+        }
+        Ok(())
+    }
+}
+
+fn open_root(path: &Path) -> Result<OwnedFd> {
+    rustix::fs::openat(
+        rustix::fs::CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| BundleError::OpenDir {
+        path: path.display().to_string(),
+        source: e.into(),
+    })
+}
+
+fn scan(root: &OwnedFd) -> Result<Scan> {
+    let mut s = Scan::default();
+    scan_dir(root, "", 0, &mut s)?;
+    Ok(s)
+}
+
+fn scan_dir(dir: &OwnedFd, prefix: &str, depth: usize, s: &mut Scan) -> Result<()> {
+    if depth >= manifest::MAX_PATH_DEPTH {
+        return Err(BundleError::TooDeep);
+    }
+    let shown = if prefix.is_empty() { "." } else { prefix };
+    let rd = |source: rustix::io::Errno| BundleError::ReadDir {
+        path: shown.to_owned(),
+        source: source.into(),
+    };
+    let mut names = Vec::new();
+    for entry in Dir::read_from(dir).map_err(rd)? {
+        let entry = entry.map_err(rd)?;
+        let raw = entry.file_name().to_bytes();
+        if raw == b"." || raw == b".." {
+            continue;
+        }
+        s.entries += 1;
+        if s.entries > MAX_ENTRIES {
+            return Err(BundleError::TooManyEntries);
+        }
+        let name = std::str::from_utf8(raw)
+            .map_err(|_| BundleError::NameEncoding(String::from_utf8_lossy(raw).into_owned()))?;
+        names.push(name.to_owned());
+    }
+    names.sort();
+    for name in names {
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let st =
+            rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+                BundleError::Stat {
+                    path: rel.clone(),
+                    source: e.into(),
+                }
+            })?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {
+                let size = u64::try_from(st.st_size).unwrap_or(0);
+                if depth == 0 && name == MANIFEST_FILE {
+                    s.manifest = true;
+                } else if depth == 0 && is_signature_name(&name) {
+                    s.signatures.push(name);
+                    if s.signatures.len() > MAX_SIGNATURES {
+                        return Err(BundleError::TooManySignatures);
+                    }
+                } else {
+                    s.files.insert(rel, size);
+                }
+            }
+            FileType::Directory => {
+                let sub = rustix::fs::openat(
+                    dir,
+                    name.as_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| BundleError::OpenDir {
+                    path: rel.clone(),
+                    source: e.into(),
+                })?;
+                s.dirs.insert(rel.clone());
+                scan_dir(&sub, &rel, depth + 1, s)?;
+            }
+            FileType::Symlink => return Err(BundleError::Symlink(rel)),
+            other => {
+                let what = match other {
+                    FileType::Fifo => "FIFO",
+                    FileType::Socket => "socket",
+                    FileType::CharacterDevice => "character device",
+                    FileType::BlockDevice => "block device",
+                    _ => "special file",
+                };
+                return Err(BundleError::Special { path: rel, what });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `manifest.json.SIGNER.minisig` at the top level.
+fn is_signature_name(name: &str) -> bool {
+    name.strip_prefix("manifest.json.")
+        .and_then(|r| r.strip_suffix(SIG_SUFFIX))
+        .is_some_and(|signer| !signer.is_empty())
+}
+
+fn read_manifest_at(root: &OwnedFd, scan: &Scan) -> Result<Vec<u8>> {
+    if !scan.manifest {
+        return Err(BundleError::MissingManifest);
+    }
+    let bytes =
+        read_limited(root, MANIFEST_FILE, MAX_MANIFEST_LEN).map_err(BundleError::ReadManifest)?;
+    if bytes.len() > MAX_MANIFEST_LEN {
+        return Err(ManifestError::TooLarge(bytes.len()).into());
+    }
+    Ok(bytes)
+}
+
+fn read_small(root: &OwnedFd, name: &str, max: usize) -> Result<Vec<u8>> {
+    read_limited(root, name, max).map_err(|source| BundleError::ReadSignature {
+        file: name.to_owned(),
+        source,
+    })
+}
+
+/// Reads at most `max + 1` bytes of a top-level regular file (no symlink).
+fn read_limited(root: &OwnedFd, name: &str, max: usize) -> io::Result<Vec<u8>> {
+    let fd = rustix::fs::openat(
+        root,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut out = Vec::new();
+    File::from(fd).take(max as u64 + 1).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn check_listing(scan: &Scan, m: &Manifest) -> Result<()> {
+    let listed: BTreeMap<&str, &FileEntry> = m.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    if let Some(extra) = scan.files.keys().find(|p| !listed.contains_key(p.as_str())) {
+        return Err(BundleError::Unlisted(extra.clone()));
+    }
+    for f in &m.files {
+        match scan.files.get(&f.path) {
+            None => return Err(BundleError::Missing(f.path.clone())),
+            Some(&actual) if actual != f.size => {
+                return Err(BundleError::Size {
+                    path: f.path.clone(),
+                    actual,
+                    expected: f.size,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    // Every directory must lead to a listed file.
+    for d in &scan.dirs {
+        let prefix = format!("{d}/");
+        if !m.files.iter().any(|f| f.path.starts_with(&prefix)) {
+            return Err(BundleError::UnlistedDir(d.clone()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,561 @@
+//! Bundle manifest (`manifest.json`): strict parse and path rules.
+//!
+//! Unknown fields are refused at every level, the file is at most
+//! [`MAX_MANIFEST_LEN`] bytes, payload paths are relative, `/`-separated, with
+//! no empty, `.` or `..` component, and unique. The kind section must match
+//! `kind` and name files that are listed.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Largest manifest accepted (1 MiB).
+pub const MAX_MANIFEST_LEN: usize = 1024 * 1024;
+/// Schema string of this format.
+pub const SCHEMA: &str = "airlock-bundle/1";
+/// File name of the manifest inside a bundle.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Most payload files one bundle may list.
+pub const MAX_FILES: usize = 10_000;
+/// Longest payload path, in bytes.
+pub const MAX_PATH_LEN: usize = 1024;
+/// Deepest payload path (number of components).
+pub const MAX_PATH_DEPTH: usize = 8;
+/// Longest bundle name.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest description.
+pub const MAX_DESCRIPTION_LEN: usize = 4096;
+
+/// Errors of this module; each names the failing check.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest.json is larger than 1 MiB ({0} bytes)")]
+    TooLarge(usize),
+    #[error("manifest.json: {0}")]
+    Json(String),
+    #[error("manifest.json: schema {0:?} is not {SCHEMA:?}")]
+    Schema(String),
+    #[error("manifest.json: invalid bundle name {0:?} (1-64 of a-z 0-9 . _ -, starting with a letter or digit)")]
+    Name(String),
+    #[error("manifest.json: version 0 is not allowed")]
+    VersionZero,
+    #[error("manifest.json: created {0:?} is not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)")]
+    Created(String),
+    #[error("manifest.json: description longer than {MAX_DESCRIPTION_LEN} bytes")]
+    Description,
+    #[error("manifest.json: no payload files listed")]
+    NoFiles,
+    #[error("manifest.json: more than {MAX_FILES} payload files")]
+    TooManyFiles,
+    #[error("manifest.json: payload path {path:?} refused: {why}")]
+    Path { path: String, why: &'static str },
+    #[error("manifest.json: duplicate payload path {0:?}")]
+    DuplicatePath(String),
+    #[error("manifest.json: payload {path:?} sha256 is not 64 lower-case hex digits")]
+    Sha256 { path: String },
+    #[error("manifest.json: kind is {kind} but the `{kind}` section is missing")]
+    MissingSection { kind: Kind },
+    #[error("manifest.json: kind is {kind} but a `{other}` section is present")]
+    ForeignSection { kind: Kind, other: &'static str },
+    #[error("manifest.json: {field} names {path:?}, which is not a listed payload file")]
+    SectionFile { field: &'static str, path: String },
+    #[error("manifest.json: model.context_length must be at least 1")]
+    ContextLength,
+    #[error("manifest.json: model.architecture must be 1-64 printable ASCII characters")]
+    Architecture,
+    #[error("manifest.json: path {0:?} is a prefix directory of another payload")]
+    PathPrefix(String),
+}
+
+type Result<T> = std::result::Result<T, ManifestError>;
+
+/// What a bundle carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Model,
+    System,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Model => "model",
+            Kind::System => "system",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "model" => Ok(Kind::Model),
+            "system" => Ok(Kind::System),
+            _ => Err(format!("unknown kind {s:?} (model | system)")),
+        }
+    }
+}
+
+/// One payload file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Relative path inside the bundle, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lower-case hex.
+    pub sha256: String,
+}
+
+/// Kind section of a model bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// The GGUF weights file (a listed payload path).
+    pub gguf: String,
+    /// Model architecture, e.g. `llama`.
+    pub architecture: String,
+    /// Context length in tokens.
+    pub context_length: u64,
+    /// Optional chat template file (a listed payload path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
+}
+
+/// Kind section of a system bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemSection {
+    /// The unified kernel image (a listed payload path).
+    pub uki: String,
+}
+
+/// The bundle manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema: String,
+    pub kind: Kind,
+    pub name: String,
+    pub version: u64,
+    /// RFC 3339 UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub created: String,
+    #[serde(default)]
+    pub description: String,
+    pub files: Vec<FileEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemSection>,
+}
+
+impl Manifest {
+    /// Strictly parses and validates manifest bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_MANIFEST_LEN {
+            return Err(ManifestError::TooLarge(bytes.len()));
+        }
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Serialises (pretty, trailing newline) after validating.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.validate()?;
+        let mut v =
+            serde_json::to_vec_pretty(self).map_err(|e| ManifestError::Json(e.to_string()))?;
+        v.push(b'\n');
+        if v.len() > MAX_MANIFEST_LEN {
+            return Err(ManifestError::TooLarge(v.len()));
+        }
+        Ok(v)
+    }
+
+    /// Checks every rule that serde's structure alone does not.
+    pub fn validate(&self) -> Result<()> {
+        if self.schema != SCHEMA {
+            return Err(ManifestError::Schema(self.schema.clone()));
+        }
+        validate_name(&self.name)?;
+        if self.version == 0 {
+            return Err(ManifestError::VersionZero);
+        }
+        validate_created(&self.created)?;
+        if self.description.len() > MAX_DESCRIPTION_LEN {
+            return Err(ManifestError::Description);
+        }
+        if self.files.is_empty() {
+            return Err(ManifestError::NoFiles);
+        }
+        if self.files.len() > MAX_FILES {
+            return Err(ManifestError::TooManyFiles);
+        }
+        let mut seen = BTreeSet::new();
+        for f in &self.files {
+            validate_path(&f.path)?;
+            if !seen.insert(f.path.as_str()) {
+                return Err(ManifestError::DuplicatePath(f.path.clone()));
+            }
+            if f.sha256.len() != 64
+                || !f
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(ManifestError::Sha256 {
+                    path: f.path.clone(),
+                });
+            }
+        }
+        // A path may not also be a directory of another path ("a" and "a/b").
+        for f in &self.files {
+            let dir = format!("{}/", f.path);
+            if seen
+                .range(dir.as_str()..)
+                .next()
+                .is_some_and(|p| p.starts_with(&dir))
+            {
+                return Err(ManifestError::PathPrefix(f.path.clone()));
+            }
+        }
+        let listed = |field: &'static str, p: &str| -> Result<()> {
+            if seen.contains(p) {
+                Ok(())
+            } else {
+                Err(ManifestError::SectionFile {
+                    field,
+                    path: p.to_owned(),
+                })
+            }
+        };
+        match self.kind {
+            Kind::Model => {
+                if self.system.is_some() {
+                    return Err(ManifestError::ForeignSection {
+                        kind: self.kind,
+                        other: "system",
+                    });
+                }
+                let m = self
+                    .model
+                    .as_ref()
+                    .ok_or(ManifestError::MissingSection { kind: self.kind })?;
+                listed("model.gguf", &m.gguf)?;
+                if let Some(t) = &m.chat_template {
+                    listed("model.chat_template", t)?;
+                }
+                if m.context_length == 0 {
+                    return Err(ManifestError::ContextLength);
+                }
+                if m.architecture.is_empty()
+                    || m.architecture.len() > 64
+                    || !m.architecture.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(ManifestError::Architecture);
+                }
+            }
+            Kind::System => {
+                if self.model.is_some() {
+                    return Err(ManifestError::ForeignSection {
+                        kind: self.kind,
+                        other: "model",
+                    });
+                }
+                let s = self
+                    .system
+                    .as_ref()
+                    .ok_or(ManifestError::MissingSection { kind: self.kind })?;
+                listed("system.uki", &s.uki)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Total payload size in bytes.
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// SHA-256 of the manifest bytes, lower-case hex (the manifest's identity).
+pub fn manifest_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Bundle names become directory names in the store: `[a-z0-9][a-z0-9._-]*`, ≤ 64.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError::Name(name.to_owned()))
+    }
+}
+
+/// Payload path rules. `manifest.json` and `*.minisig` at the top level are
+/// reserved for the manifest and its signatures.
+pub fn validate_path(path: &str) -> Result<()> {
+    let refuse = |why| {
+        Err(ManifestError::Path {
+            path: path.to_owned(),
+            why,
+        })
+    };
+    if path.is_empty() {
+        return refuse("empty");
+    }
+    if path.len() > MAX_PATH_LEN {
+        return refuse("too long");
+    }
+    if path.starts_with('/') {
+        return refuse("absolute path");
+    }
+    if path.contains('\\') {
+        return refuse("backslash");
+    }
+    if path.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return refuse("control character");
+    }
+    let comps: Vec<&str> = path.split('/').collect();
+    if comps.len() > MAX_PATH_DEPTH {
+        return refuse("too deep");
+    }
+    for c in &comps {
+        match *c {
+            "" => return refuse("empty component"),
+            "." => return refuse("`.` component"),
+            ".." => return refuse("`..` component"),
+            _ if c.len() > 255 => return refuse("component too long"),
+            _ => {}
+        }
+    }
+    if comps.len() == 1 && (path == MANIFEST_FILE || path.ends_with(".minisig")) {
+        return refuse("reserved for the manifest and its signatures");
+    }
+    Ok(())
+}
+
+fn validate_created(s: &str) -> Result<()> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(99);
+    let ok = b.len() == 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'Z'
+        && (1..=12).contains(&num(5..7))
+        && (1..=31).contains(&num(8..10))
+        && num(11..13) < 24
+        && num(14..16) < 60
+        && num(17..19) < 61;
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError::Created(s.to_owned()))
+    }
+}
+
+/// Formats a UNIX time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_rfc3339(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        Manifest {
+            schema: SCHEMA.into(),
+            kind: Kind::Model,
+            name: "tiny-llama".into(),
+            version: 3,
+            created: "2026-11-22T03:00:00Z".into(),
+            description: "test".into(),
+            files: vec![FileEntry {
+                path: "model.gguf".into(),
+                size: 1,
+                sha256: "0".repeat(64),
+            }],
+            model: Some(ModelSection {
+                gguf: "model.gguf".into(),
+                architecture: "llama".into(),
+                context_length: 512,
+                chat_template: None,
+            }),
+            system: None,
+        }
+    }
+
+    fn err_of(m: &Manifest) -> String {
+        let bytes = serde_json::to_vec(m).unwrap();
+        Manifest::parse(&bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn roundtrip() {
+        let m = sample();
+        assert_eq!(Manifest::parse(&m.to_bytes().unwrap()).unwrap(), m);
+    }
+
+    #[test]
+    fn unknown_field_refused() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["extra"] = serde_json::json!(1);
+        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("unknown field `extra`"), "{e}");
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["files"][0]["mode"] = serde_json::json!(1);
+        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("unknown field `mode`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_json_key_refused() {
+        let text = String::from_utf8(sample().to_bytes().unwrap()).unwrap();
+        let text = text.replacen("\"version\": 3,", "\"version\": 3, \"version\": 4,", 1);
+        let e = Manifest::parse(text.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("duplicate field `version`"), "{e}");
+    }
+
+    #[test]
+    fn oversized_refused() {
+        let mut m = sample();
+        m.description = "x".repeat(MAX_MANIFEST_LEN);
+        let mut bytes = serde_json::to_vec(&m).unwrap();
+        bytes.truncate(MAX_MANIFEST_LEN + 1);
+        let e = Manifest::parse(&bytes).unwrap_err();
+        assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+    }
+
+    #[test]
+    fn path_rules() {
+        for (p, why) in [
+            ("../x", "`..` component"),
+            ("a/../../x", "`..` component"),
+            ("/etc/passwd", "absolute path"),
+            ("a//b", "empty component"),
+            ("./a", "`.` component"),
+            ("a\\b", "backslash"),
+            ("manifest.json", "reserved"),
+            ("x.minisig", "reserved"),
+            ("a\nb", "control character"),
+        ] {
+            let mut m = sample();
+            m.files[0].path = p.into();
+            m.model.as_mut().unwrap().gguf = p.into();
+            let e = err_of(&m);
+            assert!(e.contains("refused") && e.contains(why), "{p}: {e}");
+        }
+        assert!(validate_path("sub/dir/model.gguf").is_ok());
+    }
+
+    #[test]
+    fn duplicate_path_refused() {
+        let mut m = sample();
+        m.files.push(m.files[0].clone());
+        assert!(err_of(&m).contains("duplicate payload path \"model.gguf\""));
+    }
+
+    #[test]
+    fn prefix_path_refused() {
+        let mut m = sample();
+        let mut f = m.files[0].clone();
+        f.path = "model.gguf/x".into();
+        m.files.push(f);
+        assert!(err_of(&m).contains("prefix directory"));
+    }
+
+    #[test]
+    fn field_checks() {
+        let mut m = sample();
+        m.name = "../evil".into();
+        assert!(err_of(&m).contains("invalid bundle name"));
+        let mut m = sample();
+        m.version = 0;
+        assert!(err_of(&m).contains("version 0"));
+        let mut m = sample();
+        m.created = "yesterday".into();
+        assert!(err_of(&m).contains("RFC 3339"));
+        let mut m = sample();
+        m.files[0].sha256 = "Z".repeat(64);
+        assert!(err_of(&m).contains("64 lower-case hex"));
+        let mut m = sample();
+        m.model = None;
+        assert!(err_of(&m).contains("section is missing"));
+        let mut m = sample();
+        m.system = Some(SystemSection {
+            uki: "model.gguf".into(),
+        });
+        assert!(err_of(&m).contains("`system` section is present"));
+        let mut m = sample();
+        m.model.as_mut().unwrap().chat_template = Some("t.jinja".into());
+        assert!(err_of(&m).contains("not a listed payload file"));
+        let mut m = sample();
+        m.schema = "v0".into();
+        assert!(err_of(&m).contains("schema"));
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert!(validate_created(&format_rfc3339(1_951_000_000)).is_ok());
+    }
+}

@@ -1,0 +1,252 @@
+//! Anti-rollback state: per (kind, name) the highest accepted version and
+//! the SHA-256 of its manifest. A lower version is refused; an equal version
+//! only with the identical manifest. Stored as `state.json`, replaced
+//! atomically (temp file, fsync, rename, fsync of the directory).
+
+use crate::fsutil::{write_atomic, FsError};
+use crate::manifest::{validate_name, Kind};
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::path::Path;
+
+/// Schema string of the state file.
+pub const SCHEMA: &str = "airlock-state/1";
+/// File name of the state inside the store directory.
+pub const STATE_FILE: &str = "state.json";
+/// Largest state file read.
+pub const MAX_STATE_LEN: u64 = 16 * 1024 * 1024;
+
+/// Errors of this module; each names the failing operation or check.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("read state {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("state file {0} is larger than 16 MiB")]
+    TooLarge(String),
+    #[error("state file {path}: {msg}")]
+    Parse { path: String, msg: String },
+    #[error("rollback refused: {kind} {name} version {version} is lower than installed version {installed}")]
+    Rollback {
+        kind: Kind,
+        name: String,
+        version: u64,
+        installed: u64,
+    },
+    #[error("{kind} {name} version {version} is already installed with a different manifest")]
+    SameVersionDifferentManifest {
+        kind: Kind,
+        name: String,
+        version: u64,
+    },
+    #[error("write state: {0}")]
+    Write(#[from] FsError),
+    #[error("serialise state: {0}")]
+    Serialise(String),
+}
+
+type Result<T> = std::result::Result<T, StateError>;
+
+/// One (kind, name) record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub kind: Kind,
+    pub name: String,
+    pub version: u64,
+    /// SHA-256 (hex) of the accepted manifest bytes.
+    pub manifest_sha256: String,
+}
+
+/// The whole state file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub schema: String,
+    pub entries: Vec<Entry>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            schema: SCHEMA.into(),
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// What accepting a (kind, name, version) would mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing of this (kind, name) accepted yet.
+    New,
+    /// Higher than the installed version.
+    Upgrade { from: u64 },
+    /// Same version, identical manifest.
+    Same,
+}
+
+impl State {
+    /// Loads `dir/state.json`; a missing file is the empty state.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(STATE_FILE);
+        let shown = path.display().to_string();
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: shown,
+                    source,
+                })
+            }
+        };
+        let mut bytes = Vec::new();
+        f.take(MAX_STATE_LEN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| StateError::Read {
+                path: shown.clone(),
+                source,
+            })?;
+        if bytes.len() as u64 > MAX_STATE_LEN {
+            return Err(StateError::TooLarge(shown));
+        }
+        Self::parse(&bytes).map_err(|msg| StateError::Parse { path: shown, msg })
+    }
+
+    /// Parses and validates state bytes.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let s: State = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if s.schema != SCHEMA {
+            return Err(format!("schema {:?} is not {SCHEMA:?}", s.schema));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &s.entries {
+            validate_name(&e.name).map_err(|e| e.to_string())?;
+            if !seen.insert((e.kind, e.name.as_str())) {
+                return Err(format!("{} {} recorded twice", e.kind, e.name));
+            }
+        }
+        Ok(s)
+    }
+
+    /// The record of (kind, name), if any.
+    pub fn get(&self, kind: Kind, name: &str) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .find(|e| e.kind == kind && e.name == name)
+    }
+
+    /// Anti-rollback check of a candidate.
+    pub fn check(
+        &self,
+        kind: Kind,
+        name: &str,
+        version: u64,
+        manifest_sha256: &str,
+    ) -> Result<Decision> {
+        match self.get(kind, name) {
+            None => Ok(Decision::New),
+            Some(e) if version > e.version => Ok(Decision::Upgrade { from: e.version }),
+            Some(e) if version == e.version && e.manifest_sha256 == manifest_sha256 => {
+                Ok(Decision::Same)
+            }
+            Some(e) if version == e.version => Err(StateError::SameVersionDifferentManifest {
+                kind,
+                name: name.to_owned(),
+                version,
+            }),
+            Some(e) => Err(StateError::Rollback {
+                kind,
+                name: name.to_owned(),
+                version,
+                installed: e.version,
+            }),
+        }
+    }
+
+    /// Records an accepted version (after [`State::check`]).
+    pub fn record(&mut self, kind: Kind, name: &str, version: u64, manifest_sha256: &str) {
+        let entry = Entry {
+            kind,
+            name: name.to_owned(),
+            version,
+            manifest_sha256: manifest_sha256.to_owned(),
+        };
+        match self
+            .entries
+            .iter_mut()
+            .find(|e| e.kind == kind && e.name == name)
+        {
+            Some(e) => *e = entry,
+            None => self.entries.push(entry),
+        }
+        self.entries
+            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    }
+
+    /// Writes `dir/state.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let mut bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| StateError::Serialise(e.to_string()))?;
+        bytes.push(b'\n');
+        write_atomic(dir, STATE_FILE, &bytes)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn rollback_rules() {
+        let mut s = State::default();
+        assert_eq!(s.check(Kind::Model, "m", 5, "aa").unwrap(), Decision::New);
+        s.record(Kind::Model, "m", 5, "aa");
+        assert_eq!(
+            s.check(Kind::Model, "m", 6, "bb").unwrap(),
+            Decision::Upgrade { from: 5 }
+        );
+        assert_eq!(s.check(Kind::Model, "m", 5, "aa").unwrap(), Decision::Same);
+        let e = s.check(Kind::Model, "m", 5, "bb").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("already installed with a different manifest"),
+            "{e}"
+        );
+        let e = s.check(Kind::Model, "m", 4, "aa").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rollback refused: model m version 4 is lower than installed version 5"
+        );
+        // Kinds are separate namespaces.
+        assert_eq!(s.check(Kind::System, "m", 1, "aa").unwrap(), Decision::New);
+    }
+
+    #[test]
+    fn save_load_atomic() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(State::load(d.path()).unwrap(), State::default());
+        let mut s = State::default();
+        s.record(Kind::System, "airlock", 2, "cc");
+        s.record(Kind::Model, "m", 1, "aa");
+        s.save(d.path()).unwrap();
+        assert_eq!(State::load(d.path()).unwrap(), s);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        std::fs::write(
+            d.path().join(STATE_FILE),
+            b"{\"schema\":\"airlock-state/1\",\"entries\":[],\"x\":1}",
+        )
+        .unwrap();
+        let e = State::load(d.path()).unwrap_err();
+        assert!(e.to_string().contains("unknown field `x`"), "{e}");
+    }
+}
