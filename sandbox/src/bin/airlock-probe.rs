@@ -1,0 +1,503 @@
+//! `airlock-probe`: runs inside the worker sandbox (spawned through the very same path as the
+//! worker) and tries forbidden and allowed acts, reporting what the kernel answered.
+//!
+//! ```text
+//! airlock-probe [--stage2] [--parent-pid PID] allow      # allowed side, then waits for EOF on stdin
+//! airlock-probe [--stage2] [--parent-pid PID] act NAME   # one forbidden act (may end in SIGSYS)
+//! airlock-probe list                                      # names of the acts
+//! ```
+//! With `--stage2` it installs the worker's stage-2 allow list exactly as the worker does
+//! (first thing in `main`, before any thread). Output: one line per result,
+//! `act NAME errno ENAME` | `act NAME ok DETAIL` | `check NAME ok DETAIL` | `check NAME fail DETAIL`.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+use std::ffi::CStr;
+use std::io::{Read, Write};
+
+use airlock_sandbox::names::errno_name;
+
+enum Outcome {
+    /// The act succeeded (for a forbidden act: the sandbox failed).
+    Ok(String),
+    /// The act failed with this errno.
+    Errno(i32),
+}
+
+fn last() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn rc(r: libc::c_long) -> Outcome {
+    if r < 0 {
+        Outcome::Errno(last())
+    } else {
+        Outcome::Ok(format!("returned {r}"))
+    }
+}
+
+/// A raw syscall whose arguments are integers, NULL, or pointers to live constants/buffers.
+fn raw(nr: libc::c_long, a: [usize; 5]) -> Outcome {
+    // SAFETY: the kernel validates integer arguments; pointers passed by callers point to
+    // constant strings or live stack buffers; the probe only reports the result.
+    rc(unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4]) })
+}
+
+fn cs(c: &CStr) -> usize {
+    c.as_ptr() as usize
+}
+
+fn open(path: &CStr, flags: libc::c_int) -> Outcome {
+    // SAFETY: valid path; the fd is closed right away.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    if fd < 0 {
+        return Outcome::Errno(last());
+    }
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    Outcome::Ok(format!("opened {}", path.to_string_lossy()))
+}
+
+fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> Outcome {
+    // SAFETY: integer arguments.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Outcome::Errno(last());
+    }
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    Outcome::Ok("socket created".into())
+}
+
+/// Writes an executable file into scratch and tries to execve it.
+fn exec_from_scratch(mode: libc::mode_t) -> Outcome {
+    let path = c"/scratch/probe-exec";
+    // A minimal ELF header: enough for the kernel to try it if the mount allowed exec.
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    if let Err(e) = std::fs::write("/scratch/probe-exec", &elf) {
+        return Outcome::Ok(format!("setup failed: {e}"));
+    }
+    // SAFETY: valid path.
+    if unsafe { libc::chmod(path.as_ptr(), mode) } != 0 {
+        return Outcome::Ok(format!("chmod failed: {}", errno_name(last())));
+    }
+    let argv = [path.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    // SAFETY: NULL-terminated arrays of valid strings.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Outcome::Errno(last())
+}
+
+fn raw_clone(flags: libc::c_ulong) -> Outcome {
+    // SAFETY: fork-like clone; the child exits immediately without touching shared state.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags | libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Outcome::Errno(last());
+    }
+    if r == 0 {
+        // SAFETY: child of the clone: leave at once.
+        unsafe { libc::_exit(0) };
+    }
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(r as i32, &mut st, 0) };
+    Outcome::Ok(format!("child {r} created"))
+}
+
+fn map_anon(prot: libc::c_int) -> *mut libc::c_void {
+    // SAFETY: anonymous private mapping of one page.
+    unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    }
+}
+
+fn act(name: &str, parent: i32) -> Option<Outcome> {
+    Some(match name {
+        "open_outside" => open(c"/etc/passwd", libc::O_RDONLY),
+        "open_dotdot" => open(c"/../../../etc/passwd", libc::O_RDONLY),
+        "list_root" => open(c"/", libc::O_RDONLY | libc::O_DIRECTORY),
+        "create_in_root" => open(c"/probe-file", libc::O_CREAT | libc::O_WRONLY),
+        "write_model" => open(c"/model/weights.bin", libc::O_WRONLY),
+        "create_in_model" => open(c"/model/probe-file", libc::O_CREAT | libc::O_WRONLY),
+        "proc_environ" => open(c"/proc/1/environ", libc::O_RDONLY),
+        "socket_inet" => socket(libc::AF_INET, libc::SOCK_STREAM, 0),
+        "socket_inet6" => socket(libc::AF_INET6, libc::SOCK_DGRAM, 0),
+        "socket_netlink" => socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
+        "socket_packet" => socket(libc::AF_PACKET, libc::SOCK_RAW, 0),
+        "tcp_connect" => match std::net::TcpStream::connect("127.0.0.1:9") {
+            Ok(_) => Outcome::Ok("connected".into()),
+            Err(e) => Outcome::Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+        },
+        "execve" => exec_from_scratch(0o755),
+        "setuid_scratch" => exec_from_scratch(0o4755),
+        "ptrace_parent" => raw(
+            libc::SYS_ptrace,
+            [libc::PTRACE_ATTACH as usize, parent as usize, 0, 0, 0],
+        ),
+        "mount" => raw(
+            libc::SYS_mount,
+            [cs(c"none"), cs(c"/scratch"), cs(c"tmpfs"), 0, 0],
+        ),
+        "unshare_user" => raw(
+            libc::SYS_unshare,
+            [libc::CLONE_NEWUSER as usize, 0, 0, 0, 0],
+        ),
+        "clone_newns" => raw_clone(libc::CLONE_NEWNS as libc::c_ulong),
+        "fork" => raw_clone(0),
+        "clone3" => {
+            let mut args = [0u64; 11];
+            args[4] = libc::SIGCHLD as u64; // exit_signal
+            let r = raw(libc::SYS_clone3, [args.as_mut_ptr() as usize, 88, 0, 0, 0]);
+            if let Outcome::Ok(ref d) = r {
+                if d == "returned 0" {
+                    // SAFETY: the clone3 child leaves at once.
+                    unsafe { libc::_exit(0) };
+                }
+            }
+            r
+        }
+        "kill_pid1" => match raw(libc::SYS_kill, [1, libc::SIGKILL as usize, 0, 0, 0]) {
+            Outcome::Ok(_) => {
+                // SAFETY: getpid has no arguments.
+                let me = unsafe { libc::getpid() };
+                Outcome::Ok(format!("kill(1) returned 0, getpid()={me}, still alive"))
+            }
+            e => e,
+        },
+        "kill_parent" => raw(
+            libc::SYS_kill,
+            [parent as usize, libc::SIGKILL as usize, 0, 0, 0],
+        ),
+        "init_module" => raw(libc::SYS_init_module, [0, 0, cs(c""), 0, 0]),
+        "bpf" => raw(libc::SYS_bpf, [5 /* BPF_PROG_LOAD */, 0, 0, 0, 0]),
+        "perf_event_open" => raw(libc::SYS_perf_event_open, [0, 0, usize::MAX, usize::MAX, 0]),
+        "userfaultfd" => raw(libc::SYS_userfaultfd, [0, 0, 0, 0, 0]),
+        "io_uring_setup" => raw(libc::SYS_io_uring_setup, [1, 0, 0, 0, 0]),
+        "keyctl" => raw(
+            libc::SYS_keyctl,
+            [
+                0,                  /* GET_KEYRING_ID */
+                (-4isize) as usize, /* SESSION */
+                1,
+                0,
+                0,
+            ],
+        ),
+        "kexec_load" => raw(libc::SYS_kexec_load, [0, 0, 0, 0, 0]),
+        "setns" => raw(libc::SYS_setns, [0, 0, 0, 0, 0]),
+        "chroot" => raw(libc::SYS_chroot, [cs(c"/scratch"), 0, 0, 0, 0]),
+        "setuid_root" => raw(libc::SYS_setresuid, [0, 0, 0, 0, 0]),
+        "mprotect_exec" => {
+            let p = map_anon(libc::PROT_READ | libc::PROT_WRITE);
+            if p == libc::MAP_FAILED {
+                return Some(Outcome::Ok(format!(
+                    "setup mmap failed: {}",
+                    errno_name(last())
+                )));
+            }
+            // SAFETY: see above; p is our page.
+            rc(
+                unsafe { libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) }
+                    as libc::c_long,
+            )
+        }
+        "mmap_exec" => {
+            let p = map_anon(libc::PROT_READ | libc::PROT_EXEC);
+            if p == libc::MAP_FAILED {
+                Outcome::Errno(last())
+            } else {
+                Outcome::Ok("mapped".into())
+            }
+        }
+        "alloc_big" => {
+            let mut v: Vec<u8> = Vec::new();
+            match v.try_reserve_exact(2 << 30) {
+                Ok(()) => Outcome::Ok("2 GiB reserved".into()),
+                Err(_) => Outcome::Errno(libc::ENOMEM),
+            }
+        }
+        "crash_segv" => {
+            // SAFETY: deliberately not safe: the probe must die of SIGSEGV here.
+            unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u64>(), 1) };
+            Outcome::Ok("survived a null write".into())
+        }
+        _ => return None,
+    })
+}
+
+/// Names of every act, in report order.
+const ACTS: &[&str] = &[
+    "open_outside",
+    "open_dotdot",
+    "list_root",
+    "create_in_root",
+    "write_model",
+    "create_in_model",
+    "proc_environ",
+    "socket_inet",
+    "socket_inet6",
+    "socket_netlink",
+    "socket_packet",
+    "tcp_connect",
+    "execve",
+    "setuid_scratch",
+    "ptrace_parent",
+    "mount",
+    "unshare_user",
+    "clone_newns",
+    "fork",
+    "clone3",
+    "kill_pid1",
+    "kill_parent",
+    "init_module",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "keyctl",
+    "kexec_load",
+    "setns",
+    "chroot",
+    "setuid_root",
+    "mprotect_exec",
+    "mmap_exec",
+    "alloc_big",
+    "crash_segv",
+];
+
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn check(out: &mut impl Write, name: &str, r: Result<String, String>) {
+    let _ = match r {
+        Ok(d) => writeln!(out, "check {name} ok {d}"),
+        Err(d) => writeln!(out, "check {name} fail {d}"),
+    };
+    let _ = out.flush();
+}
+
+fn identity() -> Result<String, String> {
+    let mut caps_held = 0usize;
+    for set in [
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Ambient,
+    ] {
+        caps_held += caps::read(None, set)
+            .map_err(|e| format!("capget: {e}"))?
+            .len();
+    }
+    // SAFETY: getters without arguments / prctl queries.
+    let (pid, uid, gid, nnp, sec, dump) = unsafe {
+        (
+            libc::getpid(),
+            libc::getuid(),
+            libc::getgid(),
+            libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
+            libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0),
+            libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0),
+        )
+    };
+    let caps = caps_held;
+    Ok(format!("pid={pid} uid={uid} gid={gid} no_new_privs={nnp} seccomp={sec} dumpable={dump} caps={caps:#x}"))
+}
+
+fn model_read() -> Result<String, String> {
+    let mut names: Vec<String> = std::fs::read_dir("/model")
+        .map_err(|e| format!("read_dir: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let data = std::fs::read("/model/weights.bin").map_err(|e| format!("read: {e}"))?;
+    Ok(format!(
+        "entries={} len={} fnv={:016x}",
+        names.join(","),
+        data.len(),
+        fnv(&data)
+    ))
+}
+
+fn scratch_write() -> Result<String, String> {
+    let e = |what: &str, err: std::io::Error| format!("{what}: {err}");
+    std::fs::create_dir_all("/scratch/d").map_err(|x| e("mkdir", x))?;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write("/scratch/d/a", &data).map_err(|x| e("write", x))?;
+    std::fs::rename("/scratch/d/a", "/scratch/b").map_err(|x| e("rename", x))?;
+    let back = std::fs::read("/scratch/b").map_err(|x| e("read", x))?;
+    std::fs::remove_file("/scratch/b").map_err(|x| e("unlink", x))?;
+    std::fs::remove_dir("/scratch/d").map_err(|x| e("rmdir", x))?;
+    if back != data {
+        return Err("read back differs".into());
+    }
+    Ok(format!(
+        "wrote, renamed, read back and removed {} bytes",
+        data.len()
+    ))
+}
+
+fn getrandom() -> Result<String, String> {
+    let mut buf = [0u8; 32];
+    // SAFETY: valid buffer and length.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        return Err(errno_name(last()));
+    }
+    Ok("32 bytes".into())
+}
+
+fn tokio_threads() -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async {
+        let (mut a, mut b) = tokio::net::UnixStream::pair().map_err(|e| format!("pair: {e}"))?;
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; 5];
+            b.read_exact(&mut buf).await.map(|_| buf)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let mut sum = 0u64;
+        let mut tasks = Vec::new();
+        for i in 0..16u64 {
+            tasks.push(tokio::spawn(async move { i * i }));
+        }
+        for t in tasks {
+            sum += t.await.map_err(|e| format!("task: {e}"))?;
+        }
+        a.write_all(b"hello")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let got = echo
+            .await
+            .map_err(|e| format!("join: {e}"))?
+            .map_err(|e| format!("read: {e}"))?;
+        if &got != b"hello" || sum != 1240 {
+            return Err("wrong results".to_string());
+        }
+        Ok("2 workers, 16 tasks, timer, UnixStream pair".to_string())
+    })
+}
+
+fn rayon_threads() -> Result<String, String> {
+    use rayon::prelude::*;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .map_err(|e| format!("pool: {e}"))?;
+    let sum: u64 = pool.install(|| (0..1_000_000u64).into_par_iter().map(|x| x % 7).sum());
+    let want: u64 = (0..1_000_000u64).map(|x| x % 7).sum();
+    if sum != want {
+        return Err(format!("sum {sum} != {want}"));
+    }
+    Ok(format!("2 threads, par_iter sum {sum}"))
+}
+
+fn allow(stage2: bool) -> i32 {
+    let mut out = std::io::stdout().lock();
+    check(&mut out, "identity", identity());
+    if stage2 {
+        check(
+            &mut out,
+            "stage2_installed",
+            airlock_sandbox::seccomp::install_worker_allowlist()
+                .map(|_| "allow list installed".into())
+                .map_err(|e| e.to_string()),
+        );
+        // SAFETY: prctl query without memory arguments.
+        let d = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+        check(
+            &mut out,
+            "dumpable_after_stage2",
+            Ok(format!("dumpable={d}")),
+        );
+    }
+    check(&mut out, "model_read", model_read());
+    check(&mut out, "scratch_write", scratch_write());
+    check(&mut out, "getrandom", getrandom());
+    check(&mut out, "tokio_threads", tokio_threads());
+    check(&mut out, "rayon_threads", rayon_threads());
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    drop(out);
+    // Stay alive until the suite has looked at /proc/<pid>/status and closes our stdin.
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    0
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).peekable();
+    let mut stage2 = false;
+    let mut parent: i32 = 0;
+    loop {
+        match args.peek().map(String::as_str) {
+            Some("--stage2") => {
+                stage2 = true;
+                args.next();
+            }
+            Some("--parent-pid") => {
+                args.next();
+                parent = args.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            }
+            _ => break,
+        }
+    }
+    let code = match (args.next().as_deref(), args.next()) {
+        (Some("list"), None) => {
+            for a in ACTS {
+                println!("{a}");
+            }
+            0
+        }
+        (Some("allow"), None) => allow(stage2),
+        (Some("act"), Some(name)) => {
+            if stage2 {
+                if let Err(e) = airlock_sandbox::seccomp::install_worker_allowlist() {
+                    println!("check stage2_installed fail {e}");
+                    std::process::exit(2);
+                }
+            }
+            match act(&name, parent) {
+                Some(Outcome::Ok(d)) => println!("act {name} ok {d}"),
+                Some(Outcome::Errno(e)) => println!("act {name} errno {}", errno_name(e)),
+                None => {
+                    eprintln!("airlock-probe: unknown act {name:?}");
+                    std::process::exit(2);
+                }
+            }
+            0
+        }
+        _ => {
+            eprintln!(
+                "usage: airlock-probe [--stage2] [--parent-pid PID] (allow | act NAME | list)"
+            );
+            2
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,755 @@
+//! The probe suite: spawns `airlock-probe` through the very same [`crate::spawn`] path as the
+//! worker and checks that each forbidden act fails the expected way and each allowed one works.
+//!
+//! Two passes: `s1.*` with only what the spawner installs (namespaces, mounts, ids, caps,
+//! Landlock, stage-1 seccomp), and `s2.*` with the probe installing the worker's stage-2 allow
+//! list exactly as the worker does. Acts that may end in `SIGSYS` run one per probe process.
+//! Used by `cargo test -p airlock-sandbox` and by the supervisor's `selftest` command.
+
+use std::fmt;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::landlock_policy::LandlockMode;
+use crate::names::{errno_name, signal_name};
+use crate::spawn::{spawn, ExitStatus, Limits, SpawnError, Spec, DEFAULT_ID};
+
+/// Address-space bound of probe runs (the `alloc_big` act asks for twice as much).
+pub const PROBE_ADDRESS_SPACE: u64 = 1 << 30;
+
+/// Longest a single probe run may take before it is killed and reported as a hang.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Errors of the suite itself (not failed checks).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Creating the work directory (model dir) failed.
+    #[error("probe: preparing work dir {path}: {source}")]
+    Workdir {
+        /// Path.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// Creating a pipe failed.
+    #[error("probe: pipe2: {0}")]
+    Pipe(std::io::Error),
+    /// The sandbox could not be built for an act.
+    #[error("probe: spawning {what}: {source}")]
+    Spawn {
+        /// Which run.
+        what: String,
+        /// Underlying error.
+        source: SpawnError,
+    },
+}
+
+/// One check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// `s1.NAME` or `s2.NAME`.
+    pub name: String,
+    /// What the sandbox must produce.
+    pub expected: String,
+    /// What was observed.
+    pub observed: String,
+    /// Whether they agree.
+    pub pass: bool,
+}
+
+/// All checks of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Checks in order.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// Number of passed checks.
+    pub fn passed(&self) -> usize {
+        self.checks.iter().filter(|c| c.pass).count()
+    }
+    /// True if every check passed.
+    pub fn all_passed(&self) -> bool {
+        self.passed() == self.checks.len()
+    }
+    /// The check called `name`.
+    pub fn get(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.checks {
+            writeln!(
+                f,
+                "{} {}: expected {}; observed {}",
+                if c.pass { "PASS" } else { "FAIL" },
+                c.name,
+                c.expected,
+                c.observed
+            )?;
+        }
+        write!(
+            f,
+            "probe: {}/{} checks passed",
+            self.passed(),
+            self.checks.len()
+        )
+    }
+}
+
+/// What an act must produce.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect {
+    /// The call fails with this errno (and the probe exits 0).
+    Errno(i32),
+    /// The probe is killed by this signal.
+    Signal(i32),
+    /// The act is allowed at this stage; the detail must contain this text.
+    Allowed(&'static str),
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Errno(e) => write!(f, "errno {}", errno_name(*e)),
+            Expect::Signal(s) => write!(f, "signal {}", signal_name(*s)),
+            Expect::Allowed(d) => write!(f, "ok ({d})"),
+        }
+    }
+}
+
+/// One forbidden (or stage-dependent) act with its expected outcome per stage and the layer
+/// that answers it.
+#[derive(Debug, Clone, Copy)]
+pub struct Act {
+    /// Act name understood by `airlock-probe act NAME`.
+    pub name: &'static str,
+    /// Under stage 1 only.
+    pub stage1: Expect,
+    /// Under stage 1 + the worker's stage 2.
+    pub stage2: Expect,
+    /// Which layer answers (documentation).
+    pub layer: &'static str,
+}
+
+use Expect::{Allowed, Errno, Signal};
+const SYS: Expect = Signal(libc::SIGSYS);
+
+macro_rules! act {
+    ($n:literal, $s1:expr, $s2:expr, $layer:literal) => {
+        Act {
+            name: $n,
+            stage1: $s1,
+            stage2: $s2,
+            layer: $layer,
+        }
+    };
+}
+
+/// The act table (policy as data: one line per act).
+pub const ACTS: &[Act] = &[
+    act!(
+        "open_outside",
+        Errno(libc::ENOENT),
+        Errno(libc::ENOENT),
+        "pivot_root: /etc does not exist in the new root"
+    ),
+    act!(
+        "open_dotdot",
+        Errno(libc::ENOENT),
+        Errno(libc::ENOENT),
+        "pivot_root: .. of / is /"
+    ),
+    act!(
+        "list_root",
+        Errno(libc::EACCES),
+        Errno(libc::EACCES),
+        "Landlock: no ReadDir on /"
+    ),
+    act!(
+        "create_in_root",
+        Errno(libc::EROFS),
+        Errno(libc::EROFS),
+        "read-only root tmpfs (checked before Landlock's MakeReg)"
+    ),
+    act!(
+        "write_model",
+        Errno(libc::EACCES),
+        Errno(libc::EACCES),
+        "Landlock: no WriteFile on /model (also ro mount)"
+    ),
+    act!(
+        "create_in_model",
+        Errno(libc::EROFS),
+        Errno(libc::EROFS),
+        "read-only bind mount (checked before Landlock's MakeReg)"
+    ),
+    act!(
+        "proc_environ",
+        Errno(libc::ENOENT),
+        Errno(libc::ENOENT),
+        "no /proc in the new root"
+    ),
+    act!(
+        "socket_inet",
+        Errno(libc::EAFNOSUPPORT),
+        Errno(libc::EAFNOSUPPORT),
+        "seccomp: socket non-AF_UNIX"
+    ),
+    act!(
+        "socket_inet6",
+        Errno(libc::EAFNOSUPPORT),
+        Errno(libc::EAFNOSUPPORT),
+        "seccomp: socket non-AF_UNIX"
+    ),
+    act!(
+        "socket_netlink",
+        Errno(libc::EAFNOSUPPORT),
+        Errno(libc::EAFNOSUPPORT),
+        "seccomp: socket non-AF_UNIX"
+    ),
+    act!(
+        "socket_packet",
+        Errno(libc::EAFNOSUPPORT),
+        Errno(libc::EAFNOSUPPORT),
+        "seccomp: socket non-AF_UNIX"
+    ),
+    act!(
+        "tcp_connect",
+        Errno(libc::EAFNOSUPPORT),
+        Errno(libc::EAFNOSUPPORT),
+        "seccomp: socket non-AF_UNIX (std TcpStream)"
+    ),
+    act!(
+        "execve",
+        Errno(libc::EACCES),
+        SYS,
+        "s1: noexec scratch + Landlock Execute; s2: execve not allowed"
+    ),
+    act!(
+        "setuid_scratch",
+        Errno(libc::EACCES),
+        SYS,
+        "s1: noexec/nosuid scratch + Landlock + no_new_privs; s2: execve not allowed"
+    ),
+    act!("ptrace_parent", Errno(libc::EPERM), SYS, "seccomp: ptrace"),
+    act!("mount", Errno(libc::EPERM), SYS, "seccomp: mount"),
+    act!("unshare_user", Errno(libc::EPERM), SYS, "seccomp: unshare"),
+    act!(
+        "clone_newns",
+        Errno(libc::EPERM),
+        Errno(libc::EPERM),
+        "seccomp: clone with namespace flags"
+    ),
+    act!(
+        "fork",
+        Allowed("created"),
+        Errno(libc::EPERM),
+        "s1 allows fork; s2: clone only with CLONE_THREAD"
+    ),
+    act!(
+        "clone3",
+        Errno(libc::ENOSYS),
+        Errno(libc::ENOSYS),
+        "seccomp: clone3 → ENOSYS"
+    ),
+    act!(
+        "kill_pid1",
+        Allowed("getpid()=1, still alive"),
+        SYS,
+        "pid namespace: pid 1 is the probe itself (signal ignored); s2: kill not allowed"
+    ),
+    act!(
+        "kill_parent",
+        Errno(libc::ESRCH),
+        SYS,
+        "pid namespace: the spawner's pid does not exist inside; s2: kill not allowed"
+    ),
+    act!(
+        "init_module",
+        Errno(libc::EPERM),
+        SYS,
+        "seccomp: module calls"
+    ),
+    act!("bpf", Errno(libc::EPERM), SYS, "seccomp: bpf"),
+    act!(
+        "perf_event_open",
+        Errno(libc::EPERM),
+        SYS,
+        "seccomp: perf_event_open"
+    ),
+    act!(
+        "userfaultfd",
+        Errno(libc::EPERM),
+        SYS,
+        "seccomp: userfaultfd"
+    ),
+    act!(
+        "io_uring_setup",
+        Errno(libc::EPERM),
+        SYS,
+        "seccomp: io_uring"
+    ),
+    act!("keyctl", Errno(libc::EPERM), SYS, "seccomp: keyctl"),
+    act!("kexec_load", Errno(libc::EPERM), SYS, "seccomp: kexec"),
+    act!("setns", Errno(libc::EPERM), SYS, "seccomp: setns"),
+    act!(
+        "chroot",
+        Errno(libc::EPERM),
+        SYS,
+        "seccomp: chroot (capabilities are gone too)"
+    ),
+    act!(
+        "setuid_root",
+        Errno(libc::EPERM),
+        SYS,
+        "capabilities cleared; s2: setresuid not allowed"
+    ),
+    act!(
+        "mprotect_exec",
+        Allowed("returned 0"),
+        Errno(libc::EACCES),
+        "s2: no PROT_EXEC"
+    ),
+    act!(
+        "mmap_exec",
+        Allowed("mapped"),
+        Errno(libc::EACCES),
+        "s2: no PROT_EXEC"
+    ),
+    act!(
+        "alloc_big",
+        Errno(libc::ENOMEM),
+        Errno(libc::ENOMEM),
+        "RLIMIT_AS: a 2 GiB reservation fails cleanly"
+    ),
+    act!(
+        "crash_segv",
+        Signal(libc::SIGSEGV),
+        Signal(libc::SIGSEGV),
+        "a crash reaches the spawner as a clean exit status"
+    ),
+];
+
+/// Content of the probe's model file (deterministic).
+pub fn model_bytes() -> Vec<u8> {
+    (0..65_536u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), ProbeError> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: valid 2-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(ProbeError::Pipe(std::io::Error::last_os_error()));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: two new fds we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads from `fd` until EOF, `stop` appears as a full line, or the deadline passes.
+fn read_until(fd: &OwnedFd, stop: Option<&str>, deadline: Instant) -> (String, bool) {
+    let mut out = Vec::new();
+    loop {
+        if let Some(s) = stop {
+            if String::from_utf8_lossy(&out).lines().any(|l| l == s) {
+                return (String::from_utf8_lossy(&out).into_owned(), true);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (String::from_utf8_lossy(&out).into_owned(), false);
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if n <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        // SAFETY: reading into a valid buffer.
+        let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r <= 0 {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let seen = stop.is_none_or(|s| text.lines().any(|l| l == s));
+            return (text, seen);
+        }
+        out.extend_from_slice(&buf[..r as usize]);
+    }
+}
+
+struct Ctx<'a> {
+    probe: &'a Path,
+    landlock: LandlockMode,
+    model: PathBuf,
+}
+
+impl Ctx<'_> {
+    fn spec(
+        &self,
+        stage2: bool,
+        mode: &[&str],
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+    ) -> Result<Spec, ProbeError> {
+        let mut spec = Spec::new(self.probe);
+        if stage2 {
+            spec.args.push("--stage2".into());
+        }
+        spec.args.push("--parent-pid".into());
+        spec.args.push(std::process::id().to_string().into());
+        spec.args.extend(mode.iter().map(Into::into));
+        spec.model_dir = Some(self.model.clone());
+        spec.scratch_size = 16 << 20;
+        spec.limits = Limits {
+            address_space: Some(PROBE_ADDRESS_SPACE),
+            ..Limits::default()
+        };
+        spec.landlock = self.landlock;
+        let err = stdout.try_clone().map_err(ProbeError::Pipe)?;
+        spec.fds.push((stdout, 1));
+        spec.fds.push((err, 2));
+        if let Some(i) = stdin {
+            spec.fds.push((i, 0));
+        }
+        Ok(spec)
+    }
+
+    fn run_act(&self, act: &Act, stage2: bool) -> Result<Check, ProbeError> {
+        let prefix = if stage2 { "s2" } else { "s1" };
+        let expect = if stage2 { act.stage2 } else { act.stage1 };
+        let (r, w) = pipe()?;
+        let spec = self.spec(stage2, &["act", act.name], None, w)?;
+        let mut child = spawn(spec).map_err(|source| ProbeError::Spawn {
+            what: format!("{prefix}.{}", act.name),
+            source,
+        })?;
+        let (text, _) = read_until(&r, None, Instant::now() + PROBE_TIMEOUT);
+        let status = match child.wait_timeout(PROBE_TIMEOUT) {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => {
+                let _ = child.kill();
+                Err("hang: killed after the timeout".to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let line = text.lines().find_map(|l| {
+            l.strip_prefix(&format!("act {} ", act.name))
+                .map(str::to_string)
+        });
+        let observed = match (&status, &line) {
+            (Err(e), _) => e.clone(),
+            (Ok(ExitStatus::Signaled(s)), _) => format!("signal {}", signal_name(*s)),
+            (Ok(ExitStatus::Exited(0)), Some(l)) => l.clone(),
+            (Ok(st), _) => format!("{st}; output {:?}", text.trim()),
+        };
+        let pass = match expect {
+            Expect::Errno(e) => {
+                matches!(status, Ok(ExitStatus::Exited(0)))
+                    && observed == format!("errno {}", errno_name(e))
+            }
+            Expect::Signal(s) => matches!(status, Ok(ExitStatus::Signaled(x)) if x == s),
+            Expect::Allowed(d) => {
+                matches!(status, Ok(ExitStatus::Exited(0)))
+                    && observed.starts_with("ok ")
+                    && observed.contains(d)
+            }
+        };
+        Ok(Check {
+            name: format!("{prefix}.{}", act.name),
+            expected: format!("{expect} [{}]", act.layer),
+            observed,
+            pass,
+        })
+    }
+
+    fn run_allow(&self, stage2: bool, out: &mut Vec<Check>) -> Result<(), ProbeError> {
+        let prefix = if stage2 { "s2" } else { "s1" };
+        let (r, w) = pipe()?;
+        let (stdin_r, stdin_w) = pipe()?;
+        let spec = self.spec(stage2, &["allow"], Some(stdin_r), w)?;
+        let mut child = spawn(spec).map_err(|source| ProbeError::Spawn {
+            what: format!("{prefix}.allow"),
+            source,
+        })?;
+        let (text, ready) = read_until(&r, Some("ready"), Instant::now() + PROBE_TIMEOUT);
+        let mut add = |name: &str, expected: String, observed: String, pass: bool| {
+            out.push(Check {
+                name: format!("{prefix}.{name}"),
+                expected,
+                observed,
+                pass,
+            });
+        };
+        let line = |name: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("check {name} "))
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "no report".to_string())
+        };
+        let model = model_bytes();
+        let model_expect = format!(
+            "ok entries=config.json,weights.bin len={} fnv={:016x}",
+            model.len(),
+            fnv(&model)
+        );
+        let id_expect = format!("ok pid=1 uid={DEFAULT_ID} gid={DEFAULT_ID} no_new_privs=1 seccomp=2 dumpable=1 caps=0x0");
+        let id = line("identity");
+        add("identity", id_expect.clone(), id.clone(), id == id_expect);
+        if stage2 {
+            let s = line("stage2_installed");
+            add(
+                "stage2_installed",
+                "ok".into(),
+                s.clone(),
+                s.starts_with("ok"),
+            );
+            let d = line("dumpable_after_stage2");
+            add(
+                "dumpable_after_stage2",
+                "ok dumpable=0".into(),
+                d.clone(),
+                d == "ok dumpable=0",
+            );
+        }
+        let m = line("model_read");
+        add(
+            "model_read",
+            model_expect.clone(),
+            m.clone(),
+            m == model_expect,
+        );
+        for name in [
+            "scratch_write",
+            "getrandom",
+            "tokio_threads",
+            "rayon_threads",
+        ] {
+            let s = line(name);
+            add(name, "ok".into(), s.clone(), s.starts_with("ok "));
+        }
+        // Seen from outside, while the probe waits: the kernel's own account of its state.
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.pid())).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("{k}:"))
+                        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                })
+                .unwrap_or_else(|| "missing".into())
+        };
+        let want: &[(&str, String)] = &[
+            ("Seccomp", "2".into()),
+            ("NoNewPrivs", "1".into()),
+            ("CapEff", "0000000000000000".into()),
+            ("CapPrm", "0000000000000000".into()),
+            ("CapInh", "0000000000000000".into()),
+            ("CapBnd", "0000000000000000".into()),
+            ("CapAmb", "0000000000000000".into()),
+            (
+                "Uid",
+                format!("{DEFAULT_ID} {DEFAULT_ID} {DEFAULT_ID} {DEFAULT_ID}"),
+            ),
+            (
+                "Gid",
+                format!("{DEFAULT_ID} {DEFAULT_ID} {DEFAULT_ID} {DEFAULT_ID}"),
+            ),
+            ("Groups", "".into()),
+            ("NSpid", format!("{} 1", child.pid())),
+        ];
+        for (k, v) in want {
+            let got = field(k);
+            add(
+                &format!("status_{k}"),
+                format!("{k}: {v}"),
+                format!("{k}: {got}"),
+                &got == v,
+            );
+        }
+        let filters = field("Seccomp_filters");
+        let want_filters = crate::seccomp::stage1_programs()
+            .map(|p| p.len())
+            .unwrap_or(0)
+            + if stage2 {
+                crate::seccomp::stage2_programs()
+                    .map(|p| p.len())
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+        add(
+            "status_Seccomp_filters",
+            format!("Seccomp_filters: {want_filters}"),
+            format!("Seccomp_filters: {filters}"),
+            filters == want_filters.to_string(),
+        );
+        // Namespaces differ from ours.
+        let mut same = Vec::new();
+        for ns in ["pid", "mnt", "net", "ipc", "uts", "cgroup"] {
+            let theirs = std::fs::read_link(format!("/proc/{}/ns/{ns}", child.pid())).ok();
+            let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
+            if theirs.is_none() || theirs == ours {
+                same.push(ns);
+            }
+        }
+        add(
+            "namespaces",
+            "pid mnt net ipc uts cgroup all new".into(),
+            if same.is_empty() {
+                "all new".into()
+            } else {
+                format!("shared or unreadable: {}", same.join(" "))
+            },
+            same.is_empty(),
+        );
+        // Open sockets: only AF_UNIX (inode listed in its net namespace's unix table).
+        let unix =
+            std::fs::read_to_string(format!("/proc/{}/net/unix", child.pid())).unwrap_or_default();
+        let unix_inodes: Vec<&str> = unix
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(6))
+            .collect();
+        let mut sockets = 0;
+        let mut foreign = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", child.pid())) {
+            for e in dir.flatten() {
+                let target = std::fs::read_link(e.path())
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if let Some(ino) = target
+                    .strip_prefix("socket:[")
+                    .and_then(|s| s.strip_suffix(']'))
+                {
+                    sockets += 1;
+                    if !unix_inodes.contains(&ino) {
+                        foreign.push(ino.to_string());
+                    }
+                }
+            }
+        }
+        add(
+            "sockets_unix_only",
+            "every open socket is AF_UNIX".into(),
+            format!("{sockets} sockets open, non-unix: {foreign:?}"),
+            foreign.is_empty(),
+        );
+        // Let it finish.
+        drop(stdin_w);
+        let st = match child.wait_timeout(PROBE_TIMEOUT) {
+            Ok(Some(s)) => s.to_string(),
+            Ok(None) => {
+                let _ = child.kill();
+                "hang: killed after the timeout".into()
+            }
+            Err(e) => e.to_string(),
+        };
+        add(
+            "allow_exit",
+            "ready, then exit 0".into(),
+            format!("ready={ready}, {st}"),
+            ready && st == "exit 0",
+        );
+        Ok(())
+    }
+}
+
+/// Runs the whole suite with a work dir under the system temp dir.
+pub fn run(probe: &Path, landlock: LandlockMode) -> Result<Report, ProbeError> {
+    run_in(probe, landlock, &std::env::temp_dir())
+}
+
+/// Runs the whole suite with its model dir created under `workdir` (removed afterwards).
+pub fn run_in(probe: &Path, landlock: LandlockMode, workdir: &Path) -> Result<Report, ProbeError> {
+    let base = workdir.join(
+        format!(
+            "airlock-probe-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )
+        .replace(['(', ')'], ""),
+    );
+    let model = base.join("model");
+    let werr = |source| ProbeError::Workdir {
+        path: model.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&model).map_err(werr)?;
+    std::fs::write(model.join("weights.bin"), model_bytes()).map_err(werr)?;
+    std::fs::File::create(model.join("config.json"))
+        .and_then(|mut f| f.write_all(b"{\"probe\":true}\n"))
+        .map_err(werr)?;
+    let ctx = Ctx {
+        probe,
+        landlock,
+        model,
+    };
+    let result = (|| {
+        let mut report = Report::default();
+        for stage2 in [false, true] {
+            ctx.run_allow(stage2, &mut report.checks)?;
+            for act in ACTS {
+                report.checks.push(ctx.run_act(act, stage2)?);
+            }
+        }
+        Ok(report)
+    })();
+    let _ = std::fs::remove_dir_all(&base);
+    result
+}
+
+/// Runs a single act (for tests that assert one layer at a time).
+pub fn run_one(
+    probe: &Path,
+    landlock: LandlockMode,
+    act: &str,
+    stage2: bool,
+    workdir: &Path,
+) -> Result<Check, ProbeError> {
+    let base = workdir.join(format!(
+        "airlock-probe1-{}-{act}-{stage2}",
+        std::process::id()
+    ));
+    let model = base.join("model");
+    let werr = |source| ProbeError::Workdir {
+        path: model.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&model).map_err(werr)?;
+    std::fs::write(model.join("weights.bin"), model_bytes()).map_err(werr)?;
+    let ctx = Ctx {
+        probe,
+        landlock,
+        model,
+    };
+    let a = ACTS.iter().find(|a| a.name == act).copied().unwrap_or(Act {
+        name: "unknown",
+        stage1: Errno(0),
+        stage2: Errno(0),
+        layer: "",
+    });
+    let r = ctx.run_act(&a, stage2);
+    let _ = std::fs::remove_dir_all(&base);
+    r
+}
