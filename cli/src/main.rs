@@ -1,6 +1,211 @@
-//! `airlock`: the host CLI used on the connected machine.
+//! `airlock`: the host CLI used on the connected machine by the security
+//! team and update officers: keys, bundles, trust files.
+//!
+//! Every failure prints exactly one line `airlock: <reason>` on stderr and
+//! exits 1 (usage errors exit 2, from clap).
+
+mod bundle_cmd;
+mod keys;
+mod progress;
+mod trust_cmd;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Host tool for Airlock: minisign-compatible keys, signed model/system
+/// bundles, trust files.
+#[derive(Parser)]
+#[command(name = "airlock", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Signing keys (minisign format: usable with `minisign -S` / `-V`).
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Model and system bundles: pack, sign, verify, install.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// Trust files: which keys may sign what, with thresholds.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+}
+
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// Generate a key pair: DIR/NAME.pub (public) and DIR/NAME.key (secret).
+    ///
+    /// The secret key is encrypted with a passphrase (scrypt, minisign's
+    /// defaults) asked on the terminal, or read from --passphrase-file.
+    /// --unencrypted writes it in clear (like `minisign -W`): only for keys
+    /// kept on an encrypted, offline medium.
+    Generate {
+        /// Key name (names the files and, later, the signature files).
+        #[arg(long)]
+        name: String,
+        /// Output directory.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        #[command(flatten)]
+        pass: PassArgs,
+        /// Store the secret key unencrypted.
+        #[arg(long, conflicts_with = "passphrase_file")]
+        unencrypted: bool,
+        /// Overwrite existing key files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+pub struct PassArgs {
+    /// Read the secret key passphrase from the first line of this file
+    /// instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum BundleCmd {
+    /// Create an unsigned bundle directory from payload files.
+    ///
+    /// FILE is a path (payload named after its file name) or
+    /// PATH_IN_BUNDLE=PATH. Output is the bundle directory to create,
+    /// conventionally NAME_VERSION.airlock.
+    Pack {
+        #[arg(long)]
+        kind: airlock_formats::manifest::Kind,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: u64,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Creation time (RFC 3339 UTC); default now, or SOURCE_DATE_EPOCH.
+        #[arg(long)]
+        created: Option<String>,
+        /// model: payload path of the GGUF file (default: the only *.gguf).
+        #[arg(long)]
+        gguf: Option<String>,
+        /// model: architecture, e.g. llama.
+        #[arg(long)]
+        architecture: Option<String>,
+        /// model: context length in tokens.
+        #[arg(long)]
+        context_length: Option<u64>,
+        /// model: payload path of a chat template file.
+        #[arg(long)]
+        chat_template: Option<String>,
+        /// system: payload path of the UKI (default: the only *.efi).
+        #[arg(long)]
+        uki: Option<String>,
+        /// Bundle directory to create.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
+    /// Sign a bundle's manifest: writes manifest.json.SIGNER.minisig.
+    Sign {
+        dir: PathBuf,
+        /// minisign secret key file (from `airlock key generate` or `minisign -G`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Signer name for the signature file (default: key file name without extension).
+        #[arg(long)]
+        signer: Option<String>,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Verify a bundle completely (signatures, listing, every payload hash,
+    /// and with --state the anti-rollback rule). Prints a summary, or one
+    /// reason line and exits 1.
+    Verify {
+        dir: PathBuf,
+        #[arg(long)]
+        trust: PathBuf,
+        /// Store directory whose state.json holds installed versions.
+        #[arg(long, value_name = "STATE_DIR")]
+        state: Option<PathBuf>,
+    },
+    /// Verify and import a bundle into a store (the appliance's import code).
+    Install {
+        dir: PathBuf,
+        #[arg(long)]
+        trust: PathBuf,
+        #[arg(long)]
+        store: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TrustCmd {
+    /// Create a version-1 trust file holding root keys.
+    Init {
+        /// Root public key file (minisign format); NAME=FILE to name it
+        /// (default name: file name without extension). Repeat for more.
+        #[arg(long = "root-key", required = true, value_name = "PUB")]
+        root_keys: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        root_threshold: u32,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Add a key with a role (or add the role to a key already present).
+    /// Removes now-stale signatures of the trust file.
+    AddKey {
+        file: PathBuf,
+        #[arg(long)]
+        role: airlock_formats::trust::Role,
+        /// Public key file (minisign format).
+        #[arg(long)]
+        key: PathBuf,
+        /// Key name (default: file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Set the m-of-n threshold of a role. Removes stale signatures.
+    SetThreshold {
+        file: PathBuf,
+        #[arg(long)]
+        role: airlock_formats::trust::Role,
+        threshold: u32,
+    },
+    /// Raise the version by one (start of a rotation). Removes stale signatures.
+    Bump { file: PathBuf },
+    /// Sign a trust file: writes FILE.SIGNER.minisig next to it.
+    Sign {
+        file: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        signer: Option<String>,
+        #[command(flatten)]
+        pass: PassArgs,
+    },
+    /// Check a trust file; with --previous, check it as a rotation of the
+    /// previous one (version +1, signed by both root thresholds).
+    Verify {
+        file: PathBuf,
+        #[arg(long)]
+        previous: Option<PathBuf>,
+    },
+}
 
 fn main() {
-    eprintln!("airlock: not yet implemented");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Key(c) => keys::run(c),
+        Cmd::Bundle(c) => bundle_cmd::run(c),
+        Cmd::Trust(c) => trust_cmd::run(c),
+    };
+    if let Err(e) = r {
+        // Exactly one line: flatten any embedded line breaks.
+        let line = e.replace(['\n', '\r'], " ");
+        eprintln!("airlock: {line}");
+        std::process::exit(1);
+    }
 }

@@ -6,6 +6,7 @@
 //! - [`minisig`]: minisign keys and signatures (prehashed `ED` only)
 //! - [`trust`]: trust file, roles, thresholds, root rotation
 //! - [`state`]: anti-rollback state
+//! - [`pack`]: building and signing bundles (host side)
 //! - [`bundle`]: bundle directory scan and verification
 //! - [`stream`]: read-once hash+copy pipeline
 //! - [`import`]: streaming import into the store
@@ -16,6 +17,7 @@ pub mod fsutil;
 pub mod import;
 pub mod manifest;
 pub mod minisig;
+pub mod pack;
 pub mod protocol;
 pub mod state;
 pub mod stream;
