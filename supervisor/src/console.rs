@@ -1,0 +1,369 @@
+//! The console service: one child process per console
+//! (`airlock-init console TTY --ctl-fd N`), so that a failure while parsing
+//! a line cannot touch PID 1. It owns the tty, prints the banner, reads
+//! lines, runs the grammar and asks PID 1 (over the control socket) for
+//! what only PID 1 knows or may do: status, poweroff, reboot.
+
+use crate::commands::{self, Command};
+use crate::control::{Reply, Request, MAX_MSG};
+use crate::services::EXIT_UNAVAILABLE;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recv, send, MsgFlags};
+use nix::sys::termios::{
+    self, FlushArg, InputFlags, LocalFlags, OutputFlags, SetArg, SpecialCharacterIndices,
+};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// The prompt (stable string, see docs/supervisor.md).
+pub const PROMPT: &str = "airlock> ";
+/// Exit status when the tty hung up.
+pub const EXIT_HANGUP: u8 = 4;
+/// Exit status for a bad invocation.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Failing operation of the console service.
+#[derive(Debug, Error)]
+pub enum ConsoleError {
+    #[error("usage: airlock-init console TTY --ctl-fd N")]
+    Usage,
+    #[error("control fd {0} is not an open socket")]
+    CtlFd(i32),
+    #[error("open /dev/{tty}: {source}")]
+    Open { tty: String, source: std::io::Error },
+    #[error("/dev/{tty} is not a terminal: {errno}")]
+    NotATty { tty: String, errno: nix::Error },
+    #[error("set up /dev/{tty}: {errno}")]
+    Termios { tty: String, errno: nix::Error },
+    #[error("control socket: {0}")]
+    Ctl(nix::Error),
+}
+
+/// Banner lines: first starts with `Airlock <version>`.
+pub fn banner(version: &str, slot: Option<&str>, demo: bool) -> String {
+    format!(
+        "Airlock {version} (slot {}){}\nAir-gapped LLM appliance. Type 'help' for the list of commands.\n",
+        slot.unwrap_or("unknown"),
+        if demo { " DEMO" } else { "" }
+    )
+}
+
+/// `VARIANT_ID=demo` in an os-release text (quotes allowed).
+pub fn is_demo(os_release: &str) -> bool {
+    os_release
+        .lines()
+        .filter_map(|l| l.strip_prefix("VARIANT_ID="))
+        .any(|v| v.trim().trim_matches(|c| c == '"' || c == '\'') == "demo")
+}
+
+/// Parses `TTY --ctl-fd N`.
+pub fn parse_args(args: &[String]) -> Result<(String, i32), ConsoleError> {
+    match args {
+        [tty, flag, n] if flag == "--ctl-fd" => {
+            let fd: i32 = n.parse().map_err(|_| ConsoleError::Usage)?;
+            if fd < 3 || !tty.chars().all(|c| c.is_ascii_alphanumeric()) || tty.is_empty() {
+                return Err(ConsoleError::Usage);
+            }
+            Ok((tty.clone(), fd))
+        }
+        _ => Err(ConsoleError::Usage),
+    }
+}
+
+/// Entry point of `airlock-init console ...`.
+pub fn main_from_args(args: &[String]) -> ExitCode {
+    crate::klog::init();
+    crate::klog::attach_kmsg();
+    let (tty, fd) = match parse_args(args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("airlock-init: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let ctl = match take_ctl_fd(fd) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("airlock-init: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match Console::open(&tty, ctl) {
+        Ok(mut c) => ExitCode::from(c.run()),
+        Err(e) => {
+            log::warn!("console {tty}: {e}");
+            ExitCode::from(EXIT_UNAVAILABLE as u8)
+        }
+    }
+}
+
+fn take_ctl_fd(fd: i32) -> Result<OwnedFd, ConsoleError> {
+    // SAFETY: F_GETFD on a descriptor number touches no memory; a closed
+    // number fails with EBADF.
+    let st = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if st < 0 {
+        return Err(ConsoleError::CtlFd(fd));
+    }
+    // SAFETY: the descriptor is open (checked above); the supervisor passed
+    // this number for us alone and nothing else in this process uses it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    match nix::sys::socket::getsockopt(&owned, nix::sys::socket::sockopt::SockType) {
+        Ok(_) => Ok(owned),
+        Err(_) => Err(ConsoleError::CtlFd(fd)),
+    }
+}
+
+/// A running console.
+pub struct Console {
+    tty_name: String,
+    tty: File,
+    ctl: OwnedFd,
+    pending: Vec<u8>,
+}
+
+impl Console {
+    /// Opens `/dev/TTY` and sets the line discipline: canonical input with
+    /// echo, CR read as NL, NL written as CR NL, no signals from keys, no
+    /// end-of-file character (^D is an ordinary, refused character).
+    pub fn open(tty_name: &str, ctl: OwnedFd) -> Result<Console, ConsoleError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(format!("/dev/{tty_name}"))
+            .map_err(|source| ConsoleError::Open {
+                tty: tty_name.into(),
+                source,
+            })?;
+        let mut t = termios::tcgetattr(&tty).map_err(|errno| ConsoleError::NotATty {
+            tty: tty_name.into(),
+            errno,
+        })?;
+        t.local_flags |=
+            LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ECHOE | LocalFlags::ECHOK;
+        t.local_flags &= !(LocalFlags::ISIG | LocalFlags::IEXTEN);
+        t.input_flags |= InputFlags::ICRNL;
+        t.input_flags &= !(InputFlags::INLCR | InputFlags::IGNCR);
+        t.output_flags |= OutputFlags::OPOST | OutputFlags::ONLCR;
+        t.control_chars[SpecialCharacterIndices::VEOF as usize] = 0;
+        termios::tcsetattr(&tty, SetArg::TCSANOW, &t).map_err(|errno| ConsoleError::Termios {
+            tty: tty_name.into(),
+            errno,
+        })?;
+        // Whatever was typed before we were ready is discarded.
+        let _ = termios::tcflush(&tty, FlushArg::TCIFLUSH);
+        // Panics and stray prints of this process land on its tty.
+        let _ = nix::unistd::dup2_stdout(&tty);
+        let _ = nix::unistd::dup2_stderr(&tty);
+        Ok(Console {
+            tty_name: tty_name.into(),
+            tty,
+            ctl,
+            pending: Vec::new(),
+        })
+    }
+
+    fn out(&mut self, text: &str) {
+        let _ = self.tty.write_all(text.as_bytes());
+    }
+
+    fn send(&self, r: Request) -> Result<(), ConsoleError> {
+        send(self.ctl.as_raw_fd(), &r.encode(), MsgFlags::MSG_NOSIGNAL)
+            .map(|_| ())
+            .map_err(ConsoleError::Ctl)
+    }
+
+    /// Waits for a reply matching `want` for at most `timeout`; notices
+    /// that arrive meanwhile are printed first. `None` on timeout or EOF.
+    fn wait_reply(&mut self, timeout: Duration, want: fn(&Reply) -> bool) -> Option<Reply> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.ctl.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => return None,
+            }
+            match self.recv_reply() {
+                RecvResult::Reply(r) if want(&r) => return Some(r),
+                RecvResult::Reply(Reply::Notice(n)) => self.out(&format!("{n}\n")),
+                RecvResult::Reply(_) | RecvResult::Nothing => {}
+                RecvResult::Closed => return None,
+            }
+        }
+    }
+
+    fn recv_reply(&mut self) -> RecvResult {
+        let mut buf = vec![0u8; MAX_MSG + 1];
+        match recv(self.ctl.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => RecvResult::Closed,
+            Ok(n) => match Reply::decode(buf.get(..n).unwrap_or(&[])) {
+                Ok(r) => RecvResult::Reply(r),
+                Err(e) => {
+                    log::warn!("console {}: {e}", self.tty_name);
+                    RecvResult::Nothing
+                }
+            },
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => RecvResult::Nothing,
+            Err(_) => RecvResult::Closed,
+        }
+    }
+
+    /// The console's main loop; returns the exit status.
+    pub fn run(&mut self) -> u8 {
+        let slot = crate::cmdline::read().slot;
+        let demo = std::fs::read_to_string("/etc/os-release")
+            .map(|s| is_demo(&s))
+            .unwrap_or(false);
+        self.out(&format!(
+            "\n{}",
+            banner(crate::VERSION, slot.as_deref(), demo)
+        ));
+        if self.send(Request::Up).is_err() {
+            return 0;
+        }
+        match self.wait_reply(Duration::from_secs(10), |r| matches!(r, Reply::Ready(_))) {
+            Some(Reply::Ready(line)) => self.out(&format!("{line}\n")),
+            _ => self.out("airlock: the supervisor did not answer; commands may not work\n"),
+        }
+        self.out(PROMPT);
+        loop {
+            let (tty_ev, ctl_ev) = {
+                let mut fds = [
+                    PollFd::new(self.tty.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.ctl.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::Error::EINTR) => continue,
+                    Err(_) => return 1,
+                }
+                (
+                    fds[0].revents().unwrap_or(PollFlags::empty()),
+                    fds[1].revents().unwrap_or(PollFlags::empty()),
+                )
+            };
+            if !ctl_ev.is_empty() {
+                match self.recv_reply() {
+                    RecvResult::Reply(Reply::Notice(n)) | RecvResult::Reply(Reply::Ready(n)) => {
+                        self.out(&format!("\n{n}\n{PROMPT}"));
+                    }
+                    RecvResult::Reply(Reply::Status(_)) | RecvResult::Nothing => {}
+                    RecvResult::Closed => return 0,
+                }
+            }
+            if !tty_ev.is_empty() {
+                let mut buf = [0u8; 4096];
+                match self.tty.read(&mut buf) {
+                    Ok(0) => return EXIT_HANGUP,
+                    Ok(n) => self.pending.extend_from_slice(buf.get(..n).unwrap_or(&[])),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::Interrupted
+                            || e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return EXIT_HANGUP,
+                }
+                while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = self.pending.drain(..=pos).collect();
+                    let text = String::from_utf8_lossy(line.get(..pos).unwrap_or(&[])).into_owned();
+                    self.handle_line(&text);
+                    self.out(PROMPT);
+                }
+                if self.pending.len() > commands::MAX_LINE * 16 {
+                    self.pending.clear();
+                    self.out(&format!("\n{}\n{PROMPT}", commands::GrammarError::TooLong));
+                }
+            }
+        }
+    }
+
+    fn handle_line(&mut self, line: &str) {
+        match commands::parse(line) {
+            Ok(None) => {}
+            Ok(Some(cmd)) => self.execute(cmd),
+            Err(e) => self.out(&format!("{e}\n")),
+        }
+    }
+
+    fn execute(&mut self, cmd: Command) {
+        match cmd {
+            Command::Help(None) => self.out(&commands::help_all()),
+            Command::Help(Some(c)) => self.out(&commands::help_one(c)),
+            Command::Status => {
+                if self.send(Request::Status).is_err() {
+                    self.out("status: the supervisor is not reachable\n");
+                    return;
+                }
+                match self.wait_reply(Duration::from_secs(5), |r| matches!(r, Reply::Status(_))) {
+                    Some(Reply::Status(text)) => self.out(&text),
+                    _ => self.out("status: the supervisor did not answer within 5 s\n"),
+                }
+            }
+            Command::Selftest => {
+                self.out("selftest: running the sandbox probe suite, this takes a while...\n");
+                let text = crate::selftest::run(std::path::Path::new(crate::selftest::PROBE));
+                self.out(&text);
+            }
+            Command::Poweroff => {
+                self.out("airlock: powering off\n");
+                if self.send(Request::Poweroff).is_err() {
+                    self.out("poweroff: the supervisor is not reachable\n");
+                }
+            }
+            Command::Reboot => {
+                self.out("airlock: rebooting\n");
+                if self.send(Request::Reboot).is_err() {
+                    self.out("reboot: the supervisor is not reachable\n");
+                }
+            }
+        }
+    }
+}
+
+enum RecvResult {
+    Reply(Reply),
+    Nothing,
+    Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_format() {
+        let b = banner("0.1.0", Some("a"), true);
+        assert!(b.starts_with("Airlock 0.1.0 (slot a) DEMO\n"), "{b}");
+        assert!(banner("0.1.0", None, false).starts_with("Airlock 0.1.0 (slot unknown)\n"));
+    }
+
+    #[test]
+    fn demo_variant() {
+        assert!(is_demo("NAME=Airlock\nVARIANT_ID=demo\n"));
+        assert!(is_demo("VARIANT_ID=\"demo\"\n"));
+        assert!(!is_demo("NAME=Airlock\nVARIANT_ID=production\n"));
+        assert!(!is_demo(""));
+    }
+
+    #[test]
+    fn console_args() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_args(&a(&["ttyS0", "--ctl-fd", "5"])).unwrap_or_default(),
+            ("ttyS0".into(), 5)
+        );
+        assert!(parse_args(&a(&["../mem", "--ctl-fd", "5"])).is_err());
+        assert!(parse_args(&a(&["ttyS0", "--ctl-fd", "1"])).is_err());
+        assert!(parse_args(&a(&["ttyS0"])).is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! The control channel between PID 1 and a console child: one
+//! `AF_UNIX`/`SOCK_SEQPACKET` socket pair per console, one message per
+//! packet: a tag byte followed by UTF-8 text.
+//!
+//! console -> PID 1: `U` console is up (banner shown), `S` status request,
+//! `P` poweroff, `R` reboot.
+//! PID 1 -> console: `r` readiness line, `s` status text, `n` notice line
+//! (asynchronous, e.g. `[usb] stick inserted: sdb (16 MiB)`).
+
+use thiserror::Error;
+
+/// Largest message either side sends.
+pub const MAX_MSG: usize = 16 * 1024;
+
+/// Messages from a console child to PID 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Up,
+    Status,
+    Poweroff,
+    Reboot,
+}
+
+/// Messages from PID 1 to a console child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ready(String),
+    Status(String),
+    Notice(String),
+}
+
+/// Why a control message could not be decoded.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ControlError {
+    #[error("empty control message")]
+    Empty,
+    #[error("unknown control message tag {0:#04x}")]
+    UnknownTag(u8),
+    #[error("control message of {0} bytes exceeds {MAX_MSG}")]
+    TooLong(usize),
+    #[error("unexpected payload on a request")]
+    Payload,
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        vec![match self {
+            Request::Up => b'U',
+            Request::Status => b'S',
+            Request::Poweroff => b'P',
+            Request::Reboot => b'R',
+        }]
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Request, ControlError> {
+        let (&tag, rest) = b.split_first().ok_or(ControlError::Empty)?;
+        if !rest.is_empty() {
+            return Err(ControlError::Payload);
+        }
+        match tag {
+            b'U' => Ok(Request::Up),
+            b'S' => Ok(Request::Status),
+            b'P' => Ok(Request::Poweroff),
+            b'R' => Ok(Request::Reboot),
+            t => Err(ControlError::UnknownTag(t)),
+        }
+    }
+}
+
+impl Reply {
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, text) = match self {
+            Reply::Ready(t) => (b'r', t),
+            Reply::Status(t) => (b's', t),
+            Reply::Notice(t) => (b'n', t),
+        };
+        let mut v = Vec::with_capacity(text.len() + 1);
+        v.push(tag);
+        v.extend_from_slice(text.as_bytes());
+        v.truncate(MAX_MSG);
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Reply, ControlError> {
+        if b.len() > MAX_MSG {
+            return Err(ControlError::TooLong(b.len()));
+        }
+        let (&tag, rest) = b.split_first().ok_or(ControlError::Empty)?;
+        let text = String::from_utf8_lossy(rest).into_owned();
+        match tag {
+            b'r' => Ok(Reply::Ready(text)),
+            b's' => Ok(Reply::Status(text)),
+            b'n' => Ok(Reply::Notice(text)),
+            t => Err(ControlError::UnknownTag(t)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for r in [
+            Request::Up,
+            Request::Status,
+            Request::Poweroff,
+            Request::Reboot,
+        ] {
+            assert_eq!(Request::decode(&r.encode()), Ok(r));
+        }
+        for r in [
+            Reply::Ready("airlock: console ready".into()),
+            Reply::Status("version: 0.1.0\n".into()),
+            Reply::Notice("[usb] stick removed: sdb".into()),
+        ] {
+            assert_eq!(Reply::decode(&r.encode()), Ok(r));
+        }
+    }
+
+    #[test]
+    fn bad_messages_are_refused() {
+        assert_eq!(Request::decode(b""), Err(ControlError::Empty));
+        assert_eq!(Request::decode(b"X"), Err(ControlError::UnknownTag(b'X')));
+        assert_eq!(Request::decode(b"Sx"), Err(ControlError::Payload));
+        assert_eq!(Reply::decode(b"?hi"), Err(ControlError::UnknownTag(b'?')));
+        let big = vec![b'n'; MAX_MSG + 1];
+        assert_eq!(Reply::decode(&big), Err(ControlError::TooLong(MAX_MSG + 1)));
+        assert_eq!(
+            ControlError::UnknownTag(b'X').to_string(),
+            "unknown control message tag 0x58"
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! The Airlock PID-1 supervisor (`/init`).
+//!
+//! One module per job; see docs/supervisor.md for the boot sequence, the
+//! lockdown steps and the console grammar.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod clock;
+pub mod cmdline;
+pub mod commands;
+pub mod console;
+pub mod control;
+pub mod cpu;
+pub mod events;
+pub mod klog;
+pub mod mounts;
+pub mod netlock;
+pub mod reaper;
+pub mod rtnl;
+pub mod selftest;
+pub mod services;
+pub mod shutdown;
+pub mod signals;
+pub mod status;
+pub mod supervisor;
+pub mod sysctl;
+pub mod usb;
+
+/// Version printed on the banner and in `status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Entry point shared by every mode of the binary. PID 1 never returns.
+pub fn entry() -> std::process::ExitCode {
+    if nix::unistd::getpid().as_raw() == 1 {
+        supervisor::run_pid1();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("console") => console::main_from_args(&args[1..]),
+        Some("--version") => {
+            println!("airlock-init {VERSION}");
+            std::process::ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!(
+                "airlock-init: this is the appliance's PID 1 (/init); the only other mode is \
+                 'airlock-init console TTY --ctl-fd N', started by the supervisor itself"
+            );
+            std::process::ExitCode::from(2)
+        }
+    }
+}

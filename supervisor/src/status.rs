@@ -1,0 +1,149 @@
+//! The `status` report: `key: value` lines in a fixed order, plus the
+//! probes of kernel facts it shows (LSMs, Landlock ABI, seccomp, RSS).
+
+use std::path::Path;
+
+/// An ordered list of `key: value` facts.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    lines: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn push(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.lines.push((key.into(), value.into()));
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// One line per fact; values are kept to a single line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (k, v) in &self.lines {
+            let v: String = v
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            out.push_str(k);
+            out.push_str(": ");
+            out.push_str(v.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `yes` or `no — reason`.
+pub fn ready_value(verdict: &Result<(), String>) -> String {
+    match verdict {
+        Ok(()) => "yes".to_string(),
+        Err(why) => format!("no — {why}"),
+    }
+}
+
+/// Active LSMs from securityfs, e.g. `capability,landlock,lockdown,yama`.
+pub fn lsm(securityfs: &Path) -> String {
+    match std::fs::read_to_string(securityfs.join("lsm")) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        Ok(_) => "none".to_string(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+/// Landlock ABI version, or why there is none.
+pub fn landlock_abi() -> String {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: landlock_create_ruleset with a NULL attribute pointer, size 0
+    // and the VERSION flag only returns the ABI number; it reads no memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if r >= 1 {
+        r.to_string()
+    } else {
+        match nix::Error::last() {
+            nix::Error::EOPNOTSUPP => "none (disabled at boot)".to_string(),
+            nix::Error::ENOSYS => "none (kernel built without Landlock)".to_string(),
+            e => format!("none ({e:?})"),
+        }
+    }
+}
+
+/// Whether seccomp filters can be installed (the kernel lists its filter
+/// actions only when CONFIG_SECCOMP_FILTER is set).
+pub fn seccomp(proc_root: &Path) -> String {
+    match std::fs::read_to_string(proc_root.join("sys/kernel/seccomp/actions_avail")) {
+        Ok(a) if a.split_whitespace().any(|w| w == "errno") => "available".to_string(),
+        Ok(a) => format!("limited ({})", a.trim()),
+        Err(_) => "unavailable".to_string(),
+    }
+}
+
+/// A `VmRSS:` style value in KiB from a /proc/PID/status text.
+pub fn status_kib(status_text: &str, key: &str) -> Option<u64> {
+    status_text
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|r| r.trim_start_matches(':').split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// This process's resident set in KiB.
+pub fn self_rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| status_kib(&s, "VmRSS"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn renders_key_value_lines() {
+        let mut r = Report::default();
+        r.push("version", "0.1.0");
+        r.push(
+            "ready",
+            ready_value(&Err("network interface(s) remain: eth0 (x)".into())),
+        );
+        r.push("weird", "a\nb\r");
+        assert_eq!(
+            r.render(),
+            "version: 0.1.0\nready: no — network interface(s) remain: eth0 (x)\nweird: a b\n"
+        );
+        assert_eq!(r.get("version"), Some("0.1.0"));
+        assert_eq!(ready_value(&Ok(())), "yes");
+    }
+
+    #[test]
+    fn proc_status_values() {
+        let s = "Name:\tairlock-init\nVmRSS:\t    1234 kB\nSeccomp:\t0\n";
+        assert_eq!(status_kib(s, "VmRSS"), Some(1234));
+        assert_eq!(status_kib(s, "VmHWM"), None);
+        assert!(self_rss_kib().unwrap() > 0);
+    }
+
+    #[test]
+    fn kernel_facts_on_this_host() {
+        // The CI machine has Landlock and seccomp (see issue 3).
+        let abi: u32 = landlock_abi().parse().expect("landlock ABI number");
+        assert!(abi >= 1);
+        assert_eq!(seccomp(Path::new("/proc")), "available");
+        let t = tempfile::tempdir().unwrap();
+        assert!(lsm(t.path()).starts_with("unknown ("));
+        std::fs::write(t.path().join("lsm"), "capability,landlock,yama\n").unwrap();
+        assert_eq!(lsm(t.path()), "capability,landlock,yama");
+    }
+}

@@ -1,0 +1,629 @@
+//! PID 1: the boot sequence and the event loop.
+//!
+//! Boot: block signals (signalfd) and disable ctrl-alt-del → mount /dev,
+//! /proc, /sys, securityfs, /run, /tmp → kmsg logging → command line →
+//! sysctls → network lockdown → state partition → consoles. Then one
+//! single-threaded loop: signals, control sockets of the consoles, a 1 s
+//! tick (USB sticks, new network interfaces, late state partition), due
+//! service restarts. Every turn runs under `catch_unwind`: a bug is logged
+//! and the loop goes on; PID 1 never exits.
+
+use crate::clock::{boottime, secs3};
+use crate::cmdline::{self, Cmdline};
+use crate::control::{Reply, Request, MAX_MSG};
+use crate::events::{EventKind, EventLog};
+use crate::mounts::{self, MountTable};
+use crate::netlock::{self, NetReport};
+use crate::reaper;
+use crate::services::{Service, State};
+use crate::shutdown::{self, Mode};
+use crate::signals::{self, Action};
+use crate::status::{self, Report};
+use crate::sysctl;
+use crate::usb::{self, Stick};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// How often sticks, interfaces and the state partition are looked at.
+pub const TICK: Duration = Duration::from_secs(1);
+/// The state partition is looked for until this much time after boot
+/// (disks behind slow controllers appear after init starts).
+pub const STATE_WAIT: Duration = Duration::from_secs(30);
+/// Notice printed on a console when it is up and the appliance is ready.
+pub const READY_LINE: &str = "airlock: console ready";
+
+/// One console service and its control socket.
+struct Console {
+    tty: String,
+    service: Service,
+    ctl: Option<OwnedFd>,
+}
+
+/// Everything PID 1 knows.
+pub struct Supervisor {
+    cmdline: Cmdline,
+    mounts: MountTable,
+    boot_problems: Vec<String>,
+    sysctls: Vec<sysctl::Applied>,
+    net: NetReport,
+    interfaces_seen: Vec<String>,
+    state_partition: String,
+    state_found: bool,
+    consoles: Vec<Console>,
+    sticks: Vec<Stick>,
+    state_disk: Vec<String>,
+    events: EventLog,
+    console_ready_at: Option<Duration>,
+    sigfd: Option<SignalFd>,
+    self_exe: PathBuf,
+    last_tick: Duration,
+}
+
+/// Runs PID 1. Never returns.
+pub fn run_pid1() -> ! {
+    crate::klog::init();
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("internal error (contained): {info}");
+    }));
+    let mut sv = Supervisor::boot();
+    let mut recent_panics: Vec<Duration> = Vec::new();
+    loop {
+        let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sv.turn()));
+        match turn {
+            Ok(None) => {}
+            Ok(Some((mode, cause))) => sv.shutdown(mode, &cause),
+            Err(_) => {
+                let now = boottime();
+                recent_panics.retain(|t| now.saturating_sub(*t) < Duration::from_secs(10));
+                recent_panics.push(now);
+                if recent_panics.len() > 5 {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// The boot sequence.
+    pub fn boot() -> Supervisor {
+        let mut boot_problems = Vec::new();
+        let sigfd = match signals::signalfd() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                boot_problems.push(e.to_string());
+                None
+            }
+        };
+        if let Err(e) = signals::disable_cad() {
+            boot_problems.push(e.to_string());
+        }
+        let mut mounts = MountTable::default();
+        for m in mounts::EARLY {
+            if let Err(e) = mounts.mount(m) {
+                boot_problems.push(e.to_string());
+            }
+            if m.target == "/dev" {
+                crate::klog::attach_kmsg();
+            }
+        }
+        log::info!(
+            "airlock-init {} starting at {}",
+            crate::VERSION,
+            secs3(boottime())
+        );
+        let cmdline = cmdline::read();
+        for p in &cmdline.problems {
+            log::warn!("{p}");
+            boot_problems.push(p.to_string());
+        }
+        let sysctls = sysctl::apply(Path::new("/proc/sys"), sysctl::POLICY);
+        for f in sysctl::failures(&sysctls) {
+            log::error!("lockdown: {f}");
+        }
+        let net = netlock::lockdown(Path::new("/sys/class/net"));
+        for o in &net.outcomes {
+            log::warn!(
+                "network lockdown: {}: {}{}",
+                o.name,
+                o.steps.join(", "),
+                if o.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", o.errors.join("; "))
+                }
+            );
+        }
+        if let Err(why) = net.verdict() {
+            log::error!("NOT READY: {why}");
+        }
+        let interfaces_seen =
+            netlock::list_interfaces(Path::new("/sys/class/net")).unwrap_or_default();
+        let consoles = cmdline
+            .consoles
+            .iter()
+            .map(|t| Console {
+                tty: t.clone(),
+                service: Service::new(format!("console:{t}")),
+                ctl: None,
+            })
+            .collect();
+        let mut sv = Supervisor {
+            cmdline,
+            mounts,
+            boot_problems,
+            sysctls,
+            net,
+            interfaces_seen,
+            state_partition: "none".into(),
+            state_found: false,
+            consoles,
+            sticks: Vec::new(),
+            state_disk: Vec::new(),
+            events: EventLog::default(),
+            console_ready_at: None,
+            sigfd,
+            self_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/init")),
+            last_tick: Duration::ZERO,
+        };
+        sv.look_for_state_partition();
+        sv.sticks = usb::scan(Path::new("/sys/block"), &sv.state_disk).unwrap_or_default();
+        sv.start_due_services();
+        sv
+    }
+
+    /// Readiness: every lockdown step held.
+    pub fn verdict(&self) -> Result<(), String> {
+        let mut why = Vec::new();
+        if let Err(e) = self.net.verdict() {
+            why.push(e);
+        }
+        let f = sysctl::failures(&self.sysctls);
+        if !f.is_empty() {
+            why.push(format!("sysctl lockdown failed: {}", f.join("; ")));
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
+        }
+    }
+
+    fn look_for_state_partition(&mut self) {
+        match mounts::find_state_partition(Path::new("/sys/class/block")) {
+            Ok(None) => {}
+            Ok(Some(dev)) => {
+                self.state_found = true;
+                match mounts::mount_state(&mut self.mounts, &dev) {
+                    Ok(()) => {
+                        self.state_partition =
+                            format!("/dev/{dev} mounted at {}", mounts::STATE_MOUNT);
+                        log::info!("state partition: {}", self.state_partition);
+                    }
+                    Err(e) => {
+                        self.state_partition = format!("/dev/{dev} found, NOT mounted: {e}");
+                        log::error!("state partition: {}", self.state_partition);
+                    }
+                }
+                // The disk holding it is never offered as a stick.
+                if let Ok(p) = std::fs::canonicalize(format!("/sys/class/block/{dev}/..")) {
+                    if let Some(n) = p.file_name() {
+                        self.state_disk = vec![n.to_string_lossy().into_owned()];
+                    }
+                }
+            }
+            Err(e) => {
+                self.state_found = true;
+                self.state_partition = format!("refused: {e}");
+                log::error!("state partition: {e}");
+            }
+        }
+    }
+
+    fn spawn_console(&self, tty: &str) -> Result<(i32, OwnedFd), String> {
+        let (ours, theirs) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .map_err(|e| format!("socketpair: {e}"))?;
+        // The child's end must survive exec: clear close-on-exec on it only.
+        // PID 1 is single-threaded, so no other spawn can inherit it.
+        nix::fcntl::fcntl(
+            &theirs,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(|e| format!("fcntl: {e}"))?;
+        let child = Command::new(&self.self_exe)
+            .arg("console")
+            .arg(tty)
+            .arg("--ctl-fd")
+            .arg(theirs.as_raw_fd().to_string())
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", self.self_exe.display()))?;
+        drop(theirs);
+        let pid = i32::try_from(child.id()).unwrap_or(0);
+        // The handle is dropped without waiting: the reaper collects it.
+        drop(child);
+        Ok((pid, ours))
+    }
+
+    fn start_due_services(&mut self) {
+        let now = boottime();
+        for i in 0..self.consoles.len() {
+            if !self.consoles[i].service.due(now) {
+                continue;
+            }
+            let tty = self.consoles[i].tty.clone();
+            match self.spawn_console(&tty) {
+                Ok((pid, ctl)) => {
+                    let c = &mut self.consoles[i];
+                    c.service.started(pid, now);
+                    c.ctl = Some(ctl);
+                    self.events.push(
+                        now,
+                        EventKind::ServiceStarted {
+                            service: c.service.name.clone(),
+                            pid,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let c = &mut self.consoles[i];
+                    let d = c.service.spawn_failed(now, e.clone());
+                    log::error!(
+                        "{}: {e}; retrying in {} s",
+                        c.service.name,
+                        d.restart_in.as_secs()
+                    );
+                }
+            }
+        }
+    }
+
+    fn broadcast(&self, line: &str) {
+        let msg = Reply::Notice(line.to_string()).encode();
+        for c in &self.consoles {
+            if let Some(fd) = &c.ctl {
+                let _ = socket::send(
+                    fd.as_raw_fd(),
+                    &msg,
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                );
+            }
+        }
+    }
+
+    fn on_reaped(&mut self, r: reaper::Reaped) {
+        let now = boottime();
+        let Some(i) = self
+            .consoles
+            .iter()
+            .position(|c| c.service.pid() == Some(r.pid))
+        else {
+            return; // an orphan re-parented to us: reaped, nothing to restart
+        };
+        let c = &mut self.consoles[i];
+        c.ctl = None;
+        let d = c.service.exited(now, r.status.clone(), r.code);
+        let name = c.service.name.clone();
+        if r.code == Some(crate::services::EXIT_UNAVAILABLE) {
+            if d.report {
+                log::warn!(
+                    "{name}: device unavailable; retrying every {} s",
+                    d.restart_in.as_secs()
+                );
+                self.events
+                    .push(now, EventKind::ServiceUnavailable { service: name });
+            }
+            return;
+        }
+        let line = format!(
+            "[supervisor] {name} exited ({}); restarting in {} s",
+            r.status,
+            d.restart_in.as_secs()
+        );
+        log::warn!("{line}");
+        self.events.push(
+            now,
+            EventKind::ServiceExited {
+                service: name,
+                status: r.status,
+                restart_in: d.restart_in,
+            },
+        );
+        self.broadcast(&line);
+    }
+
+    fn status_report(&self) -> Report {
+        let mut r = Report::default();
+        let now = boottime();
+        r.push("version", crate::VERSION);
+        r.push(
+            "slot",
+            self.cmdline
+                .slot
+                .clone()
+                .unwrap_or_else(|| "unknown".into()),
+        );
+        r.push(
+            "uptime",
+            format!("{}.{} s", now.as_secs(), now.subsec_millis() / 100),
+        );
+        r.push("ready", status::ready_value(&self.verdict()));
+        r.push(
+            "console ready after",
+            self.console_ready_at
+                .map(secs3)
+                .unwrap_or_else(|| "not yet".into()),
+        );
+        r.push("cpu", crate::cpu::status_line());
+        r.push(
+            "interfaces",
+            netlock::list_interfaces(Path::new("/sys/class/net"))
+                .map(|v| v.join(","))
+                .unwrap_or_else(|e| format!("unknown ({e})")),
+        );
+        r.push("inet sockets", netlock::inet_sockets());
+        r.push("lsm", status::lsm(Path::new("/sys/kernel/security")));
+        r.push("landlock abi", status::landlock_abi());
+        r.push("seccomp", status::seccomp(Path::new("/proc")));
+        for (k, v) in sysctl::status_lines(&self.sysctls) {
+            r.push(k, v);
+        }
+        for o in &self.net.outcomes {
+            r.push(
+                format!("network {}", o.name),
+                if o.errors.is_empty() {
+                    o.steps.join(", ")
+                } else {
+                    format!("{}; FAILED: {}", o.steps.join(", "), o.errors.join("; "))
+                },
+            );
+        }
+        r.push("state partition", self.state_partition.clone());
+        r.push("usb sticks", usb::status_value(&self.sticks));
+        r.push(
+            "supervisor rss",
+            status::self_rss_kib()
+                .map(|k| format!("{k} KiB"))
+                .unwrap_or_else(|| "unknown".into()),
+        );
+        for c in &self.consoles {
+            r.push(format!("service {}", c.service.name), c.service.describe());
+        }
+        if !self.boot_problems.is_empty() {
+            r.push("boot problems", self.boot_problems.join("; "));
+        }
+        r
+    }
+
+    fn on_request(&mut self, i: usize, req: Request) -> Option<(Mode, String)> {
+        let tty = self
+            .consoles
+            .get(i)
+            .map(|c| c.tty.clone())
+            .unwrap_or_default();
+        let reply = match req {
+            Request::Up => {
+                let now = boottime();
+                let verdict = self.verdict();
+                if self.console_ready_at.is_none() {
+                    self.console_ready_at = Some(now);
+                    log::info!("console ready after {}", secs3(now));
+                }
+                Reply::Ready(match verdict {
+                    Ok(()) => READY_LINE.to_string(),
+                    Err(why) => format!("airlock: NOT READY — {why}"),
+                })
+            }
+            Request::Status => Reply::Status(self.status_report().render()),
+            Request::Poweroff => {
+                return Some((Mode::Poweroff, format!("poweroff on console {tty}")))
+            }
+            Request::Reboot => return Some((Mode::Reboot, format!("reboot on console {tty}"))),
+        };
+        if let Some(fd) = self.consoles.get(i).and_then(|c| c.ctl.as_ref()) {
+            let _ = socket::send(
+                fd.as_raw_fd(),
+                &reply.encode(),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            );
+        }
+        None
+    }
+
+    fn tick(&mut self) {
+        let now = boottime();
+        if !self.state_found && now < STATE_WAIT {
+            self.look_for_state_partition();
+        }
+        if let Ok(new) = usb::scan(Path::new("/sys/block"), &self.state_disk) {
+            for ch in usb::diff(&self.sticks, &new) {
+                let line = usb::notice(&ch);
+                log::info!("{line}");
+                self.events.push(
+                    now,
+                    match &ch {
+                        usb::Change::Inserted(s) => EventKind::UsbInserted {
+                            name: s.name.clone(),
+                            bytes: s.bytes,
+                        },
+                        usb::Change::Removed(n) => EventKind::UsbRemoved { name: n.clone() },
+                    },
+                );
+                self.broadcast(&line);
+            }
+            self.sticks = new;
+        }
+        // A network interface that appears later (hot-plugged NIC with a
+        // distro kernel) gets the same treatment, and readiness follows.
+        let ifs = netlock::list_interfaces(Path::new("/sys/class/net")).unwrap_or_default();
+        if ifs != self.interfaces_seen {
+            if ifs.iter().any(|n| n != "lo") {
+                let was_ready = self.verdict().is_ok();
+                self.net = netlock::lockdown(Path::new("/sys/class/net"));
+                if let Err(why) = self.verdict() {
+                    log::error!("NOT READY: {why}");
+                    self.events.push(
+                        now,
+                        EventKind::LockdownFailed {
+                            step: "network".into(),
+                            reason: why.clone(),
+                        },
+                    );
+                    if was_ready {
+                        self.broadcast(&format!("airlock: NOT READY — {why}"));
+                    }
+                }
+            }
+            self.interfaces_seen =
+                netlock::list_interfaces(Path::new("/sys/class/net")).unwrap_or_default();
+        }
+    }
+
+    /// One turn of the event loop; `Some` when a shutdown was requested.
+    pub fn turn(&mut self) -> Option<(Mode, String)> {
+        let now = boottime();
+        let mut timeout = TICK.saturating_sub(now.saturating_sub(self.last_tick));
+        for c in &self.consoles {
+            if let Some(w) = c.service.wait_left(now) {
+                timeout = timeout.min(w);
+            }
+        }
+        let ms = u16::try_from(timeout.as_millis())
+            .unwrap_or(u16::MAX)
+            .max(1);
+        let mut signals_ready = false;
+        let mut ctl_ready: Vec<usize> = Vec::new();
+        {
+            let mut fds: Vec<PollFd> = Vec::new();
+            let mut owners: Vec<Option<usize>> = Vec::new();
+            if let Some(sfd) = &self.sigfd {
+                fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+                owners.push(None);
+            }
+            for (i, c) in self.consoles.iter().enumerate() {
+                if let Some(fd) = &c.ctl {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                    owners.push(Some(i));
+                }
+            }
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => {
+                    log::error!("poll: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            for (fd, owner) in fds.iter().zip(owners) {
+                if fd.revents().is_some_and(|r| !r.is_empty()) {
+                    match owner {
+                        None => signals_ready = true,
+                        Some(i) => ctl_ready.push(i),
+                    }
+                }
+            }
+        }
+        if signals_ready {
+            if let Some(sfd) = self.sigfd.as_mut() {
+                for (signo, action) in signals::drain(sfd) {
+                    match action {
+                        Action::Poweroff => {
+                            return Some((Mode::Poweroff, format!("signal {signo}")))
+                        }
+                        Action::Reboot => return Some((Mode::Reboot, format!("signal {signo}"))),
+                        Action::Reap | Action::Ignore => {}
+                    }
+                }
+            }
+        }
+        // Reap every turn: SIGCHLDs coalesce, and this is cheap.
+        for r in reaper::reap_all() {
+            self.on_reaped(r);
+        }
+        for i in ctl_ready {
+            let mut buf = vec![0u8; MAX_MSG];
+            while let Some(fd) = self.consoles.get(i).and_then(|c| c.ctl.as_ref()) {
+                match socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                    Ok(0) => {
+                        // The console closed its end (it is exiting).
+                        if let Some(c) = self.consoles.get_mut(i) {
+                            c.ctl = None;
+                        }
+                        break;
+                    }
+                    Ok(n) => match Request::decode(buf.get(..n).unwrap_or(&[])) {
+                        Ok(req) => {
+                            if let Some(s) = self.on_request(i, req) {
+                                return Some(s);
+                            }
+                        }
+                        Err(e) => log::warn!("console {i}: {e}"),
+                    },
+                    Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => break,
+                    Err(e) => {
+                        log::warn!("console {i}: control socket: {e}");
+                        if let Some(c) = self.consoles.get_mut(i) {
+                            c.ctl = None;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let now = boottime();
+        if now.saturating_sub(self.last_tick) >= TICK {
+            self.last_tick = now;
+            self.tick();
+        }
+        self.start_due_services();
+        None
+    }
+
+    /// Stops everything and calls reboot(2); if that fails, halts forever.
+    pub fn shutdown(&mut self, mode: Mode, cause: &str) -> ! {
+        let now = boottime();
+        log::warn!("shutting down ({cause}): {}", mode.message());
+        self.events.push(
+            now,
+            EventKind::Shutdown {
+                action: format!("{mode:?}"),
+                cause: cause.into(),
+            },
+        );
+        let ttys: Vec<String> = self.consoles.iter().map(|c| c.tty.clone()).collect();
+        shutdown::tell_consoles(&ttys, mode.message());
+        let pids: Vec<i32> = self
+            .consoles
+            .iter()
+            .filter_map(|c| c.service.pid())
+            .collect();
+        for c in &mut self.consoles {
+            c.service.state = State::Stopped;
+            c.ctl = None;
+        }
+        for p in shutdown::stop_everything(&pids, &mut self.mounts) {
+            log::warn!("shutdown: {p}");
+        }
+        let e = shutdown::finish(mode);
+        log::error!("reboot(2) failed: {e}; halting");
+        shutdown::tell_consoles(
+            &ttys,
+            &format!("airlock: reboot(2) failed ({e}); it is safe to switch the PC off"),
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
