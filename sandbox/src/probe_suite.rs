@@ -181,13 +181,13 @@ pub const ACTS: &[Act] = &[
         "write_model",
         Errno(libc::EACCES),
         Errno(libc::EACCES),
-        "Landlock: no WriteFile on /model (also ro mount)"
+        "file mode first (root-owned 0644), behind it the ro mount (EROFS) and Landlock (no WriteFile)"
     ),
     act!(
         "create_in_model",
         Errno(libc::EROFS),
         Errno(libc::EROFS),
-        "read-only bind mount (checked before Landlock's MakeReg)"
+        "read-only bind mount (checked before DAC and Landlock's MakeReg)"
     ),
     act!(
         "proc_environ",
