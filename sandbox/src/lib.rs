@@ -1,7 +1,7 @@
 //! The worker sandbox: spawn path, Landlock ruleset and seccomp policies (DESIGN.md,
 //! "Sandbox of the worker", layers 3–5), and the probe suite that proves each layer.
 //!
-//! * [`spawn()`] runs a static program inside new PID/mount/net/IPC/UTS/cgroup namespaces, in a
+//! * [`spawn()`] runs a static program inside new PID/mount/net/IPC/UTS namespaces, in a
 //!   tmpfs root holding only `/model` (read-only) and `/scratch`, as an unprivileged id with
 //!   no capabilities, `no_new_privs`, rlimits, a parent-death signal, only the handed-over fds,
 //!   a clean environment, Landlock and the stage-1 seccomp filter.

@@ -606,7 +606,7 @@ impl Ctx<'_> {
         );
         // Namespaces differ from ours.
         let mut same = Vec::new();
-        for ns in ["pid", "mnt", "net", "ipc", "uts", "cgroup"] {
+        for ns in ["pid", "mnt", "net", "ipc", "uts"] {
             let theirs = std::fs::read_link(format!("/proc/{}/ns/{ns}", child.pid())).ok();
             let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
             if theirs.is_none() || theirs == ours {
@@ -615,7 +615,7 @@ impl Ctx<'_> {
         }
         add(
             "namespaces",
-            "pid mnt net ipc uts cgroup all new".into(),
+            "pid mnt net ipc uts all new".into(),
             if same.is_empty() {
                 "all new".into()
             } else {
@@ -675,9 +675,16 @@ impl Ctx<'_> {
     }
 }
 
-/// Runs the whole suite with a work dir under the system temp dir.
+/// Runs the whole suite with a work dir under the system temp dir (`$TMPDIR`, else `/tmp`, else
+/// `/run` when the image has no `/tmp`).
 pub fn run(probe: &Path, landlock: LandlockMode) -> Result<Report, ProbeError> {
-    run_in(probe, landlock, &std::env::temp_dir())
+    let tmp = std::env::temp_dir();
+    let dir = if tmp.is_dir() {
+        tmp
+    } else {
+        PathBuf::from("/run")
+    };
+    run_in(probe, landlock, &dir)
 }
 
 /// Runs the whole suite with its model dir created under `workdir` (removed afterwards).

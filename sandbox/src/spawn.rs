@@ -13,13 +13,13 @@ use crate::landlock_policy::{self, LandlockError, LandlockMode};
 use crate::seccomp::{self, SeccompError};
 
 /// Namespaces of the child: it is PID 1 of a new PID namespace, with its own mount table,
-/// network (only a down `lo`), IPC, UTS and cgroup view.
+/// network (only a down `lo`), IPC and UTS. (No cgroup namespace: the appliance kernel is built
+/// without cgroups and there is no /proc inside, so there is no cgroup path to hide.)
 pub const NAMESPACES: libc::c_int = libc::CLONE_NEWPID
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWCGROUP;
+    | libc::CLONE_NEWUTS;
 
 /// The dedicated unprivileged id the program runs as by default.
 pub const DEFAULT_ID: u32 = 60000;
