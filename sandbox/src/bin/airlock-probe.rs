@@ -16,6 +16,10 @@ use std::io::{Read, Write};
 
 use airlock_sandbox::names::errno_name;
 
+/// The worker's allocator, so the probe meets the same allocator syscalls under stage 2.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 enum Outcome {
     /// The act succeeded (for a forbidden act: the sandbox failed).
     Ok(String),
