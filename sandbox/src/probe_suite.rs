@@ -513,6 +513,14 @@ impl Ctx<'_> {
             fnv(&model)
         );
         let id_expect = format!("ok pid=1 uid={DEFAULT_ID} gid={DEFAULT_ID} no_new_privs=1 seccomp=2 dumpable=1 caps=0x0");
+        for (name, want) in [
+            ("inherited_fds", "ok 0,1,2"),
+            ("environment", "ok HOME=/scratch TMPDIR=/scratch"),
+            ("hostname", "ok airlock-sandbox"),
+        ] {
+            let got = line(name);
+            add(name, want.into(), got.clone(), got == want);
+        }
         let id = line("identity");
         add("identity", id_expect.clone(), id.clone(), id == id_expect);
         if stage2 {

@@ -77,6 +77,9 @@ fn full_suite() {
 
 // One test per check of the probe suite (generated list; `every_check_has_a_test` keeps it complete).
 checks! {
+    s1_inherited_fds => "s1.inherited_fds",
+    s1_environment => "s1.environment",
+    s1_hostname => "s1.hostname",
     s1_identity => "s1.identity",
     s1_model_read => "s1.model_read",
     s1_scratch_write => "s1.scratch_write",
@@ -134,6 +137,9 @@ checks! {
     s1_mmap_exec => "s1.mmap_exec",
     s1_alloc_big => "s1.alloc_big",
     s1_crash_segv => "s1.crash_segv",
+    s2_inherited_fds => "s2.inherited_fds",
+    s2_environment => "s2.environment",
+    s2_hostname => "s2.hostname",
     s2_identity => "s2.identity",
     s2_model_read => "s2.model_read",
     s2_scratch_write => "s2.scratch_write",

@@ -421,8 +421,41 @@ fn rayon_threads() -> Result<String, String> {
     Ok(format!("2 threads, par_iter sum {sum}"))
 }
 
-fn allow(stage2: bool) -> i32 {
+/// Open fds, probed with fcntl(F_GETFD) (there is no /proc inside).
+fn open_fds() -> String {
+    let fds: Vec<String> = (0..4096)
+        // SAFETY: F_GETFD only queries the fd table.
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1)
+        .map(|fd: i32| fd.to_string())
+        .collect();
+    fds.join(",")
+}
+
+fn environment() -> String {
+    let mut env: Vec<String> = std::env::vars_os()
+        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+        .collect();
+    env.sort();
+    env.join(" ")
+}
+
+fn hostname() -> Result<String, String> {
+    // SAFETY: utsname is plain data, filled by uname.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return Err(errno_name(last()));
+    }
+    // SAFETY: uname NUL-terminates nodename.
+    let n = unsafe { CStr::from_ptr(u.nodename.as_ptr()) };
+    Ok(n.to_string_lossy().into_owned())
+}
+
+fn allow(stage2: bool, fds_at_start: String) -> i32 {
     let mut out = std::io::stdout().lock();
+    check(&mut out, "inherited_fds", Ok(fds_at_start));
+    check(&mut out, "environment", Ok(environment()));
+    check(&mut out, "hostname", hostname());
     check(&mut out, "identity", identity());
     if stage2 {
         check(
@@ -455,6 +488,8 @@ fn allow(stage2: bool) -> i32 {
 }
 
 fn main() {
+    // First thing, before the runtime or tokio open anything of their own.
+    let fds_at_start = open_fds();
     let mut args = std::env::args().skip(1).peekable();
     let mut stage2 = false;
     let mut parent: i32 = 0;
@@ -478,7 +513,7 @@ fn main() {
             }
             0
         }
-        (Some("allow"), None) => allow(stage2),
+        (Some("allow"), None) => allow(stage2, fds_at_start),
         (Some("act"), Some(name)) => {
             if stage2 {
                 if let Err(e) = airlock_sandbox::seccomp::install_worker_allowlist() {
