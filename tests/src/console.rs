@@ -327,15 +327,19 @@ impl Console {
             .map_err(ConsoleError::Write)
     }
 
-    /// Types `cmd`, waits for the next prompt and returns what was printed in
-    /// between, without the echoed command line.
+    /// Types `cmd`, waits for its echo and the next prompt, and returns
+    /// what was printed in between.
+    ///
+    /// Waiting for the echo first (the console's tty echoes typed lines)
+    /// skips a prompt that an asynchronous notice may have re-printed just
+    /// before the command was typed.
     pub fn command(&mut self, cmd: &str, timeout: Duration) -> Result<String, ConsoleError> {
-        let start = self.cursor;
         self.send_line(cmd)?;
-        let prompt = Pattern::Literal(format!("\n{PROMPT}"));
-        self.wait_for(prompt, timeout)?;
-        let text = self.text_between(start, self.cursor - PROMPT.len())?;
-        Ok(strip_echo(&text, cmd))
+        self.wait_for(format!("{cmd}\n"), timeout)?;
+        let start = self.cursor;
+        let prompt = Pattern::Regex(prompt_at_line_start());
+        let m = self.wait_for(prompt, timeout)?;
+        self.text_between(start, self.cursor - m.text.len())
     }
 
     /// Current cursor position (use with [`Console::text_since`]).
@@ -379,14 +383,14 @@ impl Console {
     }
 }
 
-/// Removes the echoed command (the first line, when it ends with `cmd`).
-pub fn strip_echo(text: &str, cmd: &str) -> String {
-    let text = text.strip_prefix('\n').unwrap_or(text);
-    match text.split_once('\n') {
-        Some((first, rest)) if first.trim_end().ends_with(cmd.trim()) => rest.to_owned(),
-        None if text.trim_end().ends_with(cmd.trim()) => String::new(),
-        _ => text.to_owned(),
-    }
+/// The prompt at the start of a line.
+fn prompt_at_line_start() -> Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        // A constant pattern: escaping makes it a valid regex.
+        Regex::new(&format!("(?m)^{}", regex::escape(PROMPT))).unwrap_or_else(|_| unreachable!())
+    })
+    .clone()
 }
 
 /// The last [`ERROR_TAIL_CHARS`] characters of `text`.
@@ -467,17 +471,6 @@ mod tests {
         assert!(err.to_string().contains("invalid pattern"), "{err}");
     }
 
-    #[test]
-    fn strip_echo_removes_only_the_command_line() {
-        assert_eq!(
-            strip_echo("\nairlock> status\nkey: v\n", "status"),
-            "key: v\n"
-        );
-        assert_eq!(strip_echo("status\nkey: v\n", "status"), "key: v\n");
-        assert_eq!(strip_echo("key: v\n", "status"), "key: v\n");
-        assert_eq!(strip_echo("help", "help"), "");
-    }
-
     /// Drives a Console over a socket pair: one end plays the guest.
     fn console_pair() -> (Console, UnixStream) {
         let (ours, guest) = UnixStream::pair().unwrap();
@@ -525,8 +518,13 @@ mod tests {
             }
             line
         });
+        guest_w
+            .write_all(b"airlock> \r\n[usb] stick inserted: sdb (16 MiB)\r\n")
+            .unwrap();
+        con.wait_for("stick inserted", Duration::from_secs(5))
+            .unwrap();
+        // The notice re-prints the prompt; command() must not stop at it.
         guest_w.write_all(b"airlock> ").unwrap();
-        con.wait_for(PROMPT, Duration::from_secs(5)).unwrap();
         let handle = std::thread::spawn(move || {
             let out = con.command("status", Duration::from_secs(5));
             (con, out)
@@ -536,8 +534,16 @@ mod tests {
         guest_w
             .write_all(b"status\r\nversion: 0.1.0\r\nready: yes\r\nairlock> ")
             .unwrap();
-        let (_con, out) = handle.join().unwrap();
+        let (mut con, out) = handle.join().unwrap();
         assert_eq!(out.unwrap(), "version: 0.1.0\nready: yes\n");
+        // A command with no output.
+        let handle = std::thread::spawn(move || {
+            let out = con.command("", Duration::from_secs(5));
+            (con, out)
+        });
+        guest_w.write_all(b"\r\nairlock> ").unwrap();
+        let (_con, out) = handle.join().unwrap();
+        assert_eq!(out.unwrap(), "");
     }
 
     #[test]

@@ -84,7 +84,8 @@ fn ovmf_disk_boot() {
 fn cpu_without_avx2_refused() {
     let mut vm = Vm::start(&direct("cpu-without-avx2").with_cpu("qemu64")).unwrap();
     let outcomes = [
-        Pattern::regex(r"(?i)[^\n]*AVX2[^\n]*").unwrap(),
+        // The supervisor's CPU gate: "airlock: this PC's CPU lacks AVX2; ...".
+        Pattern::regex(r"airlock:[^\n]*\bAVX2\b[^\n]*").unwrap(),
         Pattern::from("Illegal instruction"),
         Pattern::from("Kernel panic"),
         Pattern::from(airlock_e2e::CONSOLE_READY),
