@@ -25,6 +25,7 @@ pub mod status;
 pub mod supervisor;
 pub mod sysctl;
 pub mod usb;
+pub mod usb_label;
 
 /// Version printed on the banner and in `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -37,6 +38,7 @@ pub fn entry() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("console") => console::main_from_args(&args[1..]),
+        Some("usb-label") => usb_label::main_from_args(&args[1..]),
         Some("--version") => {
             println!("airlock-init {VERSION}");
             std::process::ExitCode::SUCCESS
@@ -44,7 +46,8 @@ pub fn entry() -> std::process::ExitCode {
         _ => {
             eprintln!(
                 "airlock-init: this is the appliance's PID 1 (/init); the only other mode is \
-                 'airlock-init console TTY --ctl-fd N', started by the supervisor itself"
+                 'airlock-init console TTY --ctl-fd N' and 'airlock-init usb-label DISK', \
+                 started by the supervisor itself"
             );
             std::process::ExitCode::from(2)
         }

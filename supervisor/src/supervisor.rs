@@ -44,6 +44,14 @@ struct Console {
     ctl: Option<OwnedFd>,
 }
 
+/// A running label reader (`airlock-init usb-label DISK`).
+struct LabelJob {
+    pid: i32,
+    disk: String,
+    stdout: std::process::ChildStdout,
+    started: Duration,
+}
+
 /// Everything PID 1 knows.
 pub struct Supervisor {
     cmdline: Cmdline,
@@ -56,6 +64,7 @@ pub struct Supervisor {
     state_found: bool,
     consoles: Vec<Console>,
     sticks: Vec<Stick>,
+    label_jobs: Vec<LabelJob>,
     state_disk: Vec<String>,
     events: EventLog,
     console_ready_at: Option<Duration>,
@@ -164,6 +173,7 @@ impl Supervisor {
             state_found: false,
             consoles,
             sticks: Vec::new(),
+            label_jobs: Vec::new(),
             state_disk: Vec::new(),
             events: EventLog::default(),
             console_ready_at: None,
@@ -173,6 +183,9 @@ impl Supervisor {
         };
         sv.look_for_state_partition();
         sv.sticks = usb::scan(Path::new("/sys/block"), &sv.state_disk).unwrap_or_default();
+        for d in sv.sticks.iter().map(|s| s.name.clone()).collect::<Vec<_>>() {
+            sv.start_label_job(&d);
+        }
         sv.start_due_services();
         sv
     }
@@ -258,6 +271,49 @@ impl Supervisor {
         Ok((pid, ours))
     }
 
+    /// Starts the label reader for a disk (failures only cost the label).
+    fn start_label_job(&mut self, disk: &str) {
+        let child = Command::new(&self.self_exe)
+            .arg("usb-label")
+            .arg(disk)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(mut c) => {
+                let pid = i32::try_from(c.id()).unwrap_or(0);
+                if let Some(stdout) = c.stdout.take() {
+                    self.label_jobs.push(LabelJob {
+                        pid,
+                        disk: disk.to_string(),
+                        stdout,
+                        started: boottime(),
+                    });
+                }
+            }
+            Err(e) => log::warn!("usb-label {disk}: {e}"),
+        }
+    }
+
+    /// A label reader exited: its output (already complete) is the label.
+    fn on_label_done(&mut self, i: usize) {
+        use std::io::Read;
+        let mut job = self.label_jobs.swap_remove(i);
+        let mut out = String::new();
+        let _ = (&mut job.stdout).take(256).read_to_string(&mut out);
+        let label = out
+            .lines()
+            .next()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string);
+        if let Some(s) = self.sticks.iter_mut().find(|s| s.name == job.disk) {
+            s.label = label;
+        }
+    }
+
     fn start_due_services(&mut self) {
         let now = boottime();
         for i in 0..self.consoles.len() {
@@ -306,6 +362,10 @@ impl Supervisor {
 
     fn on_reaped(&mut self, r: reaper::Reaped) {
         let now = boottime();
+        if let Some(i) = self.label_jobs.iter().position(|j| j.pid == r.pid) {
+            self.on_label_done(i);
+            return;
+        }
         let Some(i) = self
             .consoles
             .iter()
@@ -448,8 +508,29 @@ impl Supervisor {
         if !self.state_found && now < STATE_WAIT {
             self.look_for_state_partition();
         }
-        if let Ok(new) = usb::scan(Path::new("/sys/block"), &self.state_disk) {
-            for ch in usb::diff(&self.sticks, &new) {
+        // Label readers that hang (a bad stick) are killed.
+        for j in &self.label_jobs {
+            if now.saturating_sub(j.started) > crate::usb_label::TIMEOUT {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(j.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if let Ok(mut new) = usb::scan(Path::new("/sys/block"), &self.state_disk) {
+            // Keep the labels already known.
+            for n in new.iter_mut() {
+                if let Some(o) = self
+                    .sticks
+                    .iter()
+                    .find(|o| o.name == n.name && o.bytes == n.bytes)
+                {
+                    n.label = o.label.clone();
+                }
+            }
+            let changes = usb::diff(&self.sticks, &new);
+            self.sticks = new;
+            for ch in changes {
                 let line = usb::notice(&ch);
                 log::info!("{line}");
                 self.events.push(
@@ -463,8 +544,10 @@ impl Supervisor {
                     },
                 );
                 self.broadcast(&line);
+                if let usb::Change::Inserted(s) = &ch {
+                    self.start_label_job(&s.name);
+                }
             }
-            self.sticks = new;
         }
         // A network interface that appears later (hot-plugged NIC with a
         // distro kernel) gets the same treatment, and readiness follows.

@@ -25,6 +25,8 @@ pub enum UsbError {
 pub struct Stick {
     pub name: String,
     pub bytes: u64,
+    /// Volume label, once the label reader has reported it.
+    pub label: Option<String>,
 }
 
 /// A change between two scans.
@@ -50,9 +52,12 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 impl Stick {
-    /// `sdb 16 MiB`
+    /// `sdb 16 MiB "DEMO"` (without the label until it is known)
     pub fn describe(&self) -> String {
-        format!("{} {}", self.name, human_size(self.bytes))
+        match &self.label {
+            Some(l) => format!("{} {} \"{l}\"", self.name, human_size(self.bytes)),
+            None => format!("{} {}", self.name, human_size(self.bytes)),
+        }
     }
 }
 
@@ -94,13 +99,15 @@ pub fn scan(sys_block: &Path, exclude: &[String]) -> Result<Vec<Stick>, UsbError
         out.push(Stick {
             name,
             bytes: sectors.saturating_mul(512),
+            label: None,
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
-/// Changes from `old` to `new` (removals first, then insertions).
+/// Changes from `old` to `new` (removals first, then insertions); labels
+/// are not compared (a fresh scan does not know them).
 pub fn diff(old: &[Stick], new: &[Stick]) -> Vec<Change> {
     let mut out: Vec<Change> = old
         .iter()
@@ -195,10 +202,18 @@ mod tests {
             s,
             vec![Stick {
                 name: "sdb".into(),
-                bytes: 16 * 1024 * 1024
+                bytes: 16 * 1024 * 1024,
+                label: None,
             }]
         );
         assert_eq!(status_value(&s), "sdb 16 MiB");
+        let mut labelled = s.clone();
+        labelled[0].label = Some("DEMO".into());
+        assert_eq!(status_value(&labelled), "sdb 16 MiB \"DEMO\"");
+        assert!(
+            diff(&labelled, &s).is_empty(),
+            "labels do not count as changes"
+        );
         assert_eq!(scan(&f.block(), &["sdb".into()]).unwrap(), vec![]);
     }
 

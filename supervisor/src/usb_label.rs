@@ -1,0 +1,186 @@
+//! The volume label of a stick, for `status` (`sdb 16 MiB "DEMO"`).
+//!
+//! Reading a stick is reading untrusted bytes from a device that may hang,
+//! so PID 1 never does it: it starts `airlock-init usb-label sdb` (a child,
+//! killed after [`TIMEOUT`]) which reads the first 4 KiB of the first
+//! partition (or of the whole disk when it has none) and prints the label.
+//! The parser only looks at fixed offsets of a fixed-size buffer.
+//!
+//! Recognised: FAT12/16/32 (boot sector label) and ext2/3/4 (superblock
+//! label). Anything else (exFAT keeps its label in the root directory,
+//! NTFS, no file system) has no label here.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+use thiserror::Error;
+
+/// How long a label child may take before it is killed.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from the device.
+pub const READ_LEN: usize = 4096;
+
+/// Failing operation of the label reader.
+#[derive(Debug, Error)]
+pub enum LabelError {
+    #[error("usage: airlock-init usb-label DISK")]
+    Usage,
+    #[error("read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn clean(raw: &[u8]) -> Option<String> {
+    let s: String = raw
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) && b != b'"' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    let s = s.trim().to_string();
+    if s.is_empty() || s == "NO NAME" {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+/// The label in the first bytes of a file system, if recognised.
+pub fn parse_label(buf: &[u8]) -> Option<String> {
+    // ext2/3/4: superblock at 1024, magic 0xEF53 at +56, label at +120 (16 bytes).
+    if buf.get(1024 + 56..1024 + 58) == Some(&[0x53, 0xEF]) {
+        return buf.get(1024 + 120..1024 + 136).and_then(clean);
+    }
+    // FAT: boot sector signature 0x55AA at 510.
+    if buf.get(510..512) != Some(&[0x55, 0xAA]) {
+        return None;
+    }
+    if buf.get(82..87) == Some(b"FAT32") {
+        return buf.get(71..82).and_then(clean);
+    }
+    if buf.get(54..57) == Some(b"FAT") {
+        return buf.get(43..54).and_then(clean);
+    }
+    None
+}
+
+/// The device to read for disk `name`: its first partition if the kernel
+/// found partitions, else the whole disk.
+pub fn label_device(sys_block: &Path, name: &str) -> String {
+    let first = format!("{name}1");
+    let alt = format!("{name}p1");
+    for p in [first, alt] {
+        if sys_block.join(name).join(&p).exists() {
+            return p;
+        }
+    }
+    name.to_string()
+}
+
+/// Entry point of `airlock-init usb-label DISK`: prints the label (or
+/// nothing) on stdout.
+pub fn main_from_args(args: &[String]) -> ExitCode {
+    let [disk] = args else {
+        eprintln!("airlock-init: {}", LabelError::Usage);
+        return ExitCode::from(2);
+    };
+    if disk.is_empty() || !disk.chars().all(|c| c.is_ascii_alphanumeric()) {
+        eprintln!("airlock-init: {}", LabelError::Usage);
+        return ExitCode::from(2);
+    }
+    let dev = format!("/dev/{}", label_device(Path::new("/sys/block"), disk));
+    let mut buf = vec![0u8; READ_LEN];
+    let read = std::fs::File::open(&dev).and_then(|mut f| {
+        let mut n = 0;
+        while n < READ_LEN {
+            match f.read(buf.get_mut(n..).unwrap_or(&mut [])) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    });
+    match read {
+        Ok(n) => {
+            if let Some(l) = parse_label(buf.get(..n).unwrap_or(&[])) {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(source) => {
+            eprintln!("airlock-init: {}", LabelError::Read { path: dev, source });
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fat32(label: &[u8; 11]) -> Vec<u8> {
+        let mut b = vec![0u8; READ_LEN];
+        b[71..82].copy_from_slice(label);
+        b[82..90].copy_from_slice(b"FAT32   ");
+        b[510] = 0x55;
+        b[511] = 0xAA;
+        b
+    }
+
+    #[test]
+    fn fat32_label() {
+        assert_eq!(parse_label(&fat32(b"DEMO       ")), Some("DEMO".into()));
+        assert_eq!(parse_label(&fat32(b"NO NAME    ")), None);
+        assert_eq!(parse_label(&fat32(b"A\"B\x01       ")), Some("A?B?".into()));
+    }
+
+    #[test]
+    fn fat16_label() {
+        let mut b = vec![0u8; 512];
+        b[43..54].copy_from_slice(b"AIRLOCK-USB");
+        b[54..62].copy_from_slice(b"FAT16   ");
+        b[510] = 0x55;
+        b[511] = 0xAA;
+        assert_eq!(parse_label(&b), Some("AIRLOCK-USB".into()));
+    }
+
+    #[test]
+    fn ext4_label() {
+        let mut b = vec![0u8; READ_LEN];
+        b[1024 + 56] = 0x53;
+        b[1024 + 57] = 0xEF;
+        b[1024 + 120..1024 + 126].copy_from_slice(b"models");
+        assert_eq!(parse_label(&b), Some("models".into()));
+    }
+
+    #[test]
+    fn unknown_short_or_garbage_has_no_label() {
+        assert_eq!(parse_label(&[]), None);
+        assert_eq!(parse_label(&[0xAA; 100]), None);
+        assert_eq!(parse_label(&vec![0u8; READ_LEN]), None);
+        let mut b = fat32(b"DEMO       ");
+        b.truncate(80); // cut inside the label field, before the signature
+        assert_eq!(parse_label(&b), None);
+    }
+
+    #[test]
+    fn partition_or_whole_disk() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("sdb/sdb1")).unwrap();
+        std::fs::create_dir_all(t.path().join("sdc")).unwrap();
+        std::fs::create_dir_all(t.path().join("mmcblk0/mmcblk0p1")).unwrap();
+        assert_eq!(label_device(t.path(), "sdb"), "sdb1");
+        assert_eq!(label_device(t.path(), "sdc"), "sdc");
+        assert_eq!(label_device(t.path(), "mmcblk0"), "mmcblk0p1");
+    }
+}

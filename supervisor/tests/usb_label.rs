@@ -1,0 +1,79 @@
+//! The label reader of the real binary (`airlock-init usb-label DISK`) on a
+//! real block device: a FAT32 stick image made by scripts/make-stick,
+//! attached as a loop device. Needs root. (Partitioned sticks are read via
+//! their first partition, see `label_device`; this host kernel does not
+//! scan partition tables of loop devices, so the image is a superfloppy.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_airlock-init");
+
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+fn attach(img: &Path) -> Loop {
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(img)
+        .output()
+        .expect("losetup (needs root)");
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
+}
+
+fn label_of(disk: &str) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(["usb-label", disk])
+        .env_clear()
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn reads_the_fat_label_of_a_stick() {
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("stick.img");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-stick");
+    let st = Command::new(script)
+        .args(["--size", "40", "--label", "DEMO", "--superfloppy"])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let lo = attach(&img);
+    let disk = lo.0.trim_start_matches("/dev/").to_string();
+    assert_eq!(
+        label_of(&disk),
+        (Some(0), "DEMO\n".to_string(), String::new())
+    );
+}
+
+#[test]
+fn bad_disk_names_are_refused_and_unreadable_disks_reported() {
+    let (code, out, err) = label_of("../sda");
+    assert_eq!((code, out.as_str()), (Some(2), ""));
+    assert_eq!(err, "airlock-init: usage: airlock-init usb-label DISK\n");
+    let (code, out, err) = label_of("nosuchdisk0");
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    assert!(
+        err.starts_with("airlock-init: read /dev/nosuchdisk0: No such file or directory"),
+        "{err}"
+    );
+}
