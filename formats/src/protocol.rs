@@ -131,6 +131,8 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The model failed while generating.
     Inference,
+    /// The model could not be loaded; the worker exits after this reply.
+    ModelLoad,
 }
 
 /// Messages from the worker to the supervisor.
