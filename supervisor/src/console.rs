@@ -140,6 +140,15 @@ impl Console {
                 tty: tty_name.into(),
                 source,
             })?;
+        let c = Console::attach(tty_name, tty, ctl)?;
+        // Panics and stray prints of this process land on its tty.
+        let _ = nix::unistd::dup2_stdout(&c.tty);
+        let _ = nix::unistd::dup2_stderr(&c.tty);
+        Ok(c)
+    }
+
+    /// Sets up an open terminal (also used by tests with a pty).
+    pub fn attach(tty_name: &str, tty: File, ctl: OwnedFd) -> Result<Console, ConsoleError> {
         let mut t = termios::tcgetattr(&tty).map_err(|errno| ConsoleError::NotATty {
             tty: tty_name.into(),
             errno,
@@ -157,9 +166,6 @@ impl Console {
         })?;
         // Whatever was typed before we were ready is discarded.
         let _ = termios::tcflush(&tty, FlushArg::TCIFLUSH);
-        // Panics and stray prints of this process land on its tty.
-        let _ = nix::unistd::dup2_stdout(&tty);
-        let _ = nix::unistd::dup2_stderr(&tty);
         Ok(Console {
             tty_name: tty_name.into(),
             tty,
