@@ -184,10 +184,13 @@ pub fn import(
         state.record(m.kind, &m.name, m.version, &b.manifest_sha256);
         state.save(store)?;
     }
-    // Anything moved aside is garbage now.
+    // Anything moved aside is garbage now; `.staging` goes when empty.
     let _ = fs::remove_dir_all(
         staging_root.join(format!("replaced-{}-{}-{}", m.kind, m.name, m.version)),
     );
+    if fs::remove_dir(&staging_root).is_ok() {
+        let _ = sync_dir(store);
+    }
     Ok(report)
 }
 
@@ -287,6 +290,10 @@ fn recover(store: &Path, state: &State) -> Result<Vec<String>> {
             if !removed.is_empty() {
                 sync_dir(&staging).map_err(ImportError::Recover)?;
             }
+            // An empty `.staging` is not kept around.
+            if fs::remove_dir(&staging).is_ok() {
+                sync_dir(store).map_err(ImportError::Recover)?;
+            }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(rec("read", &staging, e)),
@@ -381,7 +388,14 @@ impl Drop for Staging {
         if self.armed {
             let _ = fs::remove_dir_all(&self.path);
             if let Some(parent) = self.path.parent() {
-                let _ = sync_dir(parent);
+                // `.staging` itself goes when empty: a failed import leaves the store as it was.
+                if fs::remove_dir(parent).is_ok() {
+                    if let Some(store) = parent.parent() {
+                        let _ = sync_dir(store);
+                    }
+                } else {
+                    let _ = sync_dir(parent);
+                }
             }
         }
     }

@@ -1,0 +1,444 @@
+//! Fault tests of the streaming import: the source changes or vanishes
+//! mid-copy, the disk fills up, leftovers of a crash. After each failure the
+//! store is byte-for-byte as before and no staging is left. Needs root
+//! (tmpfs and loop mounts), as CI runs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use airlock_formats::import::{self, Commit, ImportError, Progress};
+use airlock_formats::manifest::MANIFEST_FILE;
+use airlock_formats::minisig::SecretKey;
+use airlock_formats::pack::{self, Input, PackSpec, Section};
+use airlock_formats::trust::{Role, TrustFile};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Keys {
+    models: SecretKey,
+    trust: TrustFile,
+}
+
+fn keys() -> Keys {
+    let root = SecretKey::generate().unwrap();
+    let models = SecretKey::generate().unwrap();
+    let mut trust = TrustFile::new(vec![("root".into(), root.public_key())], 1).unwrap();
+    trust
+        .add_key("models", &models.public_key(), Role::Models)
+        .unwrap();
+    Keys { models, trust }
+}
+
+/// Writes a deterministic payload of `len` bytes.
+fn payload(path: &Path, len: usize, seed: u8) {
+    let mut f = fs::File::create(path).unwrap();
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len;
+    let mut i: u32 = seed as u32;
+    while left > 0 {
+        for b in block.iter_mut() {
+            i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            *b = (i >> 16) as u8;
+        }
+        let n = left.min(block.len());
+        f.write_all(&block[..n]).unwrap();
+        left -= n;
+    }
+}
+
+/// Packs and signs a model bundle `out` from `src_file`.
+fn bundle(k: &Keys, src_file: &Path, out: &Path, version: u64) {
+    let spec = PackSpec {
+        name: "tiny".into(),
+        version,
+        description: String::new(),
+        created: Some("2026-11-22T00:00:00Z".into()),
+        inputs: vec![Input {
+            path: "model.gguf".into(),
+            source: src_file.to_owned(),
+        }],
+        section: Section::Model {
+            gguf: None,
+            architecture: "llama".into(),
+            context_length: 256,
+            chat_template: None,
+        },
+    };
+    pack::pack(&spec, out, &mut |_| {}).unwrap();
+    let bytes = fs::read(out.join(MANIFEST_FILE)).unwrap();
+    pack::write_signature(out, MANIFEST_FILE, "models", &k.models, &bytes, "t").unwrap();
+}
+
+/// Every path below `store` (except the lock file) with the SHA-256 of files.
+fn snapshot(store: &Path) -> BTreeMap<String, String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            if rel == import::LOCK_FILE {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                out.insert(rel.clone(), "dir".into());
+                walk(base, &p, out);
+            } else {
+                out.insert(rel, format!("{:x}", Sha256::digest(fs::read(&p).unwrap())));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(store, store, &mut out);
+    out
+}
+
+/// The store has no staging leftovers.
+fn staging_empty(store: &Path) -> bool {
+    fs::read_dir(store.join(import::STAGING_DIR)).map_or(true, |mut d| d.next().is_none())
+}
+
+/// Runs `f` once, after the first `after` bytes were copied.
+struct Hook<F: FnMut()> {
+    seen: u64,
+    after: u64,
+    f: Option<F>,
+}
+
+impl<F: FnMut()> Progress for Hook<F> {
+    fn advance(&mut self, n: u64) {
+        self.seen += n;
+        if self.seen >= self.after {
+            if let Some(mut f) = self.f.take() {
+                f();
+            }
+        }
+    }
+}
+
+fn hook<F: FnMut()>(after: u64, f: F) -> Hook<F> {
+    Hook {
+        seen: 0,
+        after,
+        f: Some(f),
+    }
+}
+
+fn sh(cmd: &str, args: &[&str]) {
+    let st = Command::new(cmd).args(args).status().unwrap();
+    assert!(st.success(), "{cmd} {args:?} failed");
+}
+
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "fault tests mount tmpfs/loop filesystems and need root"
+    );
+}
+
+/// A store holding version 1, plus a prepared version-2 bundle.
+struct Setup {
+    _dir: tempfile::TempDir,
+    k: Keys,
+    store: PathBuf,
+    v2: PathBuf,
+    src2: PathBuf,
+}
+
+fn setup(v2_len: usize) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let store = dir.path().join("store");
+    let src1 = dir.path().join("m1.gguf");
+    payload(&src1, 1 << 20, 1);
+    let v1 = dir.path().join("tiny_1.airlock");
+    bundle(&k, &src1, &v1, 1);
+    import::import(&v1, &store, &k.trust, Commit::Now, &mut import::NoProgress).unwrap();
+    let src2 = dir.path().join("m2.gguf");
+    payload(&src2, v2_len, 2);
+    let v2 = dir.path().join("tiny_2.airlock");
+    bundle(&k, &src2, &v2, 2);
+    Setup {
+        _dir: dir,
+        k,
+        store,
+        v2,
+        src2,
+    }
+}
+
+#[test]
+fn source_truncated_mid_copy() {
+    let s = setup(24 << 20);
+    let before = snapshot(&s.store);
+    let victim = s.v2.join("model.gguf");
+    let mut h = hook(1, || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&victim)
+            .unwrap()
+            .set_len(5 << 20)
+            .unwrap();
+    });
+    let e = import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut h).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("payload model.gguf: truncated: source ended after"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&s.store), before);
+    assert!(staging_empty(&s.store));
+}
+
+#[test]
+fn source_removed_mid_copy_is_read_consistently_or_refused() {
+    // Unlinking the bundle while it is copied: the open file is read to the
+    // end (the inode lives on), and the import completes with verified bytes.
+    let s = setup(24 << 20);
+    let dir = s.v2.clone();
+    let mut h = hook(1, || fs::remove_dir_all(&dir).unwrap());
+    let r = import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut h).unwrap();
+    assert_eq!(r.version, 2);
+    let installed = s.store.join("model/tiny/2/model.gguf");
+    assert_eq!(fs::read(installed).unwrap(), fs::read(&s.src2).unwrap());
+}
+
+#[test]
+fn source_grown_mid_copy() {
+    let s = setup(24 << 20);
+    let before = snapshot(&s.store);
+    let victim = s.v2.join("model.gguf");
+    let mut h = hook(1, || {
+        let mut f = fs::OpenOptions::new().append(true).open(&victim).unwrap();
+        f.write_all(b"more").unwrap();
+    });
+    let e = import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut h).unwrap_err();
+    assert!(
+        e.to_string().contains("source is longer than the listed"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&s.store), before);
+    assert!(staging_empty(&s.store));
+}
+
+#[test]
+fn source_overwritten_mid_copy_hash_mismatch() {
+    let s = setup(24 << 20);
+    let before = snapshot(&s.store);
+    let victim = s.v2.join("model.gguf");
+    let mut h = hook(1, || {
+        let f = fs::OpenOptions::new().write(true).open(&victim).unwrap();
+        f.write_all_at(b"X", (24 << 20) - 1).unwrap();
+    });
+    let e = import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut h).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("payload model.gguf: SHA-256 mismatch"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&s.store), before);
+    assert!(staging_empty(&s.store));
+}
+
+/// Unmounts and removes a mount point on drop.
+struct Mount(PathBuf, Option<String>);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        if let Some(dev) = &self.1 {
+            let _ = Command::new("losetup").args(["-d", dev]).status();
+        }
+    }
+}
+
+#[test]
+fn disk_full_on_store() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let store = dir.path().join("store");
+    fs::create_dir(&store).unwrap();
+    sh(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=6m",
+            "tmpfs",
+            store.to_str().unwrap(),
+        ],
+    );
+    let _m = Mount(store.clone(), None);
+    let src1 = dir.path().join("m1.gguf");
+    payload(&src1, 1 << 20, 1);
+    let v1 = dir.path().join("tiny_1.airlock");
+    bundle(&k, &src1, &v1, 1);
+    import::import(&v1, &store, &k.trust, Commit::Now, &mut import::NoProgress).unwrap();
+    let before = snapshot(&store);
+    let src2 = dir.path().join("m2.gguf");
+    payload(&src2, 8 << 20, 2);
+    let v2 = dir.path().join("tiny_2.airlock");
+    bundle(&k, &src2, &v2, 2);
+    let e =
+        import::import(&v2, &store, &k.trust, Commit::Now, &mut import::NoProgress).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("write staging copy: No space left on device"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&store), before);
+    assert!(staging_empty(&store));
+    // Space is back after the cleanup: a small bundle still imports.
+    let src3 = dir.path().join("m3.gguf");
+    payload(&src3, 1 << 20, 3);
+    let v3 = dir.path().join("tiny_3.airlock");
+    bundle(&k, &src3, &v3, 3);
+    import::import(&v3, &store, &k.trust, Commit::Now, &mut import::NoProgress).unwrap();
+}
+
+#[test]
+fn stick_pulled_mid_copy_gives_eio() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let store = dir.path().join("store");
+    let img = dir.path().join("stick.img");
+    fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    sh("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()]);
+    let out = Command::new("losetup")
+        .args(["--find", "--show", img.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mnt = dir.path().join("stick");
+    fs::create_dir(&mnt).unwrap();
+    sh("mount", &[&dev, mnt.to_str().unwrap()]);
+    let m = Mount(mnt.clone(), Some(dev.clone()));
+    let src = dir.path().join("m.gguf");
+    payload(&src, 40 << 20, 4);
+    let b = mnt.join("tiny_2.airlock");
+    bundle(&k, &src, &b, 2);
+    // Remount so that nothing of the bundle is in the page cache.
+    sh("umount", &[mnt.to_str().unwrap()]);
+    sh("blockdev", &["--flushbufs", &dev]);
+    sh("mount", &["-o", "ro", &dev, mnt.to_str().unwrap()]);
+    let before = snapshot_or_empty(&store);
+    let img2 = img.clone();
+    let dev2 = dev.clone();
+    let mut h = hook(1, move || {
+        // The stick "goes away": the device shrinks to 1 MiB, reads fail.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&img2)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        sh("losetup", &["-c", &dev2]);
+    });
+    let e = import::import(&b, &store, &k.trust, Commit::Now, &mut h).unwrap_err();
+    assert!(
+        matches!(e, ImportError::Bundle(_))
+            && e.to_string().contains("read source: Input/output error"),
+        "{e}"
+    );
+    assert_eq!(snapshot_or_empty(&store), before);
+    assert!(staging_empty(&store));
+    drop(m);
+}
+
+fn snapshot_or_empty(store: &Path) -> BTreeMap<String, String> {
+    if store.exists() {
+        snapshot(store)
+    } else {
+        BTreeMap::new()
+    }
+}
+
+#[test]
+fn crash_leftovers_removed_by_next_import() {
+    let s = setup(1 << 20);
+    let before = snapshot(&s.store);
+    // A crash left a staging directory and an uncommitted version directory
+    // (renamed into place, state not yet written).
+    let stale = s.store.join(import::STAGING_DIR).join("model-tiny-2-999");
+    fs::create_dir_all(&stale).unwrap();
+    fs::write(stale.join("model.gguf"), b"partial").unwrap();
+    let uncommitted = s.store.join("model/tiny/7");
+    fs::create_dir_all(&uncommitted).unwrap();
+    fs::write(uncommitted.join("manifest.json"), b"{}").unwrap();
+    let committed: Vec<_> = import::installed(&s.store)
+        .unwrap()
+        .into_iter()
+        .map(|x| x.2)
+        .collect();
+    assert_eq!(committed, vec![1], "uncommitted directory is not installed");
+    let r = import::import(
+        &s.v2,
+        &s.store,
+        &s.k.trust,
+        Commit::Now,
+        &mut import::NoProgress,
+    )
+    .unwrap();
+    assert_eq!(r.recovered.len(), 2, "{:?}", r.recovered);
+    assert!(!uncommitted.exists());
+    assert!(staging_empty(&s.store));
+    let after = snapshot(&s.store);
+    let old: Vec<_> = before
+        .iter()
+        .filter(|(k, _)| k.starts_with("model/tiny/1"))
+        .collect();
+    assert!(
+        !old.is_empty() && old.iter().all(|(k, v)| after.get(*k) == Some(v)),
+        "old version untouched"
+    );
+    let committed: Vec<_> = import::installed(&s.store)
+        .unwrap()
+        .into_iter()
+        .map(|x| x.2)
+        .collect();
+    assert_eq!(committed, vec![1, 2]);
+}
+
+#[test]
+fn second_concurrent_import_is_refused() {
+    let s = setup(8 << 20);
+    let store = s.store.clone();
+    let trust = s.k.trust.clone();
+    let v2 = s.v2.clone();
+    let mut h = hook(1, move || {
+        let e =
+            import::import(&v2, &store, &trust, Commit::Now, &mut import::NoProgress).unwrap_err();
+        assert!(e.to_string().contains("is locked by another import"), "{e}");
+    });
+    import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut h).unwrap();
+    assert!(h.f.is_none(), "hook ran");
+}
+
+#[test]
+fn reimport_same_is_noop() {
+    let s = setup(1 << 20);
+    import::import(
+        &s.v2,
+        &s.store,
+        &s.k.trust,
+        Commit::Now,
+        &mut import::NoProgress,
+    )
+    .unwrap();
+    let before = snapshot(&s.store);
+    let r = import::import(
+        &s.v2,
+        &s.store,
+        &s.k.trust,
+        Commit::Now,
+        &mut import::NoProgress,
+    )
+    .unwrap();
+    assert!(r.already_installed);
+    assert_eq!(snapshot(&s.store), before);
+}
