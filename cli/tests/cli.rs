@@ -1,0 +1,919 @@
+//! End-to-end tests of the `airlock` binary with the real `minisign` tool:
+//! interop both ways, one test per rejection reason (asserting the one-line
+//! reason), and an import killed at varying points then run again.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
+const MINISIGN: &str = "/usr/bin/minisign";
+
+fn airlock(args: &[&str]) -> Output {
+    Command::new(AIRLOCK)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Exit 1 and exactly one stderr line containing `reason`.
+fn refused(out: Output, reason: &str) {
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected refusal, got {:?}: {err}",
+        out.status
+    );
+    assert_eq!(err.lines().count(), 1, "exactly one reason line: {err:?}");
+    assert!(
+        err.starts_with("airlock: ") && err.contains(reason),
+        "reason {reason:?} not in {err:?}"
+    );
+}
+
+fn minisign(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut c = Command::new(MINISIGN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = c.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    c.wait_with_output().unwrap()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Keys made with stock `minisign -G -W`, a trust file: root; models m1 m2
+/// m3 (2 of 3); system s1.
+struct Fx {
+    dir: tempfile::TempDir,
+    trust: PathBuf,
+}
+
+impl Fx {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("keys");
+        fs::create_dir(&k).unwrap();
+        for name in ["root", "m1", "m2", "m3", "s1", "stranger"] {
+            ok(minisign(
+                &[
+                    "-G",
+                    "-W",
+                    "-p",
+                    p(&k.join(format!("{name}.pub"))),
+                    "-s",
+                    p(&k.join(format!("{name}.key"))),
+                ],
+                None,
+            ));
+        }
+        let trust = dir.path().join("trust.json");
+        ok(airlock(&[
+            "trust",
+            "init",
+            "--root-key",
+            p(&k.join("root.pub")),
+            "-o",
+            p(&trust),
+        ]));
+        for m in ["m1", "m2", "m3"] {
+            ok(airlock(&[
+                "trust",
+                "add-key",
+                p(&trust),
+                "--role",
+                "models",
+                "--key",
+                p(&k.join(format!("{m}.pub"))),
+            ]));
+        }
+        ok(airlock(&[
+            "trust",
+            "add-key",
+            p(&trust),
+            "--role",
+            "system",
+            "--key",
+            p(&k.join("s1.pub")),
+        ]));
+        ok(airlock(&[
+            "trust",
+            "set-threshold",
+            p(&trust),
+            "--role",
+            "models",
+            "2",
+        ]));
+        Self { dir, trust }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn key(&self, name: &str) -> PathBuf {
+        self.path(&format!("keys/{name}.key"))
+    }
+
+    /// Packs an unsigned model bundle `tiny` of the given version.
+    fn pack(&self, version: u64, size: usize) -> PathBuf {
+        let src = self.path(&format!("src{version}"));
+        fs::create_dir_all(&src).unwrap();
+        let data: Vec<u8> = (0..size)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2])
+            .collect();
+        fs::write(src.join("model.gguf"), &data).unwrap();
+        fs::write(src.join("chat.jinja"), b"{{ messages }}").unwrap();
+        let out = self.path(&format!("tiny_{version}.airlock"));
+        ok(airlock(&[
+            "bundle",
+            "pack",
+            "--kind",
+            "model",
+            "--name",
+            "tiny",
+            "--version",
+            &version.to_string(),
+            "--architecture",
+            "llama",
+            "--context-length",
+            "512",
+            "--chat-template",
+            "chat.jinja",
+            "--description",
+            "test model",
+            p(&src.join("model.gguf")),
+            p(&src.join("chat.jinja")),
+            "-o",
+            p(&out),
+        ]));
+        out
+    }
+
+    /// Signs with stock minisign (prehashed, the 0.11 default).
+    fn sign(&self, bundle: &Path, signer: &str, extra: &[&str]) {
+        let m = bundle.join("manifest.json");
+        let x = bundle.join(format!("manifest.json.{signer}.minisig"));
+        let mut args = vec![
+            "-S",
+            "-s",
+            p_owned(&self.key(signer)),
+            "-m",
+            p_owned(&m),
+            "-x",
+            p_owned(&x),
+        ];
+        args.extend_from_slice(extra);
+        ok(minisign(&args, None));
+    }
+
+    fn signed(&self, version: u64) -> PathBuf {
+        let b = self.pack(version, 100_000);
+        self.sign(&b, "m1", &[]);
+        self.sign(&b, "m2", &[]);
+        b
+    }
+
+    fn verify(&self, bundle: &Path) -> Output {
+        airlock(&["bundle", "verify", p(bundle), "--trust", p(&self.trust)])
+    }
+
+    /// Rewrites the manifest through `edit` and re-signs it with m1 and m2.
+    fn edit_manifest(&self, b: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = b.join("manifest.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        edit(&mut v);
+        fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        self.sign(b, "m1", &[]);
+        self.sign(b, "m2", &[]);
+    }
+}
+
+fn p_owned(path: &Path) -> &'static str {
+    Box::leak(path.to_str().unwrap().to_owned().into_boxed_str())
+}
+
+#[test]
+fn stock_minisign_threshold_bundle_accepted_with_summary() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    let out = ok(fx.verify(&b));
+    assert!(out.contains("bundle OK: model tiny version 2"), "{out}");
+    assert!(
+        out.contains("2 (2 of 2 required models signatures): m1, m2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("100000")
+            && out.contains("model.gguf")
+            && out.contains("2 files, 100014 bytes"),
+        "{out}"
+    );
+    // A signature by a key outside the trust file is ignored, not fatal.
+    fx.sign(&b, "stranger", &[]);
+    let out = ok(fx.verify(&b));
+    assert!(
+        out.contains("ignored     manifest.json.stranger.minisig"),
+        "{out}"
+    );
+}
+
+#[test]
+fn our_signatures_verify_with_stock_minisign() {
+    let fx = Fx::new();
+    let b = fx.pack(2, 1000);
+    // A minisign-generated unencrypted key used by our CLI.
+    ok(airlock(&[
+        "bundle",
+        "sign",
+        p(&b),
+        "--key",
+        p(&fx.key("m3")),
+    ]));
+    let sig = b.join("manifest.json.m3.minisig");
+    let out = minisign(
+        &[
+            "-V",
+            "-p",
+            p(&fx.path("keys/m3.pub")),
+            "-m",
+            p(&b.join("manifest.json")),
+            "-x",
+            p(&sig),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Signature and comment signature verified")
+    );
+    // minisign -H insists on a prehashed signature.
+    ok(minisign(
+        &[
+            "-V",
+            "-H",
+            "-p",
+            p(&fx.path("keys/m3.pub")),
+            "-m",
+            p(&b.join("manifest.json")),
+            "-x",
+            p(&sig),
+        ],
+        None,
+    ));
+    // And a trust file signature.
+    ok(airlock(&[
+        "trust",
+        "sign",
+        p(&fx.trust),
+        "--key",
+        p(&fx.key("root")),
+    ]));
+    ok(minisign(
+        &[
+            "-V",
+            "-p",
+            p(&fx.path("keys/root.pub")),
+            "-m",
+            p(&fx.trust),
+            "-x",
+            p(&fx.path("trust.json.root.minisig")),
+        ],
+        None,
+    ));
+}
+
+#[test]
+fn encrypted_keys_interoperate_both_ways() {
+    let fx = Fx::new();
+    let pass = fx.path("pass");
+    fs::write(&pass, "correct horse\n").unwrap();
+    // Our passphrase-protected key, used by stock minisign (passphrase on stdin).
+    ok(airlock(&[
+        "key",
+        "generate",
+        "--name",
+        "ours",
+        "-o",
+        p(&fx.path("k2")),
+        "--passphrase-file",
+        p(&pass),
+    ]));
+    let data = fx.path("data.txt");
+    fs::write(&data, b"payload").unwrap();
+    ok(minisign(
+        &["-S", "-s", p(&fx.path("k2/ours.key")), "-m", p(&data)],
+        Some("correct horse\n"),
+    ));
+    ok(minisign(
+        &["-V", "-p", p(&fx.path("k2/ours.pub")), "-m", p(&data)],
+        None,
+    ));
+    // minisign's passphrase-protected key, used by our CLI.
+    ok(minisign(
+        &[
+            "-G",
+            "-p",
+            p(&fx.path("k2/theirs.pub")),
+            "-s",
+            p(&fx.path("k2/theirs.key")),
+        ],
+        Some("correct horse\ncorrect horse\n"),
+    ));
+    let b = fx.pack(2, 1000);
+    ok(airlock(&[
+        "bundle",
+        "sign",
+        p(&b),
+        "--key",
+        p(&fx.path("k2/theirs.key")),
+        "--passphrase-file",
+        p(&pass),
+    ]));
+    ok(minisign(
+        &[
+            "-V",
+            "-p",
+            p(&fx.path("k2/theirs.pub")),
+            "-m",
+            p(&b.join("manifest.json")),
+            "-x",
+            p(&b.join("manifest.json.theirs.minisig")),
+        ],
+        None,
+    ));
+    // Wrong passphrase: one clear reason.
+    fs::write(&pass, "wrong\n").unwrap();
+    refused(
+        airlock(&[
+            "bundle",
+            "sign",
+            p(&b),
+            "--key",
+            p(&fx.path("k2/theirs.key")),
+            "--passphrase-file",
+            p(&pass),
+        ]),
+        "wrong passphrase or corrupt key",
+    );
+    // No terminal and no passphrase file.
+    refused(
+        airlock(&[
+            "bundle",
+            "sign",
+            p(&b),
+            "--key",
+            p(&fx.path("k2/theirs.key")),
+        ]),
+        "use --passphrase-file",
+    );
+}
+
+#[test]
+fn rejects_payload_byte_flipped() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    let f = b.join("model.gguf");
+    let mut d = fs::read(&f).unwrap();
+    d[5000] ^= 1;
+    fs::write(&f, d).unwrap();
+    refused(fx.verify(&b), "payload model.gguf: SHA-256 mismatch");
+}
+
+#[test]
+fn rejects_file_added() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    fs::write(b.join("extra.bin"), b"x").unwrap();
+    refused(fx.verify(&b), "unlisted file extra.bin in bundle");
+    fs::remove_file(b.join("extra.bin")).unwrap();
+    fs::create_dir(b.join("sub")).unwrap();
+    refused(fx.verify(&b), "unlisted directory sub in bundle");
+}
+
+#[test]
+fn rejects_file_removed() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    fs::remove_file(b.join("chat.jinja")).unwrap();
+    refused(
+        fx.verify(&b),
+        "payload chat.jinja listed in manifest.json is missing",
+    );
+}
+
+#[test]
+fn rejects_truncated_or_grown_payload() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    let f = b.join("model.gguf");
+    let d = fs::read(&f).unwrap();
+    fs::write(&f, &d[..d.len() - 1]).unwrap();
+    refused(
+        fx.verify(&b),
+        "payload model.gguf is 99999 bytes, manifest.json says 100000",
+    );
+    let mut g = d.clone();
+    g.push(0);
+    fs::write(&f, &g).unwrap();
+    refused(
+        fx.verify(&b),
+        "payload model.gguf is 100001 bytes, manifest.json says 100000",
+    );
+}
+
+#[test]
+fn rejects_manifest_edited() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    let m = b.join("manifest.json");
+    let text = fs::read_to_string(&m)
+        .unwrap()
+        .replace("test model", "evil model");
+    fs::write(&m, text).unwrap();
+    refused(
+        fx.verify(&b),
+        "manifest.json.m1.minisig: signature by key \"m1\" does not verify",
+    );
+}
+
+#[test]
+fn rejects_trusted_comment_edited() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    let s = b.join("manifest.json.m1.minisig");
+    let text = fs::read_to_string(&s)
+        .unwrap()
+        .replace("trusted comment: ", "trusted comment: x");
+    fs::write(&s, text).unwrap();
+    refused(fx.verify(&b), "trusted comment signature does not verify");
+}
+
+#[test]
+fn rejects_signer_of_wrong_role() {
+    let fx = Fx::new();
+    let b = fx.pack(2, 1000);
+    fx.sign(&b, "m1", &[]);
+    fx.sign(&b, "s1", &[]);
+    refused(
+        fx.verify(&b),
+        "manifest.json.s1.minisig: signed by key \"s1\", which does not hold role models",
+    );
+}
+
+#[test]
+fn rejects_below_threshold() {
+    let fx = Fx::new();
+    let b = fx.pack(2, 1000);
+    fx.sign(&b, "m1", &[]);
+    refused(
+        fx.verify(&b),
+        "below threshold: 1 of 2 required models signatures (signed by m1)",
+    );
+    // The same key under two file names counts once.
+    fs::copy(
+        b.join("manifest.json.m1.minisig"),
+        b.join("manifest.json.again.minisig"),
+    )
+    .unwrap();
+    refused(
+        fx.verify(&b),
+        "below threshold: 1 of 2 required models signatures",
+    );
+}
+
+#[test]
+fn rejects_unsigned_and_strangers() {
+    let fx = Fx::new();
+    let b = fx.pack(2, 1000);
+    refused(
+        fx.verify(&b),
+        "below threshold: 0 of 2 required models signatures (no valid signature by a trusted key)",
+    );
+    fx.sign(&b, "stranger", &[]);
+    refused(fx.verify(&b), "no valid signature by a trusted key");
+}
+
+#[test]
+fn rejects_legacy_ed_signature() {
+    let fx = Fx::new();
+    let b = fx.pack(2, 1000);
+    fx.sign(&b, "m1", &[]);
+    fx.sign(&b, "m2", &["-l"]);
+    refused(
+        fx.verify(&b),
+        "manifest.json.m2.minisig: legacy `Ed` signature (not prehashed) refused",
+    );
+}
+
+#[test]
+fn rejects_lower_version_and_changed_same_version() {
+    let fx = Fx::new();
+    let store = fx.path("store");
+    let v3 = fx.signed(3);
+    ok(airlock(&[
+        "bundle",
+        "install",
+        p(&v3),
+        "--trust",
+        p(&fx.trust),
+        "--store",
+        p(&store),
+    ]));
+    let v2 = fx.signed(2);
+    ok(fx.verify(&v2)); // fine on its own
+    let state = [
+        "bundle",
+        "verify",
+        p(&v2),
+        "--trust",
+        p(&fx.trust),
+        "--state",
+        p(&store),
+    ];
+    refused(
+        airlock(&state),
+        "rollback refused: model tiny version 2 is lower than installed version 3",
+    );
+    refused(
+        airlock(&[
+            "bundle",
+            "install",
+            p(&v2),
+            "--trust",
+            p(&fx.trust),
+            "--store",
+            p(&store),
+        ]),
+        "rollback refused: model tiny version 2 is lower than installed version 3",
+    );
+    // Same version, different manifest.
+    fx.edit_manifest(&v3, |v| v["description"] = "changed".into());
+    refused(
+        airlock(&[
+            "bundle",
+            "install",
+            p(&v3),
+            "--trust",
+            p(&fx.trust),
+            "--store",
+            p(&store),
+        ]),
+        "model tiny version 3 is already installed with a different manifest",
+    );
+}
+
+#[test]
+fn rejects_unknown_field() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    fx.edit_manifest(&b, |v| v["model"]["rope_scaling"] = 2.into());
+    refused(fx.verify(&b), "manifest.json: unknown field `rope_scaling`");
+}
+
+#[test]
+fn rejects_oversized_manifest() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    fx.edit_manifest(&b, |v| v["description"] = "x".repeat(1024 * 1024).into());
+    refused(fx.verify(&b), "manifest.json is larger than 1 MiB");
+}
+
+#[test]
+fn rejects_dotdot_and_absolute_paths() {
+    let fx = Fx::new();
+    for (path, why) in [
+        ("../outside", "`..` component"),
+        ("/etc/passwd", "absolute path"),
+    ] {
+        let b = fx.signed(2);
+        fx.edit_manifest(&b, |v| v["files"][1]["path"] = path.into());
+        refused(
+            fx.verify(&b),
+            &format!("manifest.json: payload path {path:?} refused: {why}"),
+        );
+        fs::remove_dir_all(&b).unwrap();
+    }
+}
+
+#[test]
+fn rejects_duplicate_path() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    fx.edit_manifest(&b, |v| {
+        let f = v["files"][0].clone();
+        v["files"].as_array_mut().unwrap().push(f);
+    });
+    refused(fx.verify(&b), "manifest.json: duplicate payload path");
+}
+
+#[test]
+fn rejects_symlink_and_fifo() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    fs::remove_file(b.join("chat.jinja")).unwrap();
+    symlink("/etc/passwd", b.join("chat.jinja")).unwrap();
+    refused(
+        fx.verify(&b),
+        "bundle entry chat.jinja is a symlink (refused)",
+    );
+    fs::remove_file(b.join("chat.jinja")).unwrap();
+    let st = Command::new("mkfifo")
+        .arg(b.join("chat.jinja"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    refused(fx.verify(&b), "bundle entry chat.jinja is a FIFO (refused)");
+}
+
+#[test]
+fn rejects_missing_manifest_and_bad_trust_file() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    fs::remove_file(b.join("manifest.json")).unwrap();
+    refused(fx.verify(&b), "bundle has no manifest.json");
+    let bad = fx.path("bad-trust.json");
+    fs::write(&bad, b"{\"schema\":\"airlock-trust/1\"}").unwrap();
+    refused(
+        airlock(&["bundle", "verify", p(&b), "--trust", p(&bad)]),
+        "missing field `version`",
+    );
+}
+
+#[test]
+fn trust_rotation_rules() {
+    let fx = Fx::new();
+    let old = fx.path("old-trust.json");
+    fs::copy(&fx.trust, &old).unwrap();
+    // New trust: version 2, root moves to m3 (threshold 1).
+    ok(airlock(&[
+        "trust",
+        "add-key",
+        p(&fx.trust),
+        "--role",
+        "root",
+        "--key",
+        p(&fx.path("keys/m3.pub")),
+    ]));
+    ok(airlock(&["trust", "bump", p(&fx.trust)]));
+    let verify = || airlock(&["trust", "verify", p(&fx.trust), "--previous", p(&old)]);
+    refused(
+        verify(),
+        "trust rotation refused: old root: below threshold: 0 of 1 required root signatures",
+    );
+    // Only the new root key (m3) signed: old root threshold missing.
+    ok(airlock(&[
+        "trust",
+        "sign",
+        p(&fx.trust),
+        "--key",
+        p(&fx.key("m3")),
+    ]));
+    refused(
+        verify(),
+        "trust rotation refused: old root: trust.json.m3.minisig: signed by key \"m3\", which does not hold role root",
+    );
+    // Old root (root) also signed: accepted.
+    ok(airlock(&[
+        "trust",
+        "sign",
+        p(&fx.trust),
+        "--key",
+        p(&fx.key("root")),
+    ]));
+    let out = ok(verify());
+    assert!(out.contains("rotation OK: version 1 -> 2"), "{out}");
+    // Raising the new root threshold to 2 without the second signature: new root below threshold.
+    ok(airlock(&[
+        "trust",
+        "set-threshold",
+        p(&fx.trust),
+        "--role",
+        "root",
+        "2",
+    ]));
+    ok(airlock(&[
+        "trust",
+        "sign",
+        p(&fx.trust),
+        "--key",
+        p(&fx.key("root")),
+    ]));
+    refused(
+        verify(),
+        "trust rotation refused: new root: below threshold: 1 of 2 required root signatures",
+    );
+    // Version jump: 1 -> 3.
+    ok(airlock(&["trust", "bump", p(&fx.trust)]));
+    ok(airlock(&[
+        "trust",
+        "sign",
+        p(&fx.trust),
+        "--key",
+        p(&fx.key("root")),
+    ]));
+    ok(airlock(&[
+        "trust",
+        "sign",
+        p(&fx.trust),
+        "--key",
+        p(&fx.key("m3")),
+    ]));
+    refused(
+        verify(),
+        "trust rotation refused: new version 3 is not old version 1 + 1",
+    );
+    // Threshold above the key count is refused when editing.
+    refused(
+        airlock(&[
+            "trust",
+            "set-threshold",
+            p(&fx.trust),
+            "--role",
+            "system",
+            "2",
+        ]),
+        "threshold of role system is 2, must be 1..=1",
+    );
+}
+
+#[test]
+fn install_is_the_verified_content_and_idempotent() {
+    let fx = Fx::new();
+    let store = fx.path("store");
+    let b = fx.signed(2);
+    let out = ok(airlock(&[
+        "bundle",
+        "install",
+        p(&b),
+        "--trust",
+        p(&fx.trust),
+        "--store",
+        p(&store),
+    ]));
+    assert!(out.contains("installed model tiny version 2 (new"), "{out}");
+    // The installed version directory is itself a valid bundle.
+    ok(fx.verify(&store.join("model/tiny/2")));
+    let out = ok(airlock(&[
+        "bundle",
+        "install",
+        p(&b),
+        "--trust",
+        p(&fx.trust),
+        "--store",
+        p(&store),
+    ]));
+    assert!(out.contains("already installed"), "{out}");
+    // Tampered bundle: refused, store unchanged.
+    let before = fs::read(store.join("state.json")).unwrap();
+    let b3 = fx.signed(3);
+    fs::write(b3.join("extra"), b"x").unwrap();
+    refused(
+        airlock(&[
+            "bundle",
+            "install",
+            p(&b3),
+            "--trust",
+            p(&fx.trust),
+            "--store",
+            p(&store),
+        ]),
+        "unlisted file extra in bundle",
+    );
+    assert_eq!(fs::read(store.join("state.json")).unwrap(), before);
+    assert!(!store.join("model/tiny/3").exists());
+}
+
+/// Kills `airlock bundle install` at increasing delays. After every kill
+/// the store is either unchanged (state.json as before, version 3 not
+/// committed) or fully updated (state.json names version 3 and its directory
+/// verifies); the next install then succeeds and cleans leftovers.
+#[test]
+fn killed_mid_import_then_run_again() {
+    let fx = Fx::new();
+    let store = fx.path("store");
+    let v2 = fx.signed(2);
+    ok(airlock(&[
+        "bundle",
+        "install",
+        p(&v2),
+        "--trust",
+        p(&fx.trust),
+        "--store",
+        p(&store),
+    ]));
+    let old_state = fs::read(store.join("state.json")).unwrap();
+    let v3 = fx.pack(3, 256 << 20);
+    fx.sign(&v3, "m1", &[]);
+    fx.sign(&v3, "m2", &[]);
+    let args = [
+        "bundle",
+        "install",
+        p(&v3),
+        "--trust",
+        p(&fx.trust),
+        "--store",
+        p(&store),
+    ];
+    let mut killed_mid_copy = 0;
+    let mut delay = Duration::from_millis(0);
+    let mut completed = false;
+    for _ in 0..40 {
+        let mut child = Command::new(AIRLOCK)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while t0.elapsed() < delay {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let staging_had_data = staged_bytes(&store.join(".staging")) > 0;
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let state = fs::read(store.join("state.json")).unwrap();
+        if state == old_state {
+            let committed: Vec<u64> = airlock_formats::import::installed(&store)
+                .unwrap()
+                .into_iter()
+                .map(|x| x.2)
+                .collect();
+            assert_eq!(
+                committed,
+                vec![2],
+                "store unchanged after kill at {delay:?}"
+            );
+            if staging_had_data {
+                killed_mid_copy += 1;
+            }
+        } else {
+            assert!(String::from_utf8_lossy(&state).contains("\"version\": 3"));
+            ok(fx.verify(&store.join("model/tiny/3")));
+            completed = true;
+            let _ = status;
+            break;
+        }
+        delay += Duration::from_millis(if killed_mid_copy == 0 { 10 } else { 40 });
+    }
+    assert!(killed_mid_copy >= 1, "no kill landed during the copy");
+    // Run again: completes (or is already complete) and leaves no staging.
+    let out = ok(airlock(&args));
+    assert!(
+        out.contains(if completed {
+            "already installed"
+        } else {
+            "installed model tiny version 3"
+        }),
+        "{out}"
+    );
+    assert!(!store.join(".staging").exists(), "staging cleaned");
+    ok(fx.verify(&store.join("model/tiny/3")));
+    ok(fx.verify(&store.join("model/tiny/2")));
+}
+
+fn staged_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                staged_bytes(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
