@@ -11,9 +11,9 @@ use std::io::{self, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// Bytes per read/write.
-pub const CHUNK: usize = 4 << 20;
+pub const CHUNK: usize = 256 << 10;
 /// Chunks in flight between the reader and the writer.
-pub const DEPTH: usize = 4;
+pub const DEPTH: usize = 8;
 
 /// Errors of this module; each names the failing side.
 #[derive(Debug, thiserror::Error)]
