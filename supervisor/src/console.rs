@@ -282,8 +282,10 @@ impl Console {
                 while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = self.pending.drain(..=pos).collect();
                     let text = String::from_utf8_lossy(line.get(..pos).unwrap_or(&[])).into_owned();
-                    self.handle_line(&text);
-                    self.out(PROMPT);
+                    // No prompt once a shutdown was asked for and accepted.
+                    if self.handle_line(&text) {
+                        self.out(PROMPT);
+                    }
                 }
                 if self.pending.len() > commands::MAX_LINE * 16 {
                     self.pending.clear();
@@ -293,22 +295,26 @@ impl Console {
         }
     }
 
-    fn handle_line(&mut self, line: &str) {
+    /// Handles one line; false when no prompt should follow (shutting down).
+    fn handle_line(&mut self, line: &str) -> bool {
         match commands::parse(line) {
-            Ok(None) => {}
+            Ok(None) => true,
             Ok(Some(cmd)) => self.execute(cmd),
-            Err(e) => self.out(&format!("{e}\n")),
+            Err(e) => {
+                self.out(&format!("{e}\n"));
+                true
+            }
         }
     }
 
-    fn execute(&mut self, cmd: Command) {
+    fn execute(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Help(None) => self.out(&commands::help_all()),
             Command::Help(Some(c)) => self.out(&commands::help_one(c)),
             Command::Status => {
                 if self.send(Request::Status).is_err() {
                     self.out("status: the supervisor is not reachable\n");
-                    return;
+                    return true;
                 }
                 match self.wait_reply(Duration::from_secs(5), |r| matches!(r, Reply::Status(_))) {
                     Some(Reply::Status(text)) => self.out(&text),
@@ -324,15 +330,20 @@ impl Console {
                 self.out("airlock: powering off\n");
                 if self.send(Request::Poweroff).is_err() {
                     self.out("poweroff: the supervisor is not reachable\n");
+                    return true;
                 }
+                return false;
             }
             Command::Reboot => {
                 self.out("airlock: rebooting\n");
                 if self.send(Request::Reboot).is_err() {
                     self.out("reboot: the supervisor is not reachable\n");
+                    return true;
                 }
+                return false;
             }
         }
+        true
     }
 }
 
