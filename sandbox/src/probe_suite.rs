@@ -152,6 +152,7 @@ macro_rules! act {
 }
 
 /// The act table (policy as data: one line per act).
+#[rustfmt::skip]
 pub const ACTS: &[Act] = &[
     act!(
         "open_outside",

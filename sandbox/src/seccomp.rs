@@ -122,6 +122,28 @@ pub struct Allow {
 }
 
 const EPERM: Verdict = Verdict::Errno(libc::EPERM);
+/// The errno of a kernel built without the address family.
+const NO_FAMILY: Verdict = Verdict::Errno(libc::EAFNOSUPPORT);
+/// First argument (the address family) is not AF_UNIX.
+const NOT_UNIX: When = When::ArgNe {
+    arg: 0,
+    value: libc::AF_UNIX as u64,
+};
+/// Third argument (prot) has PROT_EXEC.
+const PROT_EXEC: When = When::ArgBitSet {
+    arg: 2,
+    bit: libc::PROT_EXEC as u64,
+};
+/// First argument (clone flags) lacks CLONE_THREAD.
+const NOT_A_THREAD: When = When::ArgBitClear {
+    arg: 0,
+    bit: libc::CLONE_THREAD as u64,
+};
+/// First argument (clone flags) has a namespace flag.
+const NEW_NAMESPACE: When = When::ArgAnyBit {
+    arg: 0,
+    bits: NAMESPACE_FLAGS,
+};
 
 /// Namespace flags of clone(2)/unshare(2).
 const NAMESPACE_FLAGS: &[u64] = &[
@@ -159,23 +181,9 @@ macro_rules! allow {
 /// Stage 1: the spawner's deny list (everything else allowed, `execve` included).
 pub const STAGE1_DENY: &[Deny] = &[
     // Network: only AF_UNIX sockets; any other family looks like a kernel without it.
-    deny!(
-        SYS_socket,
-        When::ArgNe {
-            arg: 0,
-            value: libc::AF_UNIX as u64
-        },
-        Verdict::Errno(libc::EAFNOSUPPORT)
-    ),
+    deny!(SYS_socket, NOT_UNIX, NO_FAMILY),
     // socketpair exists only for AF_UNIX anyway; refuse the rest the same way.
-    deny!(
-        SYS_socketpair,
-        When::ArgNe {
-            arg: 0,
-            value: libc::AF_UNIX as u64
-        },
-        Verdict::Errno(libc::EAFNOSUPPORT)
-    ),
+    deny!(SYS_socketpair, NOT_UNIX, NO_FAMILY),
     // Debugging other processes (and reading/writing their memory).
     deny!(SYS_ptrace, When::Always, EPERM),
     // Cross-process memory access without ptrace.
@@ -239,14 +247,7 @@ pub const STAGE1_DENY: &[Deny] = &[
     // Joining other namespaces.
     deny!(SYS_setns, When::Always, EPERM),
     // clone with any namespace flag.
-    deny!(
-        SYS_clone,
-        When::ArgAnyBit {
-            arg: 0,
-            bits: NAMESPACE_FLAGS
-        },
-        EPERM
-    ),
+    deny!(SYS_clone, NEW_NAMESPACE, EPERM),
     // clone3 passes its flags in memory seccomp cannot read: ENOSYS makes libc fall back to clone.
     deny!(SYS_clone3, When::Always, Verdict::Errno(libc::ENOSYS)),
 ];
@@ -254,52 +255,17 @@ pub const STAGE1_DENY: &[Deny] = &[
 /// Stage 2 refinements of calls that [`STAGE2_ALLOW`] lets through.
 pub const STAGE2_DENY: &[Deny] = &[
     // Sockets: AF_UNIX only (the tokio signal driver uses a socketpair); others as if absent.
-    deny!(
-        SYS_socket,
-        When::ArgNe {
-            arg: 0,
-            value: libc::AF_UNIX as u64
-        },
-        Verdict::Errno(libc::EAFNOSUPPORT)
-    ),
+    deny!(SYS_socket, NOT_UNIX, NO_FAMILY),
     // socketpair: same.
-    deny!(
-        SYS_socketpair,
-        When::ArgNe {
-            arg: 0,
-            value: libc::AF_UNIX as u64
-        },
-        Verdict::Errno(libc::EAFNOSUPPORT)
-    ),
+    deny!(SYS_socketpair, NOT_UNIX, NO_FAMILY),
     // clone only creates threads: fork/vfork-style clones fail (std's Command then reports an error).
-    deny!(
-        SYS_clone,
-        When::ArgBitClear {
-            arg: 0,
-            bit: libc::CLONE_THREAD as u64
-        },
-        EPERM
-    ),
+    deny!(SYS_clone, NOT_A_THREAD, EPERM),
     // clone3: its flags are not visible to seccomp; ENOSYS makes glibc and std fall back to clone.
     deny!(SYS_clone3, When::Always, Verdict::Errno(libc::ENOSYS)),
     // No new executable mappings (no JIT, no loading code at run time).
-    deny!(
-        SYS_mmap,
-        When::ArgBitSet {
-            arg: 2,
-            bit: libc::PROT_EXEC as u64
-        },
-        Verdict::Errno(libc::EACCES)
-    ),
+    deny!(SYS_mmap, PROT_EXEC, Verdict::Errno(libc::EACCES)),
     // No turning existing memory executable.
-    deny!(
-        SYS_mprotect,
-        When::ArgBitSet {
-            arg: 2,
-            bit: libc::PROT_EXEC as u64
-        },
-        Verdict::Errno(libc::EACCES)
-    ),
+    deny!(SYS_mprotect, PROT_EXEC, Verdict::Errno(libc::EACCES)),
 ];
 
 /// Stage 2 allow list, measured with `strace -f` (see docs/sandbox.md for the runs).
