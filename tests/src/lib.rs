@@ -19,3 +19,21 @@ pub use artifacts::Artifacts;
 pub use console::{Pattern, PROMPT};
 pub use qemu::{timeout, Boot, Vm, VmConfig, CONSOLE_READY};
 pub use status::Status;
+
+/// Unwraps a harness result, failing the test with the error's one-line
+/// (`Display`) reason rather than its `Debug` dump.
+pub trait Must<T> {
+    fn must(self) -> T;
+}
+
+impl<T, E: std::fmt::Display> Must<T> for Result<T, E> {
+    #[track_caller]
+    // Panicking is how a test fails; this is only called from tests.
+    #[allow(clippy::panic)]
+    fn must(self) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

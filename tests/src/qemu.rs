@@ -210,6 +210,12 @@ impl VmConfig {
                 Some(image)
             }
         };
+        // With -kernel QEMU's own linuxboot ROM holds boot index 0.
+        let bootindex = if matches!(self.boot, Boot::Disk { .. }) {
+            ",bootindex=0"
+        } else {
+            ""
+        };
         if let Some(image) = disk {
             // snapshot=on: the guest's writes (boot counting, state) go to a
             // temporary overlay, so out/airlock.img keeps matching SHA256SUMS.
@@ -218,7 +224,7 @@ impl VmConfig {
             a.push("-drive".into());
             a.push(drive);
             a.push("-device".into());
-            a.push("virtio-blk-pci,drive=disk0,bootindex=0".into());
+            a.push(format!("virtio-blk-pci,drive=disk0{bootindex}").into());
         }
         a
     }
@@ -560,6 +566,13 @@ mod tests {
         assert!(args.iter().any(|s| s == "console=ttyS0 init_on_free=1"));
         assert!(!a.contains("pflash"), "{a}");
         assert!(!a.contains("disk0"), "{a}");
+        let mut with_disk = direct();
+        if let Boot::Direct { disk, .. } = &mut with_disk.boot {
+            *disk = Some("/o/airlock.img".into());
+        }
+        let a = joined(&with_disk);
+        assert!(a.ends_with("-device virtio-blk-pci,drive=disk0"), "{a}");
+        assert!(!a.contains("bootindex"), "{a}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use airlock_e2e::console::Pattern;
-use airlock_e2e::{timeout, Artifacts, Status, Vm, VmConfig};
+use airlock_e2e::{timeout, Artifacts, Must, Status, Vm, VmConfig};
 
 /// Direct boot (kernel + initramfs): generous for TCG on a busy 2-core host.
 const DIRECT_BOOT_SECS: u64 = 240;
@@ -11,19 +11,19 @@ const DIRECT_BOOT_SECS: u64 = 240;
 const OVMF_BOOT_SECS: u64 = 600;
 
 fn direct(name: &str) -> VmConfig {
-    VmConfig::direct(name, &Artifacts::locate()).unwrap_or_else(|e| panic!("{e}"))
+    VmConfig::direct(name, &Artifacts::locate()).must()
 }
 
 #[test]
 fn boot_to_console() {
-    let mut vm = Vm::boot(&direct("boot-to-console"), timeout(DIRECT_BOOT_SECS)).unwrap();
+    let mut vm = Vm::boot(&direct("boot-to-console"), timeout(DIRECT_BOOT_SECS)).must();
     let banner = vm.console().transcript();
     assert!(
         banner.contains("Airlock"),
         "no Airlock banner before the prompt"
     );
 
-    let help = vm.command("help").unwrap();
+    let help = vm.command("help").must();
     for cmd in ["help", "status", "selftest", "poweroff", "reboot"] {
         assert!(
             help.lines()
@@ -33,7 +33,7 @@ fn boot_to_console() {
     }
 
     // Bad input: a one-line reason naming the command, and nothing else.
-    let reply = vm.command("frobnicate now").unwrap();
+    let reply = vm.command("frobnicate now").must();
     let lines: Vec<&str> = reply.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(
         lines.len(),
@@ -50,15 +50,15 @@ fn boot_to_console() {
     );
 
     // The console still works after the rejection.
-    let status = Status::parse(&vm.command("status").unwrap());
-    assert_eq!(status.require("ready").unwrap(), "yes");
+    let status = Status::parse(&vm.command("status").must());
+    assert_eq!(status.require("ready").must(), "yes");
 }
 
 #[test]
 fn poweroff_ends_qemu() {
-    let mut vm = Vm::boot(&direct("poweroff"), timeout(DIRECT_BOOT_SECS)).unwrap();
-    vm.console().send_line("poweroff").unwrap();
-    let status = vm.wait_exit(timeout(120)).unwrap();
+    let mut vm = Vm::boot(&direct("poweroff"), timeout(DIRECT_BOOT_SECS)).must();
+    vm.console().send_line("poweroff").must();
+    let status = vm.wait_exit(timeout(120)).must();
     assert!(
         status.success(),
         "QEMU should exit 0 after poweroff, got {status}"
@@ -72,20 +72,19 @@ fn poweroff_ends_qemu() {
 
 #[test]
 fn ovmf_disk_boot() {
-    let config =
-        VmConfig::disk("ovmf-disk-boot", &Artifacts::locate()).unwrap_or_else(|e| panic!("{e}"));
-    let mut vm = Vm::boot(&config, timeout(OVMF_BOOT_SECS)).unwrap();
-    let status = Status::parse(&vm.command("status").unwrap());
-    assert_eq!(status.require("slot").unwrap(), "a", "booted slot");
-    assert_eq!(status.require("ready").unwrap(), "yes");
+    let config = VmConfig::disk("ovmf-disk-boot", &Artifacts::locate()).must();
+    let mut vm = Vm::boot(&config, timeout(OVMF_BOOT_SECS)).must();
+    let status = Status::parse(&vm.command("status").must());
+    assert_eq!(status.require("slot").must(), "a", "booted slot");
+    assert_eq!(status.require("ready").must(), "yes");
 }
 
 #[test]
 fn cpu_without_avx2_refused() {
-    let mut vm = Vm::start(&direct("cpu-without-avx2").with_cpu("qemu64")).unwrap();
+    let mut vm = Vm::start(&direct("cpu-without-avx2").with_cpu("qemu64")).must();
     let outcomes = [
         // The supervisor's CPU gate: "airlock: this PC's CPU lacks AVX2; ...".
-        Pattern::regex(r"airlock:[^\n]*\bAVX2\b[^\n]*").unwrap(),
+        Pattern::regex(r"airlock:[^\n]*\bAVX2\b[^\n]*").must(),
         Pattern::from("Illegal instruction"),
         Pattern::from("Kernel panic"),
         Pattern::from(airlock_e2e::CONSOLE_READY),
@@ -93,7 +92,7 @@ fn cpu_without_avx2_refused() {
     let (which, m) = vm
         .console()
         .wait_for_any(&outcomes, timeout(DIRECT_BOOT_SECS))
-        .unwrap();
+        .must();
     if which != 0 {
         vm.dump();
         panic!("expected a plain AVX2 refusal, got {:?} first", m.text);

@@ -7,24 +7,24 @@ use std::path::Path;
 use std::time::Duration;
 
 use airlock_e2e::figures::{publish, size_figure, Figure};
-use airlock_e2e::{timeout, Artifacts, Status, Vm, VmConfig};
+use airlock_e2e::{timeout, Artifacts, Must, Status, Vm, VmConfig};
 
 #[test]
 fn figures() {
     let artifacts = Artifacts::locate();
-    let config = VmConfig::direct("figures", &artifacts).unwrap_or_else(|e| panic!("{e}"));
-    let uki = artifacts.uki().unwrap_or_else(|e| panic!("{e}"));
-    let initramfs = artifacts.initramfs().unwrap_or_else(|e| panic!("{e}"));
+    let config = VmConfig::direct("figures", &artifacts).must();
+    let uki = artifacts.uki().must();
+    let initramfs = artifacts.initramfs().must();
 
-    let mut vm = Vm::boot(&config, timeout(240)).unwrap();
+    let mut vm = Vm::boot(&config, timeout(240)).must();
     let host_wall = vm.elapsed();
     // Idle: nothing typed for a few seconds after the console came up.
     std::thread::sleep(Duration::from_secs(5));
-    let status = Status::parse(&vm.command("status").unwrap());
-    let ready_after = status.number("console ready after").unwrap();
-    let rss_kib = status.number("supervisor rss").unwrap();
+    let status = Status::parse(&vm.command("status").must());
+    let ready_after = status.number("console ready after").must();
+    let rss_kib = status.number("supervisor rss").must();
 
-    let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let len = |p: &Path| std::fs::metadata(p).must().len();
     let figures = [
         Figure {
             name: "kernel start to console ready",
@@ -45,5 +45,5 @@ fn figures() {
         },
     ];
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-figures.txt");
-    publish(&figures, &file).unwrap();
+    publish(&figures, &file).must();
 }

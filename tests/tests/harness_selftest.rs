@@ -13,23 +13,23 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use airlock_e2e::stick::make_vfat_stick;
-use airlock_e2e::{timeout, Artifacts, Boot, Vm, VmConfig};
+use airlock_e2e::{timeout, Artifacts, Boot, Must, Vm, VmConfig};
 
 /// Packs a newc initramfs holding /init (the echo init) and /dev/console.
 fn echo_initramfs(dir: &Path) -> PathBuf {
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
     for d in ["dev", "proc", "sys"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
+        std::fs::create_dir_all(root.join(d)).must();
     }
-    std::fs::copy(env!("CARGO_BIN_EXE_e2e-echo-init"), root.join("init")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_e2e-echo-init"), root.join("init")).must();
     // The kernel opens /dev/console for init's stdio; without it init is mute.
     let st = Command::new("mknod")
         .args(["-m", "600"])
         .arg(root.join("dev/console"))
         .args(["c", "5", "1"])
         .status()
-        .unwrap();
+        .must();
     assert!(
         st.success(),
         "mknod /dev/console failed (the e2e tests run as root)"
@@ -39,19 +39,15 @@ fn echo_initramfs(dir: &Path) -> PathBuf {
         .args(["--quiet", "-o", "-H", "newc", "--owner=0:0"])
         .current_dir(&root)
         .stdin(Stdio::piped())
-        .stdout(std::fs::File::create(&cpio_path).unwrap())
+        .stdout(std::fs::File::create(&cpio_path).must())
         .spawn()
         .expect("cpio is missing: run scripts/setup-host");
     {
         use std::io::Write;
         let list = "init\ndev\ndev/console\nproc\nsys\n";
-        cpio.stdin
-            .take()
-            .unwrap()
-            .write_all(list.as_bytes())
-            .unwrap();
+        cpio.stdin.take().unwrap().write_all(list.as_bytes()).must();
     }
-    assert!(cpio.wait().unwrap().success(), "cpio failed");
+    assert!(cpio.wait().must().success(), "cpio failed");
     cpio_path
 }
 
@@ -59,7 +55,7 @@ fn echo_initramfs(dir: &Path) -> PathBuf {
 fn poll(vm: &mut Vm, command: &str, within: Duration, done: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + within;
     loop {
-        let out = vm.command(command).unwrap();
+        let out = vm.command(command).must();
         if done(&out) {
             return out;
         }
@@ -75,12 +71,10 @@ fn poll(vm: &mut Vm, command: &str, within: Duration, done: impl Fn(&str) -> boo
 fn harness_drives_serial_qmp_and_usb_on_the_appliance_kernel() {
     let kernel = match std::env::var_os("AIRLOCK_E2E_KERNEL") {
         Some(k) => PathBuf::from(k),
-        None => Artifacts::locate()
-            .kernel()
-            .unwrap_or_else(|e| panic!("{e}")),
+        None => Artifacts::locate().kernel().must(),
     };
     let scratch = std::env::temp_dir().join(format!("airlock-e2e-selftest-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::create_dir_all(&scratch).must();
     let initrd = echo_initramfs(&scratch);
     let config = VmConfig::new(
         "harness-selftest",
@@ -92,28 +86,27 @@ fn harness_drives_serial_qmp_and_usb_on_the_appliance_kernel() {
         },
     );
 
-    let mut vm = Vm::start(&config).unwrap();
-    vm.wait_for("echo-init: console ready", timeout(180))
-        .unwrap();
-    vm.wait_for(airlock_e2e::PROMPT, timeout(30)).unwrap();
+    let mut vm = Vm::start(&config).must();
+    vm.wait_for("echo-init: console ready", timeout(180)).must();
+    vm.wait_for(airlock_e2e::PROMPT, timeout(30)).must();
 
     // Serial both ways, with command() stripping the echo and the prompt.
-    assert_eq!(vm.command("hello there").unwrap(), "echo: hello there\n");
-    assert_eq!(vm.command("ünïcode").unwrap(), "echo: ünïcode\n");
+    assert_eq!(vm.command("hello there").must(), "echo: hello there\n");
+    assert_eq!(vm.command("ünïcode").must(), "echo: ünïcode\n");
 
     // QMP hot-plug: the guest kernel sees a new SCSI disk, then loses it.
-    let before = vm.command("blocks").unwrap();
+    let before = vm.command("blocks").must();
     assert!(!before.contains("sd"), "no stick yet: {before}");
     let img = vm.work_file("stick.img");
-    make_vfat_stick(&img, "TESTSTICK", 16, &[("hello.txt", b"hi\n")]).unwrap();
-    let stick = vm.plug_stick(&img).unwrap();
+    make_vfat_stick(&img, "TESTSTICK", 16, &[("hello.txt", b"hi\n")]).must();
+    let stick = vm.plug_stick(&img).must();
     poll(&mut vm, "blocks", timeout(90), |o| o.contains("sda"));
-    vm.unplug_stick(&stick).unwrap();
+    vm.unplug_stick(&stick).must();
     poll(&mut vm, "blocks", timeout(90), |o| !o.contains("sda"));
 
     // Power-off ends QEMU with status 0.
-    vm.console().send_line("poweroff").unwrap();
-    let status = vm.wait_exit(timeout(60)).unwrap();
+    vm.console().send_line("poweroff").must();
+    let status = vm.wait_exit(timeout(60)).must();
     assert!(status.success(), "QEMU exit status {status}");
-    std::fs::remove_dir_all(&scratch).unwrap();
+    std::fs::remove_dir_all(&scratch).must();
 }

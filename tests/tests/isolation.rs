@@ -2,12 +2,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use airlock_e2e::console::Pattern;
-use airlock_e2e::{timeout, Artifacts, Status, Vm, VmConfig};
+use airlock_e2e::{timeout, Artifacts, Must, Status, Vm, VmConfig};
 
 const DIRECT_BOOT_SECS: u64 = 240;
 
 fn direct(name: &str) -> VmConfig {
-    VmConfig::direct(name, &Artifacts::locate()).unwrap_or_else(|e| panic!("{e}"))
+    VmConfig::direct(name, &Artifacts::locate()).must()
 }
 
 #[test]
@@ -16,9 +16,9 @@ fn no_network_with_nics() {
         &direct("no-network-with-nics").with_nics(true),
         timeout(DIRECT_BOOT_SECS),
     )
-    .unwrap();
+    .must();
     // QEMU really attached both NICs (else the test proves nothing).
-    let pci = vm.qmp().execute("query-pci", None).unwrap().to_string();
+    let pci = vm.qmp().execute("query-pci", None).must().to_string();
     // PCI ids: e1000 8086:100e, virtio-net 1af4:1000 (legacy) or 1af4:1041.
     assert!(
         pci.contains("\"device\":4110"),
@@ -29,11 +29,11 @@ fn no_network_with_nics() {
         "no virtio-net on the PCI bus"
     );
 
-    let status = Status::parse(&vm.command("status").unwrap());
-    assert_eq!(status.require("interfaces").unwrap(), "lo");
-    assert_eq!(status.require("ready").unwrap(), "yes");
+    let status = Status::parse(&vm.command("status").must());
+    assert_eq!(status.require("interfaces").must(), "lo");
+    assert_eq!(status.require("ready").must(), "yes");
     // The supervisor tries socket(AF_INET) itself: "refused (EAFNOSUPPORT)".
-    let inet = status.require("inet sockets").unwrap();
+    let inet = status.require("inet sockets").must();
     assert!(
         inet.starts_with("refused"),
         "socket(AF_INET) must fail inside the appliance, status says {inet:?}"
@@ -42,18 +42,18 @@ fn no_network_with_nics() {
 
 #[test]
 fn sandbox_probe_in_appliance() {
-    let mut vm = Vm::boot(&direct("sandbox-probe"), timeout(DIRECT_BOOT_SECS)).unwrap();
+    let mut vm = Vm::boot(&direct("sandbox-probe"), timeout(DIRECT_BOOT_SECS)).must();
     let mark = vm.console().mark();
-    vm.console().send_line("selftest").unwrap();
+    vm.console().send_line("selftest").must();
     let m = vm
         .console()
         .wait_for(
-            Pattern::regex(r"probe: (\d+)/(\d+) checks passed").unwrap(),
+            Pattern::regex(r"probe: (\d+)/(\d+) checks passed").must(),
             timeout(300),
         )
-        .unwrap();
-    let output = vm.console().text_since(mark).unwrap();
-    let (passed, total): (u32, u32) = (m.group(1).parse().unwrap(), m.group(2).parse().unwrap());
+        .must();
+    let output = vm.console().text_since(mark).must();
+    let (passed, total): (u32, u32) = (m.group(1).parse().must(), m.group(2).parse().must());
     assert!(total > 0, "the probe ran no checks:\n{output}");
     assert_eq!(passed, total, "probe checks failed:\n{output}");
     assert!(
@@ -62,5 +62,5 @@ fn sandbox_probe_in_appliance() {
     );
     vm.console()
         .wait_for(airlock_e2e::PROMPT, timeout(30))
-        .unwrap();
+        .must();
 }

@@ -3,15 +3,14 @@
 
 use airlock_e2e::console::Pattern;
 use airlock_e2e::stick::make_vfat_stick;
-use airlock_e2e::{timeout, Artifacts, Status, Vm, VmConfig};
+use airlock_e2e::{timeout, Artifacts, Must, Status, Vm, VmConfig};
 
 #[test]
 fn usb_hotplug() {
-    let config =
-        VmConfig::direct("usb-hotplug", &Artifacts::locate()).unwrap_or_else(|e| panic!("{e}"));
-    let mut vm = Vm::boot(&config, timeout(240)).unwrap();
-    let before = Status::parse(&vm.command("status").unwrap());
-    let none = before.require("usb sticks").unwrap().to_owned();
+    let config = VmConfig::direct("usb-hotplug", &Artifacts::locate()).must();
+    let mut vm = Vm::boot(&config, timeout(240)).must();
+    let before = Status::parse(&vm.command("status").must());
+    let none = before.require("usb sticks").must().to_owned();
 
     let img = vm.work_file("stick.img");
     make_vfat_stick(
@@ -20,29 +19,29 @@ fn usb_hotplug() {
         16,
         &[("README.txt", b"airlock e2e stick\n")],
     )
-    .unwrap();
-    let stick = vm.plug_stick(&img).unwrap();
+    .must();
+    let stick = vm.plug_stick(&img).must();
     let inserted = vm
         .wait_for(
-            Pattern::regex(r"\[usb\] stick inserted: (\w+) \((\d+) MiB\)").unwrap(),
+            Pattern::regex(r"\[usb\] stick inserted: (\w+) \((\d+) MiB\)").must(),
             timeout(120),
         )
-        .unwrap();
+        .must();
     let dev = inserted.group(1).to_owned();
     assert_eq!(inserted.group(2), "16", "stick size: {}", inserted.text);
 
-    let with = Status::parse(&vm.command("status").unwrap());
-    let listed = with.require("usb sticks").unwrap();
+    let with = Status::parse(&vm.command("status").must());
+    let listed = with.require("usb sticks").must();
     assert!(
         listed.contains(&dev),
         "status should list {dev}: usb sticks: {listed}"
     );
 
-    vm.unplug_stick(&stick).unwrap();
+    vm.unplug_stick(&stick).must();
     vm.wait_for(format!("[usb] stick removed: {dev}"), timeout(120))
-        .unwrap();
-    let after = Status::parse(&vm.command("status").unwrap());
-    let listed = after.require("usb sticks").unwrap();
+        .must();
+    let after = Status::parse(&vm.command("status").must());
+    let listed = after.require("usb sticks").must();
     assert!(
         !listed.contains(&dev),
         "{dev} still listed after removal: {listed}"
