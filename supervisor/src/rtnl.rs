@@ -76,9 +76,10 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
         .map(u16::from_ne_bytes)
 }
 
-/// Parses the acknowledgement for `seq` (pure; tested): `Ok(())` for an
-/// ACK, `Err(Refused(errno))` for an error, `Ok(None)`-like skip is
-/// returned as `Err(Malformed)` only when nothing matches.
+/// Looks for the acknowledgement of request `seq` in one received buffer
+/// (pure; tested). `Ok(Some(Ok(())))`: acknowledged; `Ok(Some(Err(Refused)))`:
+/// the kernel refused with that errno; `Ok(None)`: not in this buffer (keep
+/// reading); `Err(Malformed)`: the buffer is not valid netlink.
 pub fn parse_ack(buf: &[u8], seq: u32) -> Result<Option<Result<(), RtnlError>>, RtnlError> {
     let mut off = 0usize;
     while off + HDR_LEN <= buf.len() {

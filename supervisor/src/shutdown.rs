@@ -9,6 +9,17 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::Write;
 use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// A step of the shutdown that did not go as planned (logged; the shutdown
+/// goes on).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ShutdownError {
+    #[error("processes still running {0} s after SIGTERM: killed")]
+    StillRunning(u64),
+    #[error("unmount {0}")]
+    Unmount(String),
+}
 
 /// Time services get to exit after SIGTERM.
 pub const GRACE: Duration = Duration::from_secs(3);
@@ -65,8 +76,8 @@ fn wait_children(limit: Duration) -> bool {
 }
 
 /// Stops every process (services first), syncs and unmounts. Returns the
-/// problems met, one line each (logged by the caller).
-pub fn stop_everything(service_pids: &[i32], mounts: &mut MountTable) -> Vec<String> {
+/// problems met (logged by the caller).
+pub fn stop_everything(service_pids: &[i32], mounts: &mut MountTable) -> Vec<ShutdownError> {
     let mut problems = Vec::new();
     for &pid in service_pids {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
@@ -74,15 +85,12 @@ pub fn stop_everything(service_pids: &[i32], mounts: &mut MountTable) -> Vec<Str
     // Everyone else (orphans of services) too; -1 never includes PID 1.
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     if !wait_children(GRACE) {
-        problems.push(format!(
-            "processes still running after {} s: killed",
-            GRACE.as_secs()
-        ));
+        problems.push(ShutdownError::StillRunning(GRACE.as_secs()));
         let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
         wait_children(Duration::from_secs(1));
     }
     nix::unistd::sync();
-    problems.extend(mounts.unmount_all());
+    problems.extend(mounts.unmount_all().into_iter().map(ShutdownError::Unmount));
     nix::unistd::sync();
     problems
 }
@@ -101,6 +109,18 @@ pub fn finish(mode: Mode) -> nix::Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn problem_lines() {
+        assert_eq!(
+            super::ShutdownError::StillRunning(3).to_string(),
+            "processes still running 3 s after SIGTERM: killed"
+        );
+        assert_eq!(
+            super::ShutdownError::Unmount("/tmp: EBUSY, lazy: EINVAL".into()).to_string(),
+            "unmount /tmp: EBUSY, lazy: EINVAL"
+        );
+    }
+
     #[test]
     fn messages() {
         assert_eq!(super::Mode::Poweroff.message(), "airlock: powering off");

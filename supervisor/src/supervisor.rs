@@ -28,6 +28,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use thiserror::Error;
 
 /// How often sticks, interfaces and the state partition are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -36,6 +37,17 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const STATE_WAIT: Duration = Duration::from_secs(30);
 /// Notice printed on a console when it is up and the appliance is ready.
 pub const READY_LINE: &str = "airlock: console ready";
+
+/// Failing operation of the supervisor's own steps.
+#[derive(Debug, Error)]
+pub enum SupervisorError {
+    #[error("socketpair for {tty}: {0}", tty = .1)]
+    Socketpair(nix::Error, String),
+    #[error("clear close-on-exec for {tty}: {0}", tty = .1)]
+    Cloexec(nix::Error, String),
+    #[error("spawn {exe}: {source}")]
+    Spawn { exe: String, source: std::io::Error },
+}
 
 /// One console service and its control socket.
 struct Console {
@@ -238,21 +250,21 @@ impl Supervisor {
         }
     }
 
-    fn spawn_console(&self, tty: &str) -> Result<(i32, OwnedFd), String> {
+    fn spawn_console(&self, tty: &str) -> Result<(i32, OwnedFd), SupervisorError> {
         let (ours, theirs) = socket::socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
             None,
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         )
-        .map_err(|e| format!("socketpair: {e}"))?;
+        .map_err(|e| SupervisorError::Socketpair(e, tty.into()))?;
         // The child's end must survive exec: clear close-on-exec on it only.
         // PID 1 is single-threaded, so no other spawn can inherit it.
         nix::fcntl::fcntl(
             &theirs,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
         )
-        .map_err(|e| format!("fcntl: {e}"))?;
+        .map_err(|e| SupervisorError::Cloexec(e, tty.into()))?;
         let child = Command::new(&self.self_exe)
             .arg("console")
             .arg(tty)
@@ -263,7 +275,10 @@ impl Supervisor {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("spawn {}: {e}", self.self_exe.display()))?;
+            .map_err(|source| SupervisorError::Spawn {
+                exe: self.self_exe.display().to_string(),
+                source,
+            })?;
         drop(theirs);
         let pid = i32::try_from(child.id()).unwrap_or(0);
         // The handle is dropped without waiting: the reaper collects it.
@@ -336,7 +351,7 @@ impl Supervisor {
                 }
                 Err(e) => {
                     let c = &mut self.consoles[i];
-                    let d = c.service.spawn_failed(now, e.clone());
+                    let d = c.service.spawn_failed(now, e.to_string());
                     log::error!(
                         "{}: {e}; retrying in {} s",
                         c.service.name,
