@@ -494,7 +494,8 @@ impl Drop for Vm {
             let _ = self.child.wait();
         }
         self.console.join_reader();
-        if std::thread::panicking() && !self.keep {
+        let show = std::env::var_os("AIRLOCK_E2E_SHOW").is_some_and(|v| v == "1");
+        if (std::thread::panicking() || show) && !self.keep {
             self.dump();
         } else if !self.keep {
             let _ = std::fs::remove_dir_all(&self.work);
