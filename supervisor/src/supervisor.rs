@@ -91,13 +91,29 @@ pub fn run_pid1() -> ! {
     std::panic::set_hook(Box::new(|info| {
         log::error!("internal error (contained): {info}");
     }));
-    let mut sv = Supervisor::boot();
+    // A bug in the boot sequence must not become a kernel panic (and with
+    // panic=10 a reboot loop): say so and halt.
+    let mut sv = match std::panic::catch_unwind(Supervisor::boot) {
+        Ok(sv) => sv,
+        Err(_) => halt("airlock: internal error during boot (details in the kernel log); halted, you can switch the PC off"),
+    };
     let mut recent_panics: Vec<Duration> = Vec::new();
     loop {
         let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sv.turn()));
         match turn {
             Ok(None) => {}
-            Ok(Some((mode, cause))) => sv.shutdown(mode, &cause),
+            Ok(Some((mode, cause))) => {
+                // `shutdown` does not return; if it panics half-way, still
+                // sync and make the final call.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    sv.shutdown(mode, &cause)
+                }));
+                nix::unistd::sync();
+                let e = shutdown::finish(mode);
+                halt(&format!(
+                    "airlock: reboot(2) failed ({e}); you can switch the PC off"
+                ));
+            }
             Err(_) => {
                 let now = boottime();
                 recent_panics.retain(|t| now.saturating_sub(*t) < Duration::from_secs(10));
@@ -107,6 +123,17 @@ pub fn run_pid1() -> ! {
                 }
             }
         }
+    }
+}
+
+/// Says `line` on the console and in the kernel log, then sleeps forever
+/// (pid 1 must never exit).
+fn halt(line: &str) -> ! {
+    use std::io::Write;
+    log::error!("{line}");
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 
