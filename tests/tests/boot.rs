@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use airlock_e2e::console::Pattern;
+use airlock_e2e::figures::{publish, Figure};
 use airlock_e2e::{timeout, Artifacts, Must, Status, Vm, VmConfig};
 
 /// Direct boot (kernel + initramfs): generous for TCG on a busy 2-core host.
@@ -74,9 +75,23 @@ fn poweroff_ends_qemu() {
 fn ovmf_disk_boot() {
     let config = VmConfig::disk("ovmf-disk-boot", &Artifacts::locate()).must();
     let mut vm = Vm::boot(&config, timeout(OVMF_BOOT_SECS)).must();
+    let wall = vm.elapsed();
+    // The firmware really booted it: OVMF's boot manager line precedes the banner.
+    let log = vm.console().transcript();
+    let (firmware, banner) = (log.find("BdsDxe: starting"), log.find("Airlock "));
+    assert!(
+        matches!((firmware, banner), (Some(f), Some(b)) if f < b),
+        "no OVMF boot line before the banner"
+    );
     let status = Status::parse(&vm.command("status").must());
     assert_eq!(status.require("slot").must(), "a", "booted slot");
     assert_eq!(status.require("ready").must(), "yes");
+    let figure = Figure {
+        name: "OVMF disk boot wall time seen by the host",
+        value: format!("{:.1} s", wall.as_secs_f64()),
+        note: "QEMU start to console ready: OVMF, systemd-boot, UKI, TCG".into(),
+    };
+    publish(&[figure], None).must();
 }
 
 #[test]

@@ -45,5 +45,5 @@ fn figures() {
         },
     ];
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-figures.txt");
-    publish(&figures, &file).must();
+    publish(&figures, Some(&file)).must();
 }
