@@ -50,7 +50,15 @@ fn boot_to_console() {
         "reason should say unknown: {reply}"
     );
 
-    // The console still works after the rejection.
+    // A known command with a surplus argument: one line with a hint.
+    let reply = vm.command("status now").must();
+    assert_eq!(
+        reply.trim(),
+        "'status' takes no arguments; see 'help status'",
+        "reply to a surplus argument"
+    );
+
+    // The console still works after the rejections.
     let status = Status::parse(&vm.command("status").must());
     assert_eq!(status.require("ready").must(), "yes");
 }
