@@ -194,8 +194,9 @@ impl Fx {
 
     fn signed(&self, version: u64) -> PathBuf {
         let b = self.pack(version, 100_000);
+        // minisign 0.11 prehashes by default; -H asks for it explicitly.
         self.sign(&b, "m1", &[]);
-        self.sign(&b, "m2", &[]);
+        self.sign(&b, "m2", &["-H"]);
         b
     }
 

@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(SignatureFile::parse(&sig.to_file()).ok(), Some(sig.clone()));
         if let Some(pk) = KEY.get_or_init(|| SecretKey::generate().ok().map(|k| k.public_key())) {
             // Same key id, so the Ed25519 checks themselves run on fuzzed input.
-            let pk = PublicKey { key_id: sig.key_id, key: pk.key };
+            let pk = PublicKey {
+                key_id: sig.key_id,
+                key: pk.key,
+            };
             let _ = pk.verify(&sig, data);
         }
     }
