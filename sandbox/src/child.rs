@@ -34,6 +34,8 @@ pub enum ChildStep {
     ModelRemount,
     /// Mounting the scratch tmpfs.
     ScratchMount,
+    /// Creating the minimal /dev (a tmpfs holding only `random` and `urandom`).
+    DevUrandom,
     /// `pivot_root(".", ".")` into the new root.
     PivotRoot,
     /// Detaching the old root.
@@ -84,7 +86,7 @@ impl ChildStep {
     /// Decodes a step number read from the error pipe.
     pub fn from_u32(v: u32) -> Option<Self> {
         use ChildStep::*;
-        const ALL: [ChildStep; 31] = [
+        const ALL: [ChildStep; 32] = [
             ResetSignals,
             MountPrivate,
             OpenModelTree,
@@ -94,6 +96,7 @@ impl ChildStep {
             ModelMount,
             ModelRemount,
             ScratchMount,
+            DevUrandom,
             PivotRoot,
             DetachOldRoot,
             RootReadOnly,
@@ -414,6 +417,33 @@ fn mounts(p: &Plan) -> Result<(), Fail> {
         s(&p.scratch_opts),
         ScratchMount,
     )?;
+    // A minimal /dev holding only random (1,8) and urandom (1,9): the getrandom crate in a
+    // static binary cannot find glibc's getrandom() by dlsym and falls back to polling
+    // /dev/random, then reading /dev/urandom. The tmpfs allows device nodes (no nodev) but is
+    // read-only after this, noexec and nosuid.
+    sys(DevUrandom, libc::SYS_mkdir, [s(c"/r/dev"), 0o755, 0, 0, 0])?;
+    const DEV_FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NOEXEC;
+    mount(
+        s(c"tmpfs"),
+        c"/r/dev",
+        s(c"tmpfs"),
+        DEV_FLAGS,
+        s(c"size=4k,mode=0755,nr_inodes=4"),
+        DevUrandom,
+    )?;
+    for (path, minor) in [(c"/r/dev/random", 8), (c"/r/dev/urandom", 9)] {
+        let mode = (libc::S_IFCHR | 0o444) as usize;
+        let dev = libc::makedev(1, minor) as usize;
+        sys(DevUrandom, libc::SYS_mknod, [s(path), mode, dev, 0, 0])?;
+    }
+    mount(
+        NULL,
+        c"/r/dev",
+        NULL,
+        libc::MS_REMOUNT | libc::MS_RDONLY | DEV_FLAGS,
+        NULL,
+        DevUrandom,
+    )?;
     // 5. pivot_root(".", ".") and detach the old root stacked on top (pivot_root(2) NOTES).
     sys(PivotRoot, libc::SYS_chdir, [s(c"/r"), 0, 0, 0, 0])?;
     sys(PivotRoot, libc::SYS_pivot_root, [s(c"."), s(c"."), 0, 0, 0])?;
@@ -519,15 +549,17 @@ fn landlock(p: &mut Plan) -> Result<(), Fail> {
         None
     };
     let scratch = open_path(c"/scratch")?;
+    let dev = open_path(c"/dev")?;
     // SAFETY: the fds are open and stay open for the duration of the call.
-    let (m, sc, prog) = unsafe {
+    let (m, sc, ur, prog) = unsafe {
         (
             model.map(|f| BorrowedFd::borrow_raw(f)),
             BorrowedFd::borrow_raw(scratch),
+            BorrowedFd::borrow_raw(dev),
             BorrowedFd::borrow_raw(p.program_fd),
         )
     };
-    let r = p.landlock.enforce(m, sc, prog).map_err(|f| {
+    let r = p.landlock.enforce(m, sc, ur, prog).map_err(|f| {
         let step = match f {
             landlock_policy::ChildFailure::ModelRule => ChildStep::LandlockModelRule,
             landlock_policy::ChildFailure::ScratchRule => ChildStep::LandlockScratchRule,
@@ -536,7 +568,7 @@ fn landlock(p: &mut Plan) -> Result<(), Fail> {
         };
         (step, errno())
     });
-    for fd in model.into_iter().chain([scratch]) {
+    for fd in model.into_iter().chain([scratch, dev]) {
         let _ = sys(
             ChildStep::LandlockOpen,
             libc::SYS_close,

@@ -8,6 +8,8 @@
 //!   (abstract unix sockets, signals): whatever is not granted below is denied;
 //! * `/model`: [`model_access`] (read files, list directories; never execute or write);
 //! * `/scratch`: [`scratch_access`] (read-write, no execute, no device/fifo/socket/symlink nodes);
+//! * `/dev` (a read-only tmpfs holding only `random` and `urandom`): `ReadFile` (no ReadDir,
+//!   no IoctlDev);
 //! * the program file itself, through the fd the spawner opened before entering the namespaces:
 //!   [`program_access`] (execute + read). `execveat(fd, "", AT_EMPTY_PATH)` re-opens the file
 //!   with `__FMODE_EXEC`, which Landlock checks against `Execute` and `ReadFile` on the file's
@@ -126,6 +128,7 @@ impl Prepared {
         &mut self,
         model: Option<BorrowedFd<'_>>,
         scratch: BorrowedFd<'_>,
+        dev: BorrowedFd<'_>,
         program: BorrowedFd<'_>,
     ) -> Result<(), ChildFailure> {
         let mut rs = self.ruleset.take().ok_or(ChildFailure::Restrict)?;
@@ -136,6 +139,9 @@ impl Prepared {
         }
         rs = rs
             .add_rule(PathBeneath::new(scratch, scratch_access()))
+            .map_err(|_| ChildFailure::ScratchRule)?;
+        rs = rs
+            .add_rule(PathBeneath::new(dev, AccessFs::ReadFile))
             .map_err(|_| ChildFailure::ScratchRule)?;
         rs = rs
             .add_rule(PathBeneath::new(program, program_access()))

@@ -173,6 +173,12 @@ pub const ACTS: &[Act] = &[
         "Landlock: no ReadDir on /"
     ),
     act!(
+        "list_dev",
+        Errno(libc::EACCES),
+        Errno(libc::EACCES),
+        "Landlock: no ReadDir on /dev (only ReadFile of random, urandom)"
+    ),
+    act!(
         "create_in_root",
         Errno(libc::EROFS),
         Errno(libc::EROFS),
@@ -550,6 +556,7 @@ impl Ctx<'_> {
         for name in [
             "scratch_write",
             "getrandom",
+            "dev_urandom",
             "tokio_threads",
             "rayon_threads",
         ] {

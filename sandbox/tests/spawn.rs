@@ -339,3 +339,37 @@ fn workload_for_strace() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs the real worker one-shot inside the sandbox, with its own stage 2 (`--sandboxed`):
+/// `AIRLOCK_WORKER=path AIRLOCK_MODEL=file.gguf cargo test --release -p airlock-sandbox --test
+/// spawn -- --ignored worker_oneshot_in_sandbox --nocapture`. The worker is built by its own
+/// crate (mistral.rs), hence ignored here; used to measure the stage-2 allow list under strace.
+#[test]
+#[ignore]
+fn worker_oneshot_in_sandbox() {
+    let worker = PathBuf::from(std::env::var_os("AIRLOCK_WORKER").expect("AIRLOCK_WORKER"));
+    let model = PathBuf::from(std::env::var_os("AIRLOCK_MODEL").expect("AIRLOCK_MODEL"));
+    let name = model.file_name().unwrap().to_string_lossy().into_owned();
+    let (r, w) = pipe();
+    let w2 = w.try_clone().unwrap();
+    let mut s = Spec::new(&worker);
+    s.model_dir = Some(model.parent().unwrap().to_path_buf());
+    s.args = ["--sandboxed", "--threads", "2", "--model"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    s.args.push(format!("/model/{name}").into());
+    s.args.extend(
+        ["--oneshot", "Hello there", "--max-tokens", "8"]
+            .iter()
+            .map(Into::into),
+    );
+    s.fds.push((w, 1));
+    s.fds.push((w2, 2));
+    let mut c = spawn(s).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut out).unwrap();
+    let st = c.wait_timeout(Duration::from_secs(120)).unwrap();
+    eprintln!("{out}\nstatus: {st:?}");
+    assert_eq!(st, Some(ExitStatus::Exited(0)), "{out}");
+}

@@ -138,6 +138,7 @@ fn act(name: &str, parent: i32) -> Option<Outcome> {
         "open_outside" => open(c"/etc/passwd", libc::O_RDONLY),
         "open_dotdot" => open(c"/../../../etc/passwd", libc::O_RDONLY),
         "list_root" => open(c"/", libc::O_RDONLY | libc::O_DIRECTORY),
+        "list_dev" => open(c"/dev", libc::O_RDONLY | libc::O_DIRECTORY),
         "create_in_root" => open(c"/probe-file", libc::O_CREAT | libc::O_WRONLY),
         "write_model" => open(c"/model/weights.bin", libc::O_WRONLY),
         "create_in_model" => open(c"/model/probe-file", libc::O_CREAT | libc::O_WRONLY),
@@ -252,6 +253,7 @@ const ACTS: &[&str] = &[
     "open_outside",
     "open_dotdot",
     "list_root",
+    "list_dev",
     "create_in_root",
     "write_model",
     "create_in_model",
@@ -476,6 +478,14 @@ fn allow(stage2: bool, fds_at_start: String) -> i32 {
     check(&mut out, "model_read", model_read());
     check(&mut out, "scratch_write", scratch_write());
     check(&mut out, "getrandom", getrandom());
+    check(
+        &mut out,
+        "dev_urandom",
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut [0u8; 16]))
+            .map(|_| "16 bytes".to_string())
+            .map_err(|e| e.to_string()),
+    );
     check(&mut out, "tokio_threads", tokio_threads());
     check(&mut out, "rayon_threads", rayon_threads());
     let _ = writeln!(out, "ready");
