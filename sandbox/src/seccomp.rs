@@ -60,6 +60,13 @@ pub enum SeccompError {
 pub enum When {
     /// Always.
     Always,
+    /// The 32-bit argument `arg` is `value`.
+    ArgEq {
+        /// Argument index (0-based).
+        arg: u8,
+        /// Value compared with.
+        value: u64,
+    },
     /// The 32-bit argument `arg` is not `value`.
     ArgNe {
         /// Argument index (0-based).
@@ -268,182 +275,147 @@ pub const STAGE2_DENY: &[Deny] = &[
     deny!(SYS_mprotect, PROT_EXEC, Verdict::Errno(libc::EACCES)),
 ];
 
-/// Stage 2 allow list, measured with `strace -f` (see docs/sandbox.md for the runs).
-/// Everything not listed kills the process with `SIGSYS`.
+/// Stage 2 allow list, measured with `strace -f` (docs/sandbox.md, "Measurement"): every call
+/// the real worker made inside the sandbox after installing stage 2 — one-shot generation
+/// ("W") and the socketpair protocol driven by `airlock-bench-worker --sandboxed` ("R") — and
+/// every call of the probe's allowed side ("P": tokio, rayon, mimalloc, std::fs on scratch).
+/// A few unmeasured calls are kept for crash and clock paths, each saying why. Everything
+/// else kills the process with `SIGSYS`.
 pub const STAGE2_ALLOW: &[Allow] = &[
     // --- memory ---
-    // heap growth by glibc malloc.
+    // W P: heap growth (glibc malloc before mimalloc takes over, static TLS).
     allow!(SYS_brk),
-    // allocations, thread stacks, file mappings (PROT_EXEC refused by STAGE2_DENY).
+    // W P: mimalloc segments, thread stacks, the model's tensors (PROT_EXEC refused by STAGE2_DENY).
     allow!(SYS_mmap),
-    // freeing mappings.
+    // W P: freeing mappings (thread exit, mimalloc).
     allow!(SYS_munmap),
-    // guard pages, RELRO (PROT_EXEC refused by STAGE2_DENY).
+    // W P: thread-stack guard pages (PROT_EXEC refused by STAGE2_DENY).
     allow!(SYS_mprotect),
-    // Vec growth of large buffers.
-    allow!(SYS_mremap),
-    // allocator hints (MADV_DONTNEED/FREE) and thread-stack cleanup.
+    // W P: mimalloc purges (MADV_DONTNEED), thread-stack cleanup.
     allow!(SYS_madvise),
     // --- threads and synchronisation ---
-    // thread creation (non-thread clones refused by STAGE2_DENY).
+    // W P: thread creation (non-thread clones refused by STAGE2_DENY).
     allow!(SYS_clone),
-    // answered ENOSYS by STAGE2_DENY so glibc falls back to clone.
+    // W P: glibc tries clone3 first; STAGE2_DENY answers ENOSYS so it falls back to clone.
     allow!(SYS_clone3),
-    // mutexes, condition variables, thread join.
+    // W P: mutexes, condition variables, parking, thread join.
     allow!(SYS_futex),
-    // glibc thread start: robust mutex list.
+    // W P: glibc thread start: robust mutex list.
     allow!(SYS_set_robust_list),
-    // glibc thread start: restartable sequences.
+    // W P: glibc thread start: restartable sequences.
     allow!(SYS_rseq),
-    // thread exit.
+    // W P: thread exit.
     allow!(SYS_exit),
-    // process exit.
+    // W P: process exit.
     allow!(SYS_exit_group),
-    // rayon/crossbeam spin-then-yield.
+    // W P: rayon/crossbeam spin-then-yield (W: thousands per generation).
     allow!(SYS_sched_yield),
-    // std::thread::available_parallelism, rayon pool size.
+    // W P: std::thread::available_parallelism, rayon pool size.
     allow!(SYS_sched_getaffinity),
-    // thread ids (tokio, log, glibc).
+    // W P: thread ids (std, tokio, glibc).
     allow!(SYS_gettid),
-    // process id (glibc abort, std).
+    // P: std::process::id in the probe; glibc abort() also needs it.
     allow!(SYS_getpid),
-    // sleeping (tokio timer fallback, std::thread::sleep).
+    // W: a mistral.rs background thread sleeps (5 s ticks).
     allow!(SYS_clock_nanosleep),
-    // std::thread::sleep on older glibc paths.
-    allow!(SYS_nanosleep),
-    // clock reads that fall out of the vDSO.
+    // unmeasured: vDSO fallback on clocksources without vDSO support (e.g. some QEMU setups).
     allow!(SYS_clock_gettime),
-    // clock resolution.
-    allow!(SYS_clock_getres),
-    // Rust thread names.
+    // W P: Rust thread names (PR_SET_NAME), PR_GET_DUMPABLE in the probe.
     allow!(SYS_prctl),
     // --- signals ---
-    // signal masks (thread start, std, tokio).
+    // W P: thread start/exit masks.
     allow!(SYS_rt_sigprocmask),
-    // handlers (std stack-overflow handler, tokio signal driver).
+    // W P: std's stack-overflow handler, restored to default on a crash.
     allow!(SYS_rt_sigaction),
-    // return from a signal handler.
+    // unmeasured: return from std's SIGSEGV handler, so a crash ends as SIGSEGV, not SIGSYS.
     allow!(SYS_rt_sigreturn),
-    // alternate signal stacks for each Rust thread.
+    // W P: per-thread alternate signal stacks (std).
     allow!(SYS_sigaltstack),
-    // abort() and thread-directed signals inside the process.
+    // unmeasured: abort() raises SIGABRT with tgkill, so an abort ends as SIGABRT.
     allow!(SYS_tgkill),
     // --- event loop ---
-    // tokio's reactor.
+    // W P: tokio's reactor.
     allow!(SYS_epoll_create1),
-    // tokio's reactor.
+    // W P: tokio's reactor.
     allow!(SYS_epoll_ctl),
-    // tokio's reactor.
+    // W P: tokio's reactor.
     allow!(SYS_epoll_wait),
-    // tokio's reactor (newer mio).
-    allow!(SYS_epoll_pwait),
-    // tokio's reactor (newest mio).
-    allow!(SYS_epoll_pwait2),
-    // tokio's waker.
+    // W P: tokio's waker.
     allow!(SYS_eventfd2),
-    // std/tokio readiness polling.
+    // W P: std's startup check of fds 0-2 (before stage 2) and readiness polls.
     allow!(SYS_poll),
-    // std/tokio readiness polling.
-    allow!(SYS_ppoll),
-    // --- file descriptors (only what Landlock lets open: /model read-only, /scratch) ---
-    // reading the protocol pipe, the model, scratch files.
+    // --- files (only what Landlock lets open: /model read-only, /scratch, /dev/{u,}random) ---
+    // W R P: the model file, the protocol socket, /dev/urandom.
     allow!(SYS_read),
-    // writing the protocol pipe and scratch files.
+    // W R P: the protocol socket, stdout/stderr.
     allow!(SYS_write),
-    // positioned reads of model files.
-    allow!(SYS_pread64),
-    // positioned writes of scratch files.
-    allow!(SYS_pwrite64),
-    // vectored reads.
-    allow!(SYS_readv),
-    // vectored writes (stdio, log).
-    allow!(SYS_writev),
-    // opening model and scratch files.
+    // W P: opening the model, scratch files, /dev/random.
     allow!(SYS_openat),
-    // closing.
+    // W P: closing.
     allow!(SYS_close),
-    // file sizes and types.
-    allow!(SYS_fstat),
-    // file metadata (std::fs::metadata).
+    // W P: file metadata (std::fs::metadata, File::metadata).
     allow!(SYS_statx),
-    // file metadata (glibc stat/fstatat).
+    // W P: glibc fstatat (std read_dir, canonicalize).
     allow!(SYS_newfstatat),
-    // seeking in model files.
+    // W: seeking in the GGUF file.
     allow!(SYS_lseek),
-    // directory listing of the model dir.
+    // W P: directory listing (model dir, scratch).
     allow!(SYS_getdents64),
-    // fd flags (CLOEXEC, NONBLOCK).
+    // W P: fd flags (CLOEXEC, NONBLOCK on the protocol socket).
     allow!(SYS_fcntl),
-    // FIONBIO and terminal checks by std/tokio on inherited fds.
-    allow!(SYS_ioctl),
-    // std::fs::canonicalize.
+    // W: std::fs::canonicalize of the model path.
     allow!(SYS_readlink),
-    // path checks.
+    // W P: mimalloc's NUMA probe (/sys/devices/system/node/node1, absent: ENOENT).
     allow!(SYS_access),
-    // path checks.
-    allow!(SYS_faccessat2),
-    // scratch housekeeping: unlink.
-    allow!(SYS_unlinkat),
-    // scratch housekeeping: mkdir.
-    allow!(SYS_mkdirat),
-    // scratch housekeeping: rename.
-    allow!(SYS_renameat2),
-    // std::fs::create_dir (measured: std uses the non-at variant).
+    // W: mistral.rs creates $HOME/.cache/huggingface/hub (HOME=/scratch).
     allow!(SYS_mkdir),
-    // std::fs::rename (measured).
+    // P: std::fs::rename on scratch.
     allow!(SYS_rename),
-    // std::fs::remove_file (measured).
+    // P: std::fs::remove_file on scratch.
     allow!(SYS_unlink),
-    // std::fs::remove_dir (measured).
+    // P: std::fs::remove_dir on scratch.
     allow!(SYS_rmdir),
-    // scratch files: truncate.
-    allow!(SYS_ftruncate),
-    // scratch files: fsync.
-    allow!(SYS_fsync),
-    // std::env::current_dir.
-    allow!(SYS_getcwd),
-    // pipes inside the process (tokio, std).
-    allow!(SYS_pipe2),
-    // duplicated fds.
-    allow!(SYS_dup),
-    // duplicated fds.
-    allow!(SYS_dup3),
-    // --- AF_UNIX only (STAGE2_DENY refuses other families) ---
-    // tokio signal driver, protocol socket.
+    // --- AF_UNIX only ---
+    // unmeasured: AF_UNIX only (STAGE2_DENY answers EAFNOSUPPORT to other families, so a
+    // library probing the network gets a clean error instead of a kill).
     allow!(SYS_socket),
-    // tokio signal driver's socketpair.
+    // W P: tokio's signal/waker pair (AF_UNIX; other families refused by STAGE2_DENY).
     allow!(SYS_socketpair),
-    // messages on the inherited socketpair.
-    allow!(SYS_sendmsg),
-    // messages on the inherited socketpair.
-    allow!(SYS_recvmsg),
-    // messages on the inherited socketpair.
+    // P: UnixStream writes in the probe's tokio check.
     allow!(SYS_sendto),
-    // messages on the inherited socketpair.
+    // P: UnixStream reads in the probe's tokio check.
     allow!(SYS_recvfrom),
-    // closing one direction of the protocol socket.
-    allow!(SYS_shutdown),
     // --- misc ---
-    // randomness (HashMap seeds, sampling seeds) without /dev/urandom.
+    // W P: HashMap seeds, sampler seeds (std uses the syscall; the getrandom crate in a static
+    // binary falls back to /dev/urandom).
     allow!(SYS_getrandom),
-    // resource limits (std reads the stack limit).
+    // W P: std reads the stack limit.
     allow!(SYS_prlimit64),
-    // uname (glibc, sysinfo-like crates).
-    allow!(SYS_uname),
-    // ids (glibc, std).
-    allow!(SYS_getuid),
-    // ids.
-    allow!(SYS_geteuid),
-    // ids.
-    allow!(SYS_getgid),
-    // ids.
-    allow!(SYS_getegid),
-    // memory totals (some crates size caches from it).
+    // W P: mimalloc sizes itself from the total RAM.
     allow!(SYS_sysinfo),
-    // CPU number for per-CPU caches (mimalloc, crossbeam).
-    allow!(SYS_getcpu),
-    // rusage for peak RSS reports.
+    // W: peak RSS for the stats frame.
     allow!(SYS_getrusage),
+    // P: the probe's identity and hostname checks.
+    allow!(SYS_uname),
+    // P: the probe's identity check.
+    allow!(SYS_getuid),
+    // P: the probe's identity check.
+    allow!(SYS_getgid),
+    // W: isatty(stderr) (TCGETS) by the logger; only this request (see ALLOW_ONLY).
+    allow!(SYS_ioctl),
+];
+
+/// Allowed calls narrowed further: the allow list lets them through only when the condition
+/// holds (otherwise the process is killed like any unlisted call).
+pub const ALLOW_ONLY: &[(i64, When)] = &[
+    // ioctl only as TCGETS (isatty); no other request reaches any fd.
+    (
+        libc::SYS_ioctl,
+        When::ArgEq {
+            arg: 1,
+            value: libc::TCGETS,
+        },
+    ),
 ];
 
 /// The x32-ABI guard: kill any syscall number with bit 30 (`__X32_SYSCALL_BIT`) set.
@@ -487,6 +459,13 @@ fn rules_for(d: &Deny) -> Result<Vec<SeccompRule>, SeccompError> {
     };
     Ok(match d.when {
         When::Always => Vec::new(),
+        When::ArgEq { arg, value } => vec![one(cond(
+            arg,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            value,
+            s,
+        )?)?],
         When::ArgNe { arg, value } => vec![one(cond(
             arg,
             SeccompCmpArgLen::Dword,
@@ -562,8 +541,20 @@ pub fn compile_deny(table: &[Deny]) -> Result<Vec<BpfProgram>, SeccompError> {
 
 /// Compiles an allow table into one program: listed calls allowed, everything else killed.
 pub fn compile_allow(table: &[Allow]) -> Result<BpfProgram, SeccompError> {
-    let map: BTreeMap<i64, Vec<SeccompRule>> =
-        table.iter().map(|a| (a.syscall, Vec::new())).collect();
+    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for a in table {
+        let narrowed = ALLOW_ONLY.iter().find(|(sys, _)| *sys == a.syscall);
+        let rules = match narrowed {
+            Some(&(syscall, when)) => rules_for(&Deny {
+                syscall,
+                name: a.name,
+                when,
+                verdict: Verdict::Kill,
+            })?,
+            None => Vec::new(),
+        };
+        map.insert(a.syscall, rules);
+    }
     let filter = SeccompFilter::new(
         map,
         SeccompAction::KillProcess,
