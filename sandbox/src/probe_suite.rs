@@ -317,6 +317,7 @@ pub const ACTS: &[Act] = &[
         SYS,
         "capabilities cleared; s2: setresuid not allowed"
     ),
+    act!("ioctl_fionbio", Allowed("returned 0"), SYS, "s2: ioctl only as TCGETS"),
     act!(
         "mprotect_exec",
         Allowed("returned 0"),

@@ -209,6 +209,19 @@ fn act(name: &str, parent: i32) -> Option<Outcome> {
         "kexec_load" => raw(libc::SYS_kexec_load, [0, 0, 0, 0, 0]),
         "setns" => raw(libc::SYS_setns, [0, 0, 0, 0, 0]),
         "chroot" => raw(libc::SYS_chroot, [cs(c"/scratch"), 0, 0, 0, 0]),
+        "ioctl_fionbio" => {
+            let mut on: libc::c_int = 0;
+            raw(
+                libc::SYS_ioctl,
+                [
+                    1,
+                    libc::FIONBIO as usize,
+                    &mut on as *mut libc::c_int as usize,
+                    0,
+                    0,
+                ],
+            )
+        }
         "setuid_root" => raw(libc::SYS_setresuid, [0, 0, 0, 0, 0]),
         "mprotect_exec" => {
             let p = map_anon(libc::PROT_READ | libc::PROT_WRITE);
@@ -283,6 +296,7 @@ const ACTS: &[&str] = &[
     "setns",
     "chroot",
     "setuid_root",
+    "ioctl_fionbio",
     "mprotect_exec",
     "mmap_exec",
     "alloc_big",
