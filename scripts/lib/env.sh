@@ -9,3 +9,7 @@ AIRLOCK_T0=${AIRLOCK_T0:-$(date +%s)}
 export AIRLOCK_T0
 step() { printf '\n== %s ==\n' "$*"; }
 elapsed() { local s=$(( $(date +%s) - AIRLOCK_T0 )); printf '%dm%02ds' $((s/60)) $((s%60)); }
+# Every script builds the same unit set as `cargo test --workspace`: building
+# single packages (-p) unifies dependency features differently and would
+# compile the whole mistral.rs chain a second time.
+build_workspace() { cargo build --release --workspace --bins -q "$@"; }
