@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use airlock_formats::protocol::{
-    decode_response, read_frame, send, DecodeError, FrameError, GenerateRequest, Request,
-    Response, Stats, MAX_FRAME_LEN,
+    decode_response, read_frame, send, DecodeError, FrameError, GenerateRequest, Request, Response,
+    Stats, MAX_FRAME_LEN,
 };
 
 /// Descriptor number the worker finds its socketpair end under.
@@ -166,7 +166,8 @@ pub fn spawn_sandboxed(
     let mut spec = airlock_sandbox::Spec::new(bin);
     spec.model_dir = Some(dir.to_path_buf());
     spec.limits = limits;
-    spec.fds.push((std::os::fd::OwnedFd::from(theirs), WORKER_FD));
+    spec.fds
+        .push((std::os::fd::OwnedFd::from(theirs), WORKER_FD));
     let inner = Path::new("/model").join(name);
     spec.args = ["--model".into(), inner.into_os_string()]
         .into_iter()

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use airlock_formats::protocol::{FinishReason, GenerateRequest, Role, Stats};
 use mistralrs::{
-    DeviceMapSetting, GgufModelBuilder, Model, PagedAttentionMetaBuilder, RequestBuilder,
-    Response, StopTokens, TextMessageRole, TokenSource,
+    DeviceMapSetting, GgufModelBuilder, Model, PagedAttentionMetaBuilder, RequestBuilder, Response,
+    StopTokens, TextMessageRole, TokenSource,
 };
 
 use crate::model_file::ModelFile;

@@ -31,7 +31,10 @@ const EXIT_SECCOMP: u8 = 4;
 const EXIT_GENERATE: u8 = 5;
 
 #[derive(Parser, Debug)]
-#[command(name = "airlock-worker", about = "Airlock inference worker (mistral.rs)")]
+#[command(
+    name = "airlock-worker",
+    about = "Airlock inference worker (mistral.rs)"
+)]
 struct Args {
     /// Local GGUF model file (never fetched from anywhere).
     #[arg(long)]

@@ -96,7 +96,10 @@ pub fn resolve(path: &Path) -> Result<ModelFile, ModelFileError> {
         if source.kind() == std::io::ErrorKind::UnexpectedEof {
             return Err(ModelFileError::NotGguf(canon));
         }
-        return Err(ModelFileError::ReadHeader { path: canon, source });
+        return Err(ModelFileError::ReadHeader {
+            path: canon,
+            source,
+        });
     }
     if &magic != b"GGUF" {
         return Err(ModelFileError::NotGguf(canon));
@@ -176,10 +179,7 @@ mod tests {
         std::fs::write(d.path().join("m.gguf"), b"GGUF\x03\0\0\0").unwrap();
         let m = resolve(&d.path().join("sub/../m.gguf")).unwrap();
         assert_eq!(m.file_name, "m.gguf");
-        assert_eq!(
-            Path::new(&m.dir),
-            std::fs::canonicalize(d.path()).unwrap()
-        );
+        assert_eq!(Path::new(&m.dir), std::fs::canonicalize(d.path()).unwrap());
         assert_eq!(m.size, 8);
     }
 }

@@ -312,7 +312,10 @@ pub fn write_model<W: Write + Seek>(
         ("tokenizer.ggml.eos_token_id", Value::U32(EOS)),
         ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
         ("tokenizer.ggml.add_eos_token", Value::Bool(false)),
-        ("tokenizer.chat_template", Value::String(CHAT_TEMPLATE.into())),
+        (
+            "tokenizer.chat_template",
+            Value::String(CHAT_TEMPLATE.into()),
+        ),
     ];
     let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
     let ts: Vec<(&str, &QTensor)> = b.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();

@@ -127,7 +127,9 @@ mod tests {
     #[test]
     fn non_finite_logits_are_never_chosen() {
         let logits = [f32::NEG_INFINITY, 1.0, f32::NAN, 1.0];
-        assert!(draws(3, 1.0, 1.0, &logits).iter().all(|&t| t == 1 || t == 3));
+        assert!(draws(3, 1.0, 1.0, &logits)
+            .iter()
+            .all(|&t| t == 1 || t == 3));
         assert!(SeededSampler::new(0, 1.0, 1.0)
             .choose(&[f32::NEG_INFINITY])
             .is_none());

@@ -7,7 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use airlock_formats::protocol::{send, ErrorKind, GenerateRequest, Message, Request, Response, Role};
+use airlock_formats::protocol::{
+    send, ErrorKind, GenerateRequest, Message, Request, Response, Role,
+};
 use airlock_sandbox::{ExitStatus, Limits};
 use airlock_worker::client::{
     generate, receive, spawn_local, spawn_sandboxed, wait_ready, ClientError, SandboxedWorker,
@@ -61,7 +63,10 @@ fn sandboxed_worker_generates_the_same_tokens_as_unsandboxed() {
     let mut sb = spawn_sandboxed(Path::new(WORKER), &model, &threads(), Limits::default()).unwrap();
     wait_ready(&mut sb.conn).unwrap();
     let (inside, stats) = generate(&mut sb.conn, &request(11)).unwrap();
-    assert!(stats.decode_tokens > 0 && stats.prompt_tokens > 0, "{stats:?}");
+    assert!(
+        stats.decode_tokens > 0 && stats.prompt_tokens > 0,
+        "{stats:?}"
+    );
     let (greedy_inside, _) = generate(&mut sb.conn, &{
         let mut r = request(0);
         r.temperature = 0.0;
@@ -98,7 +103,10 @@ fn crash_inside_the_sandbox_is_an_exit_status_not_a_hang() {
     let mut r = request(1);
     r.max_tokens = 2000;
     send(&mut sb.conn, &Request::Generate(r)).unwrap();
-    assert!(matches!(receive(&mut sb.conn).unwrap(), Response::Token { .. }));
+    assert!(matches!(
+        receive(&mut sb.conn).unwrap(),
+        Response::Token { .. }
+    ));
     sb.process.kill().unwrap();
     assert_eq!(wait(&mut sb), ExitStatus::Signaled(libc::SIGKILL));
     loop {
@@ -141,7 +149,8 @@ fn missing_model_is_refused_before_spawning() {
     let ghost = d.path().join("ghost.gguf");
     match spawn_sandboxed(Path::new(WORKER), &ghost, &threads(), Limits::default()) {
         Err(e) => assert!(
-            e.to_string().ends_with("ghost.gguf: No such file or directory (os error 2)"),
+            e.to_string()
+                .ends_with("ghost.gguf: No such file or directory (os error 2)"),
             "{e}"
         ),
         Ok(_) => panic!("a missing model was spawned"),

@@ -9,8 +9,8 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use airlock_formats::protocol::{
-    send, write_frame, ErrorKind, FinishReason, GenerateRequest, Message, Request, Response,
-    Role, MAX_FRAME_LEN,
+    send, write_frame, ErrorKind, FinishReason, GenerateRequest, Message, Request, Response, Role,
+    MAX_FRAME_LEN,
 };
 use airlock_worker::client::{generate, receive, spawn_local, wait_ready, ClientError};
 use airlock_worker::modelgen::{write_model, Preset, Quant};
@@ -161,7 +161,11 @@ fn protocol_errors_get_error_replies_and_the_worker_keeps_serving() {
     let big = MAX_FRAME_LEN + 1;
     w.conn.write_all(&big.to_le_bytes()).unwrap();
     w.conn.write_all(&vec![b' '; big as usize]).unwrap();
-    expect_error(&mut w, ErrorKind::FrameTooLarge, "frame too large: 4194305 bytes");
+    expect_error(
+        &mut w,
+        ErrorKind::FrameTooLarge,
+        "frame too large: 4194305 bytes",
+    );
 
     let mut bad = request(1, 0.5);
     bad.max_tokens = 0;
@@ -194,11 +198,18 @@ fn crash_mid_generation_reaches_the_spawner_as_exit_status() {
     req.max_tokens = 2000;
     send(&mut w.conn, &Request::Generate(req)).unwrap();
     // First token arrives, then the worker "crashes".
-    assert!(matches!(receive(&mut w.conn).unwrap(), Response::Token { .. }));
+    assert!(matches!(
+        receive(&mut w.conn).unwrap(),
+        Response::Token { .. }
+    ));
     // SIGABRT, as from a failed allocation or an abort (a SIGSEGV sent with
     // kill(2) would be caught and ignored by Rust's stack-overflow handler).
     let pid = w.child.id().to_string();
-    assert!(Command::new("kill").args(["-ABRT", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-ABRT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let st = wait(&mut w.child, Duration::from_secs(30));
     assert_eq!(st.signal(), Some(libc::SIGABRT));
     // The connection reports the end instead of blocking.
@@ -263,7 +274,13 @@ fn generation_opens_no_network_socket() {
     let fx = Fixture::new();
     let trace = fx.dir.path().join("strace.txt");
     let out = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=socket,socketpair,connect,bind", "-o"])
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=socket,socketpair,connect,bind",
+            "-o",
+        ])
         .arg(&trace)
         .arg(WORKER)
         .args(fx.args(&fx.model()))
@@ -271,7 +288,11 @@ fn generation_opens_no_network_socket() {
         .env("HOME", fx.home())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = std::fs::read_to_string(&trace).unwrap();
     for family in ["AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"] {
         assert!(!t.contains(family), "{family} in:\n{t}");
@@ -285,7 +306,10 @@ fn non_gguf_file_is_refused_cleanly() {
     let p = fx.dir.path().join("notes.gguf");
     std::fs::write(&p, b"This is a text file, not a model.\n").unwrap();
     let (reason, st) = load_failure(&fx, &p, None);
-    assert!(reason.ends_with("notes.gguf: not a GGUF file (bad magic)"), "{reason}");
+    assert!(
+        reason.ends_with("notes.gguf: not a GGUF file (bad magic)"),
+        "{reason}"
+    );
     assert_eq!(st.code(), Some(2));
 
     let d = fx.dir.path().join("adir");
@@ -341,6 +365,13 @@ fn modelgen_binary_is_deterministic() {
     assert_ne!(a, out("c.gguf", "4"));
     // The library and the binary agree.
     let mut c = std::io::Cursor::new(Vec::new());
-    write_model(&mut c, "airlock-test-tiny", Preset::Tiny.shape(), Quant::Q8_0, 3).unwrap();
+    write_model(
+        &mut c,
+        "airlock-test-tiny",
+        Preset::Tiny.shape(),
+        Quant::Q8_0,
+        3,
+    )
+    .unwrap();
     assert_eq!(a, c.into_inner());
 }

@@ -104,8 +104,7 @@ fn bench(args: &Args, mode: &str, conn: &mut std::os::unix::net::UnixStream) -> 
     for p in &args.prompts {
         let text =
             std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-        let (_, s) =
-            generate(w, &request(text, args.max_tokens)).map_err(|e| e.to_string())?;
+        let (_, s) = generate(w, &request(text, args.max_tokens)).map_err(|e| e.to_string())?;
         let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("prompt");
         println!(
             "mode={mode} prompt={name} prompt_tokens={} prompt_tps={:.2} decode_tokens={} decode_tps={:.2} peak_rss_kib={} load_ms={load_ms}",
@@ -114,4 +113,3 @@ fn bench(args: &Args, mode: &str, conn: &mut std::os::unix::net::UnixStream) -> 
     }
     send(w, &Request::Shutdown).map_err(|e| e.to_string())
 }
-

@@ -10,7 +10,10 @@ use airlock_worker::modelgen::{parameter_count, write_model, Preset, Quant};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "airlock-modelgen", about = "Generate a random-weight llama GGUF")]
+#[command(
+    name = "airlock-modelgen",
+    about = "Generate a random-weight llama GGUF"
+)]
 struct Args {
     /// Model shape.
     #[arg(long, value_enum)]
@@ -31,13 +34,18 @@ fn main() -> ExitCode {
     let shape = args.preset.shape();
     let tmp = args.out.with_extension("gguf.tmp");
     let result = (|| -> Result<(), String> {
-        let f = std::fs::File::create(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+        let f =
+            std::fs::File::create(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
         let mut w = BufWriter::new(f);
         let name = format!("airlock-test-{:?}", args.preset).to_lowercase();
         write_model(&mut w, &name, shape, args.quant, args.seed).map_err(|e| e.to_string())?;
-        let f = w.into_inner().map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-        f.sync_all().map_err(|e| format!("syncing {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &args.out).map_err(|e| format!("renaming to {}: {e}", args.out.display()))
+        let f = w
+            .into_inner()
+            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        f.sync_all()
+            .map_err(|e| format!("syncing {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &args.out)
+            .map_err(|e| format!("renaming to {}: {e}", args.out.display()))
     })();
     match result {
         Ok(()) => {
