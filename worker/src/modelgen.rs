@@ -231,18 +231,19 @@ pub fn write_model<W: Write + Seek>(
     seed: u64,
 ) -> Result<(), ModelGenError> {
     let block = quant.ggml().block_size();
-    let kv_dim = shape.dim / shape.heads * shape.kv_heads;
     if shape.heads == 0
-        || shape.dim % shape.heads != 0
+        || !shape.dim.is_multiple_of(shape.heads)
         || shape.kv_heads == 0
-        || shape.heads % shape.kv_heads != 0
+        || !shape.heads.is_multiple_of(shape.kv_heads)
     {
         return Err(ModelGenError::Shape(format!(
             "dim {} / heads {} / kv_heads {} do not divide",
             shape.dim, shape.heads, shape.kv_heads
         )));
     }
-    if shape.dim % block != 0 || shape.ffn % block != 0 {
+    // Only after the checks above: heads and kv_heads are non-zero here.
+    let kv_dim = shape.dim / shape.heads * shape.kv_heads;
+    if !shape.dim.is_multiple_of(block) || !shape.ffn.is_multiple_of(block) {
         return Err(ModelGenError::Shape(format!(
             "dim {} and ffn {} must be multiples of the {quant:?} block size {block}",
             shape.dim, shape.ffn
