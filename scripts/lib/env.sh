@@ -12,4 +12,11 @@ elapsed() { local s=$(( $(date +%s) - AIRLOCK_T0 )); printf '%dm%02ds' $((s/60))
 # Every script builds the same unit set as `cargo test --workspace`: building
 # single packages (-p) unifies dependency features differently and would
 # compile the whole mistral.rs chain a second time.
-build_workspace() { cargo build --release --workspace --bins -q "$@"; }
+#
+# cargo always runs without SOURCE_DATE_EPOCH, TZ and LC_ALL from the caller
+# (build-image exports them for its own tools): cc-based build scripts
+# (aws-lc-sys, ring, onig, mimalloc) watch SOURCE_DATE_EPOCH, and a changed
+# value recompiles the whole chain. .cargo/config.toml's [env] sets a fixed
+# SOURCE_DATE_EPOCH for every cargo build instead.
+cargo_env() { env -u SOURCE_DATE_EPOCH -u TZ -u LC_ALL cargo "$@"; }
+build_workspace() { cargo_env build --release --workspace --bins -q "$@"; }
