@@ -105,6 +105,17 @@ pub const POLICY: &[Sysctl] = &[
         key: "dev.tty.ldisc_autoload",
         value: "0",
     },
+    // Seccomp filters run JIT-compiled (kernel BPF_JIT=y): read back so an interpreter
+    // fallback (slower for the worker's ~300k syscalls/s) is seen. Absent when BPF_JIT=n.
+    Sysctl {
+        key: "net.core.bpf_jit_enable",
+        value: "1",
+    },
+    // Constant blinding for every JIT-compiled filter, privileged or not (JIT spraying).
+    Sysctl {
+        key: "net.core.bpf_jit_harden",
+        value: "2",
+    },
 ];
 
 /// Failing operation for one setting.

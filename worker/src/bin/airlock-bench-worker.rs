@@ -2,7 +2,7 @@
 //! or through the sandbox's spawn path) on a model, sends a warm-up request
 //! then one request per prompt file, and prints one line of figures per prompt.
 //!
-//! Output lines: `mode=<m> prompt=<name> prompt_tokens=N prompt_tps=X
+//! Output lines: `status mode=<m> Seccomp=".." ...` once, then `mode=<m> prompt=<name> prompt_tokens=N prompt_tps=X
 //! decode_tokens=N decode_tps=X peak_rss_kib=N load_ms=N`
 
 use std::path::PathBuf;
@@ -32,6 +32,9 @@ struct Args {
     /// Run through the sandbox spawn path.
     #[arg(long)]
     sandboxed: bool,
+    /// Label printed as `mode=` instead of `unsandboxed`/`sandboxed` (lever runs).
+    #[arg(long)]
+    label: Option<String>,
     /// Extra worker arguments (levers), e.g. `--extra=--prefix-cache`.
     #[arg(long = "extra", allow_hyphen_values = true)]
     extra: Vec<String>,
@@ -80,7 +83,8 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         let mut process = w.process;
         let mut conn = w.conn;
-        bench(args, "sandboxed", &mut conn)?;
+        let mode = args.label.as_deref().unwrap_or("sandboxed");
+        bench(args, mode, process.pid(), &mut conn)?;
         let st = process.wait().map_err(|e| e.to_string())?;
         if st != airlock_sandbox::ExitStatus::Exited(0) {
             return Err(format!("sandboxed worker ended with {st}"));
@@ -88,7 +92,9 @@ fn run(args: &Args) -> Result<(), String> {
         return Ok(());
     }
     let mut w = spawn_local(&args.worker, &wargs, None).map_err(|e| e.to_string())?;
-    bench(args, "unsandboxed", &mut w.conn)?;
+    let pid = i32::try_from(w.child.id()).map_err(|e| e.to_string())?;
+    let mode = args.label.as_deref().unwrap_or("unsandboxed");
+    bench(args, mode, pid, &mut w.conn)?;
     let st = w.child.wait().map_err(|e| e.to_string())?;
     if !st.success() {
         return Err(format!("worker exited with {st}"));
@@ -96,9 +102,38 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn bench(args: &Args, mode: &str, conn: &mut std::os::unix::net::UnixStream) -> Result<(), String> {
+/// Fields of `/proc/PID/status` that can make a sandboxed run slower than an
+/// unsandboxed one (seccomp mode, speculation mitigations, CPU affinity).
+const STATUS_FIELDS: [&str; 4] = [
+    "Seccomp",
+    "Speculation_Store_Bypass",
+    "SpeculationIndirectBranch",
+    "Cpus_allowed_list",
+];
+
+fn print_status(mode: &str, pid: i32) {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        println!("status mode={mode} unreadable");
+        return;
+    };
+    let fields: Vec<String> = status
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| STATUS_FIELDS.contains(k))
+        .map(|(k, v)| format!("{k}=\"{}\"", v.trim()))
+        .collect();
+    println!("status mode={mode} {}", fields.join(" "));
+}
+
+fn bench(
+    args: &Args,
+    mode: &str,
+    pid: i32,
+    conn: &mut std::os::unix::net::UnixStream,
+) -> Result<(), String> {
     let w = conn;
     let load_ms = wait_ready(w).map_err(|e| e.to_string())?;
+    print_status(mode, pid);
     // Warm-up: first-use costs (allocator arenas, thread pools) are not measured.
     generate(w, &request("Warm up.".into(), 4)).map_err(|e| e.to_string())?;
     for p in &args.prompts {

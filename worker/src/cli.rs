@@ -1,0 +1,204 @@
+//! The worker's command line and start-up order (shared by the shipped
+//! `airlock-worker` binary and the benchmark's system-allocator variant).
+//!
+//! `airlock-worker --model /model/<file>.gguf [--threads N] [--fd 3] [--sandboxed]`
+//! serves the frame protocol of `airlock_formats::protocol` on the inherited
+//! descriptor; `--oneshot PROMPT` runs one request and prints the text to
+//! stdout and the stats frame to stderr (for strace and the benchmark).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use airlock_formats::protocol::{
+    encode_payload, send, ErrorKind, GenerateRequest, Message, Response, Role,
+};
+use clap::Parser;
+
+use crate::engine::{Engine, EngineOptions};
+use crate::{fd, model_file, session};
+
+/// Exit status: the model could not be resolved or loaded.
+const EXIT_MODEL: u8 = 2;
+/// Exit status: the protocol connection failed.
+const EXIT_PROTOCOL: u8 = 3;
+/// Exit status: the sandbox's seccomp allowlist could not be installed.
+const EXIT_SECCOMP: u8 = 4;
+/// Exit status: generation failed in one-shot mode.
+const EXIT_GENERATE: u8 = 5;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "airlock-worker",
+    about = "Airlock inference worker (mistral.rs)"
+)]
+struct Args {
+    /// Local GGUF model file (never fetched from anywhere).
+    #[arg(long)]
+    model: PathBuf,
+    /// Compute threads (candle/rayon); default: all CPUs.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Inherited socketpair end carrying the protocol.
+    #[arg(long, default_value_t = 3)]
+    fd: i32,
+    /// Install the strict seccomp allowlist before anything else runs.
+    #[arg(long)]
+    sandboxed: bool,
+    /// Run one request with this user prompt instead of serving the protocol.
+    #[arg(long)]
+    oneshot: Option<String>,
+    /// System prompt of the one-shot request.
+    #[arg(long)]
+    system: Option<String>,
+    /// One-shot: most tokens to generate.
+    #[arg(long, default_value_t = 32)]
+    max_tokens: u32,
+    /// One-shot: temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// One-shot: nucleus mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// One-shot: sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Lever: keep mistral.rs's prefix cache.
+    #[arg(long)]
+    prefix_cache: bool,
+    /// Lever: scheduler's maximum of concurrent sequences.
+    #[arg(long, default_value_t = 1)]
+    max_seqs: usize,
+    /// Lever: paged attention.
+    #[arg(long)]
+    paged_attn: bool,
+    /// Lever: tokio worker threads driving the engine.
+    #[arg(long, default_value_t = 1)]
+    tokio_threads: usize,
+}
+
+/// Installs the sandbox's strict allowlist (stage 2 of DESIGN.md's seccomp).
+fn install_allowlist() -> Result<(), String> {
+    airlock_sandbox::seccomp::install_worker_allowlist().map_err(|e| e.to_string())
+}
+
+/// Runs the worker with the process's command line; returns its exit status.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    // Still single-threaded here: the environment can be changed safely.
+    if let Some(n) = args.threads {
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
+    let conn = if args.oneshot.is_none() {
+        match fd::take_inherited(args.fd) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("airlock-worker: {e}");
+                return ExitCode::from(EXIT_PROTOCOL);
+            }
+        }
+    } else {
+        None
+    };
+    if args.sandboxed {
+        // Before any tokio/rayon thread exists and before any request is read.
+        if let Err(e) = install_allowlist() {
+            eprintln!("airlock-worker: installing seccomp allowlist: {e}");
+            return ExitCode::from(EXIT_SECCOMP);
+        }
+    }
+    let opts = EngineOptions {
+        prefix_cache: args.prefix_cache,
+        max_seqs: args.max_seqs,
+        paged_attn: args.paged_attn,
+        tokio_threads: args.tokio_threads,
+    };
+    match conn {
+        Some(conn) => serve(&args, &opts, conn),
+        None => oneshot(&args, &opts),
+    }
+}
+
+fn load(args: &Args, opts: &EngineOptions) -> Result<(Engine, String, u64), String> {
+    let t0 = Instant::now();
+    let file = model_file::resolve(&args.model).map_err(|e| e.to_string())?;
+    let engine = Engine::load(&file, opts).map_err(|e| e.to_string())?;
+    let ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok((engine, file.file_name, ms))
+}
+
+fn serve(args: &Args, opts: &EngineOptions, mut conn: std::fs::File) -> ExitCode {
+    let (engine, model, load_ms) = match load(args, opts) {
+        Ok(x) => x,
+        Err(reason) => {
+            eprintln!("airlock-worker: {reason}");
+            let _ = send(
+                &mut conn,
+                &Response::Error {
+                    kind: ErrorKind::ModelLoad,
+                    reason,
+                },
+            );
+            return ExitCode::from(EXIT_MODEL);
+        }
+    };
+    if let Err(e) = send(&mut conn, &Response::Ready { model, load_ms }) {
+        eprintln!("airlock-worker: {e}");
+        return ExitCode::from(EXIT_PROTOCOL);
+    }
+    match session::serve(&mut conn, &engine) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("airlock-worker: {e}");
+            ExitCode::from(EXIT_PROTOCOL)
+        }
+    }
+}
+
+fn oneshot(args: &Args, opts: &EngineOptions) -> ExitCode {
+    let (engine, model, load_ms) = match load(args, opts) {
+        Ok(x) => x,
+        Err(reason) => {
+            eprintln!("airlock-worker: {reason}");
+            return ExitCode::from(EXIT_MODEL);
+        }
+    };
+    eprintln!("airlock-worker: loaded {model} in {load_ms} ms");
+    let mut messages = Vec::new();
+    if let Some(s) = &args.system {
+        messages.push(Message {
+            role: Role::System,
+            content: s.clone(),
+        });
+    }
+    messages.push(Message {
+        role: Role::User,
+        content: args.oneshot.clone().unwrap_or_default(),
+    });
+    let req = GenerateRequest {
+        messages,
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        stop: Vec::new(),
+    };
+    if let Err(reason) = req.validate() {
+        eprintln!("airlock-worker: invalid request: {reason}");
+        return ExitCode::from(EXIT_GENERATE);
+    }
+    let mut out = std::io::stdout().lock();
+    match engine.generate(&req, |t| out.write_all(t.as_bytes()).is_ok()) {
+        Ok(stats) => {
+            let _ = writeln!(out);
+            let line = encode_payload(&Response::Done(stats)).unwrap_or_default();
+            eprintln!("{}", String::from_utf8_lossy(&line));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("airlock-worker: {e}");
+            ExitCode::from(EXIT_GENERATE)
+        }
+    }
+}
