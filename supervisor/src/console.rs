@@ -327,7 +327,7 @@ impl Console {
                 self.out(&text);
             }
             Command::Poweroff => {
-                self.out("airlock: powering off\n");
+                // PID 1 writes "airlock: powering off" on every console itself.
                 if self.send(Request::Poweroff).is_err() {
                     self.out("poweroff: the supervisor is not reachable\n");
                     return true;
@@ -335,7 +335,7 @@ impl Console {
                 return false;
             }
             Command::Reboot => {
-                self.out("airlock: rebooting\n");
+                // PID 1 writes "airlock: rebooting" on every console itself.
                 if self.send(Request::Reboot).is_err() {
                     self.out("reboot: the supervisor is not reachable\n");
                     return true;
