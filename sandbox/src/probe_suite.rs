@@ -317,6 +317,18 @@ pub const ACTS: &[Act] = &[
         SYS,
         "capabilities cleared; s2: setresuid not allowed"
     ),
+    act!(
+        "prctl_set_seccomp",
+        Errno(libc::EFAULT),
+        SYS,
+        "s2: prctl only with measured options (no filter of the worker's making reaches the BPF JIT)"
+    ),
+    act!(
+        "prctl_set_dumpable",
+        Allowed("returned 0"),
+        SYS,
+        "s2: prctl only with measured options (dumpable stays 0)"
+    ),
     act!("ioctl_fionbio", Allowed("returned 0"), SYS, "s2: ioctl only as TCGETS"),
     act!(
         "mprotect_exec",

@@ -95,6 +95,13 @@ pub enum When {
         /// Bit tested.
         bit: u64,
     },
+    /// The 32-bit argument `arg` is one of `values` (one rule per value).
+    ArgIn {
+        /// Argument index (0-based).
+        arg: u8,
+        /// Values compared with.
+        values: &'static [u64],
+    },
 }
 
 /// What a matching deny rule does.
@@ -320,7 +327,7 @@ pub const STAGE2_ALLOW: &[Allow] = &[
     allow!(SYS_clock_nanosleep),
     // unmeasured: vDSO fallback on clocksources without vDSO support (e.g. some QEMU setups).
     allow!(SYS_clock_gettime),
-    // W P: Rust thread names (PR_SET_NAME), PR_GET_DUMPABLE in the probe.
+    // W P: Rust thread names, mimalloc's mapping names, the probe's queries (see ALLOW_ONLY).
     allow!(SYS_prctl),
     // --- signals ---
     // W P: thread start/exit masks.
@@ -416,6 +423,28 @@ pub const ALLOW_ONLY: &[(i64, When)] = &[
             value: libc::TCGETS,
         },
     ),
+    // prctl only with the options measured (strace of the worker and the probe): no
+    // PR_SET_SECCOMP (a filter of the worker's own making would reach the BPF JIT),
+    // no PR_SET_DUMPABLE back to 1, no PR_SET_MM, PR_SET_PTRACER, PR_CAPBSET_*, ...
+    (
+        libc::SYS_prctl,
+        When::ArgIn {
+            arg: 0,
+            values: PRCTL_OPTIONS,
+        },
+    ),
+];
+
+/// The `prctl` options stage 2 lets through.
+pub const PRCTL_OPTIONS: &[u64] = &[
+    // W P: std names every thread it starts (rayon, tokio, mistral.rs workers).
+    libc::PR_SET_NAME as u64,
+    // W: mimalloc names its arenas (PR_SET_VMA_ANON_NAME; EINVAL on kernels without it).
+    libc::PR_SET_VMA as u64,
+    // P: the probe reads back no_new_privs, the seccomp mode and dumpable.
+    libc::PR_GET_NO_NEW_PRIVS as u64,
+    libc::PR_GET_SECCOMP as u64,
+    libc::PR_GET_DUMPABLE as u64,
 ];
 
 /// The x32-ABI guard: kill any syscall number with bit 30 (`__X32_SYSCALL_BIT`) set.
@@ -492,6 +521,10 @@ fn rules_for(d: &Deny) -> Result<Vec<SeccompRule>, SeccompError> {
             0,
             s,
         )?)?],
+        When::ArgIn { arg, values } => values
+            .iter()
+            .map(|&v| one(cond(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v, s)?))
+            .collect::<Result<_, _>>()?,
         When::ArgBitSet { arg, bit } => vec![one(cond(
             arg,
             SeccompCmpArgLen::Dword,

@@ -223,6 +223,21 @@ fn act(name: &str, parent: i32) -> Option<Outcome> {
             )
         }
         "setuid_root" => raw(libc::SYS_setresuid, [0, 0, 0, 0, 0]),
+        // A filter of our own (NULL program: stage 1 lets it reach the kernel, EFAULT).
+        "prctl_set_seccomp" => raw(
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_SECCOMP as usize,
+                libc::SECCOMP_MODE_FILTER as usize,
+                0,
+                0,
+                0,
+            ],
+        ),
+        "prctl_set_dumpable" => raw(
+            libc::SYS_prctl,
+            [libc::PR_SET_DUMPABLE as usize, 1, 0, 0, 0],
+        ),
         "mprotect_exec" => {
             let p = map_anon(libc::PROT_READ | libc::PROT_WRITE);
             if p == libc::MAP_FAILED {
@@ -296,6 +311,8 @@ const ACTS: &[&str] = &[
     "setns",
     "chroot",
     "setuid_root",
+    "prctl_set_seccomp",
+    "prctl_set_dumpable",
     "ioctl_fionbio",
     "mprotect_exec",
     "mmap_exec",
