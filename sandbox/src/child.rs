@@ -12,12 +12,38 @@ use std::os::fd::{BorrowedFd, RawFd};
 use crate::landlock_policy::{self, Prepared};
 use seccompiler::BpfProgram;
 
-/// One step of the child's setup; reported with the errno when it fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum ChildStep {
+/// Declares [`ChildStep`] (numbered from 1 in declaration order) together with the table
+/// that decodes a step number read from the error pipe, so the two cannot drift apart.
+macro_rules! child_steps {
+    ($($(#[$doc:meta])* $step:ident,)+) => {
+        /// One step of the child's setup; reported with the errno when it fails.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u32)]
+        pub enum ChildStep {
+            $($(#[$doc])* $step,)+
+        }
+
+        impl ChildStep {
+            /// Every step, in order (the number of a step is its index + 1).
+            const ALL: &'static [ChildStep] = &[$(ChildStep::$step,)+];
+
+            /// The step's number on the error pipe (1-based).
+            pub fn number(self) -> u32 {
+                self as u32 + 1
+            }
+
+            /// Decodes a step number read from the error pipe.
+            pub fn from_u32(v: u32) -> Option<Self> {
+                let i = usize::try_from(v.checked_sub(1)?).ok()?;
+                Self::ALL.get(i).copied()
+            }
+        }
+    };
+}
+
+child_steps! {
     /// Resetting signal dispositions and the signal mask inherited from the parent.
-    ResetSignals = 1,
+    ResetSignals,
     /// `mount("/", MS_REC|MS_PRIVATE)`.
     MountPrivate,
     /// `open_tree(model, OPEN_TREE_CLONE)`.
@@ -80,48 +106,6 @@ pub enum ChildStep {
     Seccomp,
     /// `execveat` of the program.
     Exec,
-}
-
-impl ChildStep {
-    /// Decodes a step number read from the error pipe.
-    pub fn from_u32(v: u32) -> Option<Self> {
-        use ChildStep::*;
-        const ALL: [ChildStep; 32] = [
-            ResetSignals,
-            MountPrivate,
-            OpenModelTree,
-            StagingCreate,
-            StagingEnter,
-            NewRootMount,
-            ModelMount,
-            ModelRemount,
-            ScratchMount,
-            DevUrandom,
-            PivotRoot,
-            DetachOldRoot,
-            RootReadOnly,
-            Hostname,
-            CapBounding,
-            Setgroups,
-            Setresgid,
-            Setresuid,
-            CapsClear,
-            ParentDeathSignal,
-            ParentGone,
-            Dumpable,
-            NoNewPrivs,
-            LandlockOpen,
-            LandlockModelRule,
-            LandlockScratchRule,
-            LandlockProgramRule,
-            LandlockRestrict,
-            FdLayout,
-            Rlimit,
-            Seccomp,
-            Exec,
-        ];
-        ALL.iter().copied().find(|s| *s as u32 == v)
-    }
 }
 
 /// Everything the child needs, prepared by the parent.
@@ -201,7 +185,7 @@ pub fn run(plan: &mut Plan) -> ! {
         Err(e) => e,
     };
     let mut buf = [0u8; 8];
-    buf[..4].copy_from_slice(&(err.0 as u32).to_ne_bytes());
+    buf[..4].copy_from_slice(&err.0.number().to_ne_bytes());
     buf[4..].copy_from_slice(&err.1.to_ne_bytes());
     let _ = sys(
         err.0,
@@ -634,4 +618,21 @@ fn fd_layout(p: &mut Plan) -> Result<(), Fail> {
     ];
     sys(ChildStep::FdLayout, libc::SYS_close_range, args)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChildStep;
+
+    #[test]
+    fn step_numbers_round_trip_and_unknown_numbers_decode_to_none() {
+        for (i, s) in ChildStep::ALL.iter().enumerate() {
+            assert_eq!(s.number() as usize, i + 1);
+            assert_eq!(ChildStep::from_u32(s.number()), Some(*s));
+        }
+        assert_eq!(ChildStep::from_u32(1), Some(ChildStep::ResetSignals));
+        assert_eq!(ChildStep::from_u32(0), None);
+        assert_eq!(ChildStep::from_u32(ChildStep::ALL.len() as u32 + 1), None);
+        assert_eq!(ChildStep::from_u32(u32::MAX), None);
+    }
 }
