@@ -11,8 +11,10 @@
 //! - [`stream`]: read-once hash+copy pipeline
 //! - [`import`]: streaming import into the store
 //! - [`fsutil`]: atomic file replace, directory fsync
+//! - [`escape`]: untrusted text made safe for a terminal
 
 pub mod bundle;
+pub mod escape;
 pub mod fsutil;
 pub mod import;
 pub mod manifest;
