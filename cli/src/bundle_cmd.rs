@@ -1,5 +1,6 @@
 //! `airlock bundle pack|sign|verify|install`.
 
+use airlock_formats::escape;
 use crate::keys::{self, KeyError};
 use crate::progress::{Bar, ImportBar};
 use crate::BundleCmd;
@@ -108,12 +109,12 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
             println!(
                 "packed {} {} version {} into {} ({} files, {} bytes); sign it with `airlock bundle sign {} --key KEY`",
                 m.kind,
-                m.name,
+                escape::text(&m.name),
                 m.version,
-                out.display(),
+                escape::path(&out),
                 m.files.len(),
                 m.total_size(),
-                out.display()
+                escape::path(&out)
             );
             Ok(())
         })(),
@@ -123,7 +124,21 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
             signer,
             pass,
         } => (|| {
-            let (bytes, m) = bundle::read_manifest(&dir)?;
+            // Check what is signed before anything else: layout, listing,
+            // and every payload's SHA-256 (read once each), then show it.
+            let b = bundle::open(&dir)?;
+            let bar = Bar::new(b.manifest.total_size(), "hash");
+            let r = b.verify_payloads(&mut |n| bar.inc(n));
+            bar.done();
+            r?;
+            let m = &b.manifest;
+            println!(
+                "signing {} {} version {} (payloads OK)",
+                m.kind,
+                escape::text(&m.name),
+                m.version
+            );
+            print_details(&b);
             let sk = keys::load_secret(&key, &pass)?;
             let signer = match signer.or_else(|| keys::stem(&key)) {
                 Some(s) => s,
@@ -136,11 +151,24 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
                 m.name,
                 m.version
             );
-            let p = pack::write_signature(&dir, MANIFEST_FILE, &signer, &sk, &bytes, &comment)?;
-            println!("wrote {} (key id {})", p.display(), sk.key_id);
+            // The bytes signed are the bytes checked above (read once).
+            let p = pack::write_signature(
+                &dir,
+                MANIFEST_FILE,
+                &signer,
+                &sk,
+                &b.manifest_bytes,
+                &comment,
+            )?;
+            println!("wrote {} (key id {})", escape::path(&p), sk.key_id);
             Ok(())
         })(),
-        BundleCmd::Verify { dir, trust, state } => verify(&dir, &trust, state.as_deref()),
+        BundleCmd::Verify {
+            dir,
+            trust,
+            state,
+            allow_missing_signatures,
+        } => verify(&dir, &trust, state.as_deref(), allow_missing_signatures),
         BundleCmd::Install { dir, trust, store } => install(&dir, &trust, &store),
     };
     r.map_err(|e| e.to_string())
@@ -148,18 +176,23 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
 
 pub fn load_trust(path: &Path) -> Result<TrustFile> {
     let bytes = std::fs::read(path).map_err(|source| BundleCmdError::ReadTrust {
-        path: path.display().to_string(),
+        path: escape::path(&path),
         source,
     })?;
     TrustFile::parse(&bytes).map_err(|source| BundleCmdError::Trust {
-        path: path.display().to_string(),
+        path: escape::path(&path),
         source,
     })
 }
 
-fn verify(dir: &Path, trust: &Path, state_dir: Option<&Path>) -> Result<()> {
+/// Checks everything, hashing every payload even when signatures are
+/// missing (so co-signers can check the bytes). Exit: 0 when the bundle is
+/// acceptable; with `allow_missing`, also 0 when the only shortfall is the
+/// signature threshold; 1 otherwise (one reason line).
+fn verify(dir: &Path, trust: &Path, state_dir: Option<&Path>, allow_missing: bool) -> Result<()> {
     let trust = load_trust(trust)?;
-    let b = bundle::open_verified(dir, &trust)?;
+    let b = bundle::open(dir)?;
+    let tally = b.count_signatures(&trust)?;
     let decision = match state_dir {
         Some(s) => Some(b.check_state(&State::load(s)?)?),
         None => None,
@@ -169,38 +202,77 @@ fn verify(dir: &Path, trust: &Path, state_dir: Option<&Path>) -> Result<()> {
     bar.done();
     r?;
     let m = &b.manifest;
-    println!("bundle OK: {} {} version {}", m.kind, m.name, m.version);
-    println!("  created     {}", m.created);
-    if !m.description.is_empty() {
-        println!("  description {}", m.description.replace(['\n', '\r'], " "));
-    }
+    let head = if tally.met() {
+        "bundle OK"
+    } else {
+        "payloads OK, signatures missing"
+    };
+    println!(
+        "{head}: {} {} version {}",
+        m.kind,
+        escape::text(&m.name),
+        m.version
+    );
     println!("  manifest    sha256 {}", b.manifest_sha256);
     println!(
         "  signers     {} ({} of {} required {} signatures): {}",
-        b.approval.signers.len(),
-        b.approval.signers.len(),
-        trust.threshold(b.approval.role),
-        b.approval.role,
-        b.approval.signers.join(", ")
+        tally.signers.len(),
+        tally.signers.len(),
+        tally.need,
+        tally.role,
+        join_escaped(&tally.signers)
     );
-    if !b.approval.ignored.is_empty() {
+    for i in &tally.ignored {
+        println!("  ignored     {i}");
+    }
+    print_details(&b);
+    if let Some(d) = decision {
+        println!("  state       {}", describe(d));
+    }
+    if !tally.met() {
         println!(
-            "  ignored     {} (key not in trust file)",
-            b.approval.ignored.join(", ")
+            "payloads OK; signatures: {} of {} required for role {} (missing {})",
+            tally.signers.len(),
+            tally.need,
+            tally.role,
+            tally.missing()
         );
+        if !allow_missing {
+            tally.check().map_err(BundleError::from)?;
+        }
+    }
+    Ok(())
+}
+
+/// Names from a trust file or a stick, escaped and comma-separated.
+fn join_escaped(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| escape::text(n).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The manifest's contents as checked: created, description, kind section,
+/// every file with size and SHA-256. Every string is escaped.
+fn print_details(b: &bundle::Bundle) {
+    let m = &b.manifest;
+    println!("  created     {}", escape::text(&m.created));
+    if !m.description.is_empty() {
+        println!("  description {}", escape::text(&m.description));
     }
     match (&m.model, &m.system) {
         (Some(md), _) => println!(
             "  model       gguf {}, architecture {}, context {}{}",
-            md.gguf,
-            md.architecture,
+            escape::text(&md.gguf),
+            escape::text(&md.architecture),
             md.context_length,
             md.chat_template
                 .as_ref()
-                .map(|t| format!(", chat template {t}"))
+                .map(|t| format!(", chat template {}", escape::text(t)))
                 .unwrap_or_default()
         ),
-        (_, Some(s)) => println!("  system      uki {}", s.uki),
+        (_, Some(s)) => println!("  system      uki {}", escape::text(&s.uki)),
         _ => {}
     }
     println!(
@@ -209,12 +281,13 @@ fn verify(dir: &Path, trust: &Path, state_dir: Option<&Path>) -> Result<()> {
         m.total_size()
     );
     for f in &m.files {
-        println!("    {:>14}  {}  {}", f.size, f.sha256, f.path);
+        println!(
+            "    {:>14}  {}  {}",
+            f.size,
+            escape::text(&f.sha256),
+            escape::text(&f.path)
+        );
     }
-    if let Some(d) = decision {
-        println!("  state       {}", describe(d));
-    }
-    Ok(())
 }
 
 fn describe(d: Decision) -> String {
@@ -230,26 +303,30 @@ fn install(dir: &Path, trust: &Path, store: &Path) -> Result<()> {
     let mut bar = ImportBar(None);
     let r = import::import(dir, store, &trust, Commit::Now, &mut bar)?;
     for p in &r.recovered {
+        // Already escaped by the import.
         println!("removed leftover of an interrupted import: {p}");
+    }
+    for i in &r.ignored {
+        println!("ignored signature {i}");
     }
     if r.already_installed {
         println!(
             "already installed: {} {} version {} at {}",
             r.kind,
-            r.name,
+            escape::text(&r.name),
             r.version,
-            r.destination.display()
+            escape::path(&r.destination)
         );
     } else {
         println!(
             "installed {} {} version {} ({}; {} bytes; signed by {}) at {}",
             r.kind,
-            r.name,
+            escape::text(&r.name),
             r.version,
             describe(r.decision),
             r.bytes,
-            r.signers.join(", "),
-            r.destination.display()
+            join_escaped(&r.signers),
+            escape::path(&r.destination)
         );
     }
     Ok(())

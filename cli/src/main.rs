@@ -7,6 +7,7 @@
 mod bundle_cmd;
 mod keys;
 mod progress;
+mod store_cmd;
 mod trust_cmd;
 
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +33,9 @@ enum Cmd {
     /// Trust files: which keys may sign what, with thresholds.
     #[command(subcommand)]
     Trust(TrustCmd),
+    /// Stores (host-side install targets): explicit creation and recovery.
+    #[command(subcommand)]
+    Store(StoreCmd),
 }
 
 #[derive(Subcommand)]
@@ -109,6 +113,10 @@ pub enum BundleCmd {
         files: Vec<String>,
     },
     /// Sign a bundle's manifest: writes manifest.json.SIGNER.minisig.
+    ///
+    /// First checks the layout and listing and hashes every payload
+    /// against the manifest (refusing on any difference), and prints what
+    /// is signed: kind, name, version, every file with size and SHA-256.
     Sign {
         dir: PathBuf,
         /// minisign secret key file (from `airlock key generate` or `minisign -G`).
@@ -121,8 +129,9 @@ pub enum BundleCmd {
         pass: PassArgs,
     },
     /// Verify a bundle completely (signatures, listing, every payload hash,
-    /// and with --state the anti-rollback rule). Prints a summary, or one
-    /// reason line and exits 1.
+    /// and with --state the anti-rollback rule). Payloads are hashed even
+    /// when signatures are missing. Prints a summary; exits 0 when the
+    /// bundle is acceptable, else prints one reason line and exits 1.
     Verify {
         dir: PathBuf,
         #[arg(long)]
@@ -130,8 +139,13 @@ pub enum BundleCmd {
         /// Store directory whose state.json holds installed versions.
         #[arg(long, value_name = "STATE_DIR")]
         state: Option<PathBuf>,
+        /// Co-signer mode: exit 0 when everything but the signature
+        /// threshold checks out (the summary says how many are missing).
+        #[arg(long)]
+        allow_missing_signatures: bool,
     },
-    /// Verify and import a bundle into a store (the appliance's import code).
+    /// Verify and import a bundle into a store (the appliance's import
+    /// code). The store must exist (`airlock store init`).
     Install {
         dir: PathBuf,
         #[arg(long)]
@@ -195,16 +209,34 @@ pub enum TrustCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum StoreCmd {
+    /// Create a new, empty store (directory absent or empty) with an empty
+    /// anti-rollback state.
+    Init { store: PathBuf },
+    /// Rebuild the anti-rollback state of a store that lost its state.json,
+    /// from the installed versions that fully verify against the trust
+    /// file (highest per name). Deletes nothing; prints what it recorded
+    /// and skipped.
+    Recover {
+        store: PathBuf,
+        #[arg(long)]
+        trust: PathBuf,
+    },
+}
+
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Key(c) => keys::run(c),
         Cmd::Bundle(c) => bundle_cmd::run(c),
         Cmd::Trust(c) => trust_cmd::run(c),
+        Cmd::Store(c) => store_cmd::run(c),
     };
     if let Err(e) = r {
-        // Exactly one line: flatten any embedded line breaks.
-        let line = e.replace(['\n', '\r'], " ");
+        // Exactly one line, and nothing that drives the terminal: names are
+        // escaped where the message is built; this is the safety net.
+        let line = airlock_formats::escape::multiline(&e).replace(['\n', '\t'], " ");
         eprintln!("airlock: {line}");
         std::process::exit(1);
     }

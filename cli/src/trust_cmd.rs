@@ -1,12 +1,13 @@
 //! `airlock trust init|add-key|set-threshold|bump|sign|verify`.
 
+use airlock_formats::escape;
 use crate::bundle_cmd::{load_trust, BundleCmdError};
 use crate::keys::{self, KeyError};
 use crate::TrustCmd;
 use airlock_formats::fsutil::{write_atomic, FsError};
 use airlock_formats::minisig;
 use airlock_formats::pack::{self, PackSignError};
-use airlock_formats::trust::{NamedSignature, Role, TrustError, TrustFile};
+use airlock_formats::trust::{Candidate, Role, TrustError, TrustFile};
 use std::path::{Path, PathBuf};
 
 /// Errors of the trust commands; each names the failing step.
@@ -31,11 +32,6 @@ pub enum TrustCmdError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{file}: {source}")]
-    Signature {
-        file: String,
-        source: minisig::MinisigError,
-    },
     #[error("give a key name (--name)")]
     NoName,
 }
@@ -50,7 +46,7 @@ pub fn run(cmd: TrustCmd) -> std::result::Result<(), String> {
             out,
         } => (|| {
             if out.exists() {
-                return Err(TrustCmdError::Exists(out.display().to_string()));
+                return Err(TrustCmdError::Exists(escape::path(&out)));
             }
             let mut keys = Vec::new();
             for arg in &root_keys {
@@ -67,7 +63,7 @@ pub fn run(cmd: TrustCmd) -> std::result::Result<(), String> {
             save(&out, &t)?;
             println!(
                 "wrote {} (version 1, {} root keys, root threshold {})",
-                out.display(),
+                escape::path(&out),
                 t.keys.len(),
                 root_threshold
             );
@@ -89,7 +85,7 @@ pub fn run(cmd: TrustCmd) -> std::result::Result<(), String> {
             println!(
                 "added {name} ({}) with role {role} to {} (version {})",
                 pk.key_id,
-                file.display(),
+                escape::path(&file),
                 t.version
             );
             Ok(())
@@ -102,14 +98,14 @@ pub fn run(cmd: TrustCmd) -> std::result::Result<(), String> {
             let mut t = load_trust(&file)?;
             t.set_threshold(role, threshold)?;
             save(&file, &t)?;
-            println!("{}: threshold of {role} is now {threshold}", file.display());
+            println!("{}: threshold of {role} is now {threshold}", escape::path(&file));
             Ok(())
         })(),
         TrustCmd::Bump { file } => (|| {
             let mut t = load_trust(&file)?;
             t.version += 1;
             save(&file, &t)?;
-            println!("{}: version is now {}", file.display(), t.version);
+            println!("{}: version is now {}", escape::path(&file), t.version);
             Ok(())
         })(),
         TrustCmd::Sign {
@@ -131,7 +127,7 @@ pub fn run(cmd: TrustCmd) -> std::result::Result<(), String> {
                 t.version
             );
             let p = pack::write_signature(&dir, &stem, &signer, &sk, &bytes, &comment)?;
-            println!("wrote {} (key id {})", p.display(), sk.key_id);
+            println!("wrote {} (key id {})", escape::path(&p), sk.key_id);
             Ok(())
         })(),
         TrustCmd::Verify { file, previous } => (|| {
@@ -156,7 +152,7 @@ pub fn run(cmd: TrustCmd) -> std::result::Result<(), String> {
 }
 
 fn print_summary(file: &Path, t: &TrustFile) {
-    println!("trust file {} version {}", file.display(), t.version);
+    println!("trust file {} version {}", escape::path(&file), t.version);
     for role in Role::ALL {
         let names: Vec<&str> = t
             .keys
@@ -175,7 +171,7 @@ fn print_summary(file: &Path, t: &TrustFile) {
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| TrustCmdError::Read {
-        path: path.display().to_string(),
+        path: escape::path(&path),
         source,
     })
 }
@@ -184,7 +180,7 @@ fn split(file: &Path) -> Result<(PathBuf, String)> {
     let stem = file
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| TrustCmdError::Path(file.display().to_string()))?
+        .ok_or_else(|| TrustCmdError::Path(escape::path(&file)))?
         .to_owned();
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -194,12 +190,12 @@ fn split(file: &Path) -> Result<(PathBuf, String)> {
 }
 
 /// Signature files `FILE.SIGNER.minisig` next to the trust file.
-fn signatures_of(file: &Path) -> Result<Vec<NamedSignature>> {
+fn signatures_of(file: &Path) -> Result<Vec<Candidate>> {
     let (dir, stem) = split(file)?;
     let prefix = format!("{stem}.");
     let mut out = Vec::new();
     let rd = std::fs::read_dir(&dir).map_err(|source| TrustCmdError::Read {
-        path: dir.display().to_string(),
+        path: escape::path(&dir),
         source,
     })?;
     let mut names: Vec<String> = rd
@@ -210,12 +206,9 @@ fn signatures_of(file: &Path) -> Result<Vec<NamedSignature>> {
     names.sort();
     for n in names {
         let bytes = read(&dir.join(&n))?;
-        let sig =
-            minisig::parse_signature_bytes(&bytes).map_err(|source| TrustCmdError::Signature {
-                file: n.clone(),
-                source,
-            })?;
-        out.push(NamedSignature { file: n, sig });
+        // An unparsable signature file is ignored (with its reason), not fatal.
+        let sig = minisig::parse_signature_bytes(&bytes);
+        out.push(Candidate { file: n, sig });
     }
     Ok(out)
 }
@@ -228,7 +221,7 @@ fn save(file: &Path, t: &TrustFile) -> Result<()> {
     for s in signatures_of(file).unwrap_or_default() {
         let p = dir.join(&s.file);
         if std::fs::remove_file(&p).is_ok() {
-            println!("removed stale signature {}", p.display());
+            println!("removed stale signature {}", escape::path(&p));
         }
     }
     Ok(())

@@ -200,6 +200,25 @@ impl Fx {
         b
     }
 
+    /// A new, empty store initialised with `airlock store init`.
+    fn new_store(&self) -> PathBuf {
+        let store = self.path("store");
+        ok(airlock(&["store", "init", p(&store)]));
+        store
+    }
+
+    fn install(&self, bundle: &Path, store: &Path) -> Output {
+        airlock(&[
+            "bundle",
+            "install",
+            p(bundle),
+            "--trust",
+            p(&self.trust),
+            "--store",
+            p(store),
+        ])
+    }
+
     fn verify(&self, bundle: &Path) -> Output {
         airlock(&["bundle", "verify", p(bundle), "--trust", p(&self.trust)])
     }
@@ -539,7 +558,7 @@ fn rejects_legacy_ed_signature() {
 #[test]
 fn rejects_lower_version_and_changed_same_version() {
     let fx = Fx::new();
-    let store = fx.path("store");
+    let store = fx.new_store();
     let v3 = fx.signed(3);
     ok(airlock(&[
         "bundle",
@@ -770,7 +789,7 @@ fn trust_rotation_rules() {
 #[test]
 fn install_is_the_verified_content_and_idempotent() {
     let fx = Fx::new();
-    let store = fx.path("store");
+    let store = fx.new_store();
     let b = fx.signed(2);
     let out = ok(airlock(&[
         "bundle",
@@ -821,7 +840,7 @@ fn install_is_the_verified_content_and_idempotent() {
 #[test]
 fn killed_mid_import_then_run_again() {
     let fx = Fx::new();
-    let store = fx.path("store");
+    let store = fx.new_store();
     let v2 = fx.signed(2);
     ok(airlock(&[
         "bundle",
@@ -832,7 +851,6 @@ fn killed_mid_import_then_run_again() {
         "--store",
         p(&store),
     ]));
-    let old_state = fs::read(store.join("state.json")).unwrap();
     let v3 = fx.pack(3, 256 << 20);
     fx.sign(&v3, "m1", &[]);
     fx.sign(&v3, "m2", &[]);
@@ -865,8 +883,15 @@ fn killed_mid_import_then_run_again() {
         let staging_had_data = staged_bytes(&store.join(".staging")) > 0;
         let _ = child.kill();
         let status = child.wait().unwrap();
+        // The commit record: version 2 (unchanged; a pending intent for 3
+        // may be recorded and is undone by the next install) or 3.
         let state = fs::read(store.join("state.json")).unwrap();
-        if state == old_state {
+        let state = airlock_formats::state::State::parse(&state).unwrap();
+        let recorded = state
+            .get(airlock_formats::manifest::Kind::Model, "tiny")
+            .unwrap()
+            .version;
+        if recorded == 2 {
             let committed: Vec<u64> = airlock_formats::import::installed(&store)
                 .unwrap()
                 .into_iter()
@@ -881,7 +906,7 @@ fn killed_mid_import_then_run_again() {
                 killed_mid_copy += 1;
             }
         } else {
-            assert!(String::from_utf8_lossy(&state).contains("\"version\": 3"));
+            assert_eq!(recorded, 3);
             ok(fx.verify(&store.join("model/tiny/3")));
             completed = true;
             let _ = status;
@@ -917,4 +942,314 @@ fn staged_bytes(dir: &Path) -> u64 {
             }
         })
         .sum()
+}
+
+/// Exit 1, one reason line; returns stdout.
+fn refused_with_stdout(out: Output, reason: &str) -> String {
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    refused(out, reason);
+    stdout
+}
+
+/// Co-signing is not blind: `sign` hashes every payload first and shows
+/// what it signs; a payload swapped for other bytes of the same size is
+/// refused with the file named and nothing is written.
+#[test]
+fn sign_checks_every_payload_and_shows_what_is_signed() {
+    let fx = Fx::new();
+    let b = fx.pack(2, 1000);
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    let out = ok(airlock(&["bundle", "sign", p(&b), "--key", p(&fx.key("m1"))]));
+    assert!(
+        out.contains("signing model tiny version 2 (payloads OK)"),
+        "{out}"
+    );
+    for f in m["files"].as_array().unwrap() {
+        let line = format!(
+            "{:>14}  {}  {}",
+            f["size"].as_u64().unwrap(),
+            f["sha256"].as_str().unwrap(),
+            f["path"].as_str().unwrap()
+        );
+        assert!(out.contains(&line), "{line:?} not in {out}");
+    }
+    // The insider's swap: same size, other bytes.
+    let f = b.join("model.gguf");
+    fs::write(&f, vec![0x55u8; 1000]).unwrap();
+    refused(
+        airlock(&["bundle", "sign", p(&b), "--key", p(&fx.key("m2"))]),
+        "payload model.gguf: SHA-256 mismatch (manifest ",
+    );
+    assert!(!b.join("manifest.json.m2.minisig").exists());
+}
+
+/// `verify` hashes the payloads even below the threshold and says how many
+/// signatures are missing; exit 1 unless --allow-missing-signatures.
+#[test]
+fn verify_checks_payloads_while_signatures_are_missing() {
+    let fx = Fx::new();
+    let b = fx.pack(2, 1000);
+    fx.sign(&b, "m1", &[]);
+    let missing = "payloads OK; signatures: 1 of 2 required for role models (missing 1)";
+    let out = refused_with_stdout(
+        fx.verify(&b),
+        "below threshold: 1 of 2 required models signatures (signed by m1)",
+    );
+    assert!(out.contains(missing), "{out}");
+    assert!(
+        out.contains("payloads OK, signatures missing: model tiny version 2"),
+        "{out}"
+    );
+    let cosign = ["bundle", "verify", p(&b), "--trust", p(&fx.trust), "--allow-missing-signatures"];
+    let out = ok(airlock(&cosign));
+    assert!(out.contains(missing), "{out}");
+    // Payloads are checked in this mode too.
+    let f = b.join("chat.jinja");
+    let mut d = fs::read(&f).unwrap();
+    d[0] ^= 1;
+    fs::write(&f, d).unwrap();
+    refused(airlock(&cosign), "payload chat.jinja: SHA-256 mismatch");
+    // With the threshold met, the flag changes nothing.
+    d = fs::read(&f).unwrap();
+    d[0] ^= 1;
+    fs::write(&f, d).unwrap();
+    fx.sign(&b, "m2", &[]);
+    let out = ok(airlock(&cosign));
+    assert!(out.contains("bundle OK: model tiny version 2"), "{out}");
+    assert!(!out.contains("payloads OK;"), "{out}");
+}
+
+/// A junk signature file and a well-formed signature under a trusted key
+/// id over other bytes do not veto a 2-of-3 bundle: they are named with
+/// their reason, by verify and by install, and not copied into the store.
+#[test]
+fn bad_signature_files_are_reported_not_fatal() {
+    let fx = Fx::new();
+    let b = fx.signed(2);
+    fs::write(b.join("manifest.json.x.minisig"), b"junk\n").unwrap();
+    let other = fx.path("other.txt");
+    fs::write(&other, b"other bytes").unwrap();
+    ok(minisign(
+        &[
+            "-S",
+            "-s",
+            p(&fx.key("m3")),
+            "-m",
+            p(&other),
+            "-x",
+            p(&b.join("manifest.json.m3.minisig")),
+        ],
+        None,
+    ));
+    let want = [
+        "ignored     manifest.json.m3.minisig: signature by key \"m3\" does not verify: signature does not verify (data changed or wrong key)",
+        "ignored     manifest.json.x.minisig: signature: first line does not start with `untrusted comment: `",
+    ];
+    let out = ok(fx.verify(&b));
+    assert!(out.contains("bundle OK: model tiny version 2"), "{out}");
+    for w in want {
+        assert!(out.contains(w), "{w:?} not in {out}");
+    }
+    let store = fx.new_store();
+    let out = ok(fx.install(&b, &store));
+    assert!(
+        out.contains("ignored signature manifest.json.x.minisig: ")
+            && out.contains("ignored signature manifest.json.m3.minisig: "),
+        "{out}"
+    );
+    let installed = store.join("model/tiny/2");
+    assert!(installed.join("manifest.json.m1.minisig").exists());
+    assert!(!installed.join("manifest.json.x.minisig").exists());
+    assert!(!installed.join("manifest.json.m3.minisig").exists());
+}
+
+/// Stores are created and recovered explicitly; an install into a store
+/// without its state is refused with the reason and changes nothing.
+#[test]
+fn store_without_state_is_refused_then_recovered_explicitly() {
+    let fx = Fx::new();
+    let v3 = fx.signed(3);
+    // No store: refused, nothing created.
+    let absent = fx.path("absent");
+    refused(
+        fx.install(&v3, &absent),
+        &format!("store {} has no state.json (anti-rollback state missing): refused", absent.display()),
+    );
+    assert!(!absent.exists());
+    let store = fx.new_store();
+    ok(fx.install(&v3, &store));
+    fs::remove_file(store.join("state.json")).unwrap();
+    let v2 = fx.signed(2);
+    refused(fx.install(&v2, &store), "has no state.json (anti-rollback state missing): refused");
+    assert!(store.join("model/tiny/3/model.gguf").exists());
+    assert!(!store.join("model/tiny/2").exists());
+    refused(
+        airlock(&["bundle", "verify", p(&v2), "--trust", p(&fx.trust), "--state", p(&store)]),
+        "has no state.json",
+    );
+    refused(
+        airlock(&["store", "init", p(&store)]),
+        "not empty (holds model); a store that lost its state is recovered, not initialised",
+    );
+    let out = ok(airlock(&["store", "recover", p(&store), "--trust", p(&fx.trust)]));
+    assert!(out.contains("recorded model tiny version 3 (manifest sha256 "), "{out}");
+    assert!(out.contains(": 1 recorded, 0 skipped"), "{out}");
+    refused(
+        fx.install(&v2, &store),
+        "rollback refused: model tiny version 2 is lower than installed version 3",
+    );
+    refused(
+        airlock(&["store", "recover", p(&store), "--trust", p(&fx.trust)]),
+        "it has a state.json; recovery only rebuilds a missing state",
+    );
+}
+
+/// No raw ESC, C1 CSI (U+009B or a raw 0x9b byte) or bidi override reaches
+/// the terminal.
+fn assert_no_raw_controls(what: &str, out: &Output) {
+    for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(!stream.contains(&0x1b), "{what}: raw ESC on {name}");
+        assert!(!stream.contains(&0x9b), "{what}: raw 0x9b / U+009B on {name}");
+        assert!(
+            !stream.windows(3).any(|w| w == "\u{202e}".as_bytes()),
+            "{what}: raw U+202E on {name}"
+        );
+    }
+}
+
+/// For each message kind that shows a name from a stick or a manifest: the
+/// crafted name is created on disk, the real binary runs, the output holds
+/// the escaped form and no raw control.
+#[test]
+fn crafted_names_are_escaped_in_every_message() {
+    use std::os::unix::ffi::OsStrExt;
+    const EVIL: &str = "e\x1b[2K\rbundle OK\u{9b}31m\u{202e}";
+    const SHOWN: &str = "e\\x1b[2K\\x0dbundle OK\\x9b31m\\u{202e}";
+    let fx = Fx::new();
+    let store = fx.new_store();
+    type Setup<'a> = Box<dyn Fn(&Path) -> Output + 'a>;
+    let cases: Vec<(&str, Setup, bool, String)> = vec![
+        (
+            "unlisted file",
+            Box::new(|b: &Path| {
+                fs::write(b.join(EVIL), b"x").unwrap();
+                fx.verify(b)
+            }),
+            false,
+            format!("unlisted file {SHOWN} in bundle"),
+        ),
+        (
+            "ignored signature file (verify)",
+            Box::new(|b: &Path| {
+                fs::write(b.join(format!("manifest.json.{EVIL}.minisig")), b"junk").unwrap();
+                fx.verify(b)
+            }),
+            true,
+            format!("ignored     manifest.json.{SHOWN}.minisig: signature: "),
+        ),
+        (
+            "ignored signature file (install)",
+            Box::new(|b: &Path| {
+                fs::write(b.join(format!("manifest.json.{EVIL}.minisig")), b"junk").unwrap();
+                fx.install(b, &store)
+            }),
+            true,
+            format!("ignored signature manifest.json.{SHOWN}.minisig: signature: "),
+        ),
+        (
+            "symlink",
+            Box::new(|b: &Path| {
+                symlink("/etc/passwd", b.join(EVIL)).unwrap();
+                fx.verify(b)
+            }),
+            false,
+            format!("bundle entry {SHOWN} is a symlink (refused)"),
+        ),
+        (
+            "fifo",
+            Box::new(|b: &Path| {
+                let st = Command::new("mkfifo").arg(b.join(EVIL)).status().unwrap();
+                assert!(st.success());
+                fx.verify(b)
+            }),
+            false,
+            format!("bundle entry {SHOWN} is a FIFO (refused)"),
+        ),
+        (
+            "invalid UTF-8 name",
+            Box::new(|b: &Path| {
+                let name = std::ffi::OsStr::from_bytes(b"bad\xff\x9b\x1b[2J");
+                fs::write(b.join(name), b"x").unwrap();
+                fx.verify(b)
+            }),
+            false,
+            "bundle entry name bad\\xff\\x9b\\x1b[2J is not UTF-8".into(),
+        ),
+        (
+            "manifest description (verify)",
+            Box::new(|b: &Path| {
+                fx.edit_manifest(b, |v| v["description"] = EVIL.into());
+                fx.verify(b)
+            }),
+            true,
+            format!("  description {SHOWN}"),
+        ),
+        (
+            "manifest description (sign)",
+            Box::new(|b: &Path| {
+                fx.edit_manifest(b, |v| v["description"] = EVIL.into());
+                airlock(&["bundle", "sign", p(b), "--key", p(&fx.key("m3"))])
+            }),
+            true,
+            format!("  description {SHOWN}"),
+        ),
+        (
+            "manifest payload path",
+            Box::new(|b: &Path| {
+                fx.edit_manifest(b, |v| v["files"][1]["path"] = EVIL.into());
+                fx.verify(b)
+            }),
+            false,
+            format!("manifest.json: payload path \"{SHOWN}\" refused: control character"),
+        ),
+        (
+            "manifest created",
+            Box::new(|b: &Path| {
+                fx.edit_manifest(b, |v| v["created"] = EVIL.into());
+                fx.verify(b)
+            }),
+            false,
+            format!("manifest.json: created \"{SHOWN}\" is not an RFC 3339 UTC time"),
+        ),
+        (
+            "manifest unknown field name",
+            Box::new(|b: &Path| {
+                fx.edit_manifest(b, |v| v[EVIL] = 1.into());
+                fx.verify(b)
+            }),
+            false,
+            format!("manifest.json: unknown field `{SHOWN}`"),
+        ),
+    ];
+    for (i, (what, run, success, want)) in cases.into_iter().enumerate() {
+        let b = fx.signed(10 + i as u64);
+        let out = run(&b);
+        assert_no_raw_controls(what, &out);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.success(), success, "{what}: {text}");
+        if !success {
+            assert_eq!(out.status.code(), Some(1), "{what}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr).lines().count(),
+                1,
+                "{what}: one reason line"
+            );
+        }
+        assert!(text.contains(&want), "{what}: {want:?} not in {text:?}");
+    }
 }

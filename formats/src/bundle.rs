@@ -9,10 +9,11 @@
 //! `O_NOFOLLOW`, so a symlink swapped in after the scan is not followed.
 
 use crate::manifest::{self, FileEntry, Manifest, ManifestError, MANIFEST_FILE, MAX_MANIFEST_LEN};
-use crate::minisig::{self, MinisigError};
+use crate::escape;
+use crate::minisig;
 use crate::state::{Decision, State, StateError};
 use crate::stream::{self, StreamError};
-use crate::trust::{Approval, NamedSignature, Role, TrustError, TrustFile};
+use crate::trust::{Candidate, Role, Tally, TrustError, TrustFile};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -28,20 +29,22 @@ pub const MAX_SIGNATURES: usize = 64;
 pub const MAX_ENTRIES: usize = manifest::MAX_FILES + MAX_SIGNATURES + 1024;
 
 /// Errors of this module; each names the failing check or operation.
+/// Every name shown comes from a stick or a manifest and is escaped
+/// ([`escape`]) when the error is formatted.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("open bundle directory {path}: {source}")]
-    OpenDir { path: String, source: io::Error },
-    #[error("read directory {path}: {source}")]
+    #[error("open bundle directory {}: {source}", escape::path(path))]
+    OpenDir { path: PathBuf, source: io::Error },
+    #[error("read directory {}: {source}", escape::text(path))]
     ReadDir { path: String, source: io::Error },
-    #[error("stat {path}: {source}")]
+    #[error("stat {}: {source}", escape::text(path))]
     Stat { path: String, source: io::Error },
-    #[error("bundle entry {0} is a symlink (refused)")]
+    #[error("bundle entry {} is a symlink (refused)", escape::text(.0))]
     Symlink(String),
-    #[error("bundle entry {path} is a {what} (refused)")]
+    #[error("bundle entry {} is a {what} (refused)", escape::text(path))]
     Special { path: String, what: &'static str },
-    #[error("bundle entry name {0:?} is not UTF-8")]
-    NameEncoding(String),
+    #[error("bundle entry name {} is not UTF-8", escape::bytes(.0))]
+    NameEncoding(Vec<u8>),
     #[error("bundle has more than {MAX_ENTRIES} entries")]
     TooManyEntries,
     #[error(
@@ -57,31 +60,29 @@ pub enum BundleError {
     Manifest(#[from] ManifestError),
     #[error("bundle has more than {MAX_SIGNATURES} signature files")]
     TooManySignatures,
-    #[error("read {file}: {source}")]
+    #[error("read {}: {source}", escape::text(file))]
     ReadSignature { file: String, source: io::Error },
-    #[error("{file}: {source}")]
-    Signature { file: String, source: MinisigError },
     #[error("{0}")]
     Trust(#[from] TrustError),
-    #[error("unlisted file {0} in bundle (not in manifest.json)")]
+    #[error("unlisted file {} in bundle (not in manifest.json)", escape::text(.0))]
     Unlisted(String),
-    #[error("unlisted directory {0} in bundle (holds no listed payload)")]
+    #[error("unlisted directory {} in bundle (holds no listed payload)", escape::text(.0))]
     UnlistedDir(String),
-    #[error("payload {0} listed in manifest.json is missing")]
+    #[error("payload {} listed in manifest.json is missing", escape::text(.0))]
     Missing(String),
-    #[error("payload {path} is {actual} bytes, manifest.json says {expected}")]
+    #[error("payload {} is {actual} bytes, manifest.json says {expected}", escape::text(path))]
     Size {
         path: String,
         actual: u64,
         expected: u64,
     },
-    #[error("open payload {path}: {source}")]
+    #[error("open payload {}: {source}", escape::text(path))]
     OpenPayload { path: String, source: io::Error },
-    #[error("payload {path} is not a regular file")]
+    #[error("payload {} is not a regular file", escape::text(path))]
     NotRegular { path: String },
-    #[error("payload {path}: {source}")]
+    #[error("payload {}: {source}", escape::text(path))]
     Stream { path: String, source: StreamError },
-    #[error("payload {path}: SHA-256 mismatch (manifest {expected}, read {actual})")]
+    #[error("payload {}: SHA-256 mismatch (manifest {expected}, read {actual})", escape::text(path))]
     HashMismatch {
         path: String,
         expected: String,
@@ -104,8 +105,11 @@ struct Scan {
     entries: usize,
 }
 
-/// A bundle whose manifest and signatures were read once and verified.
-/// Payload bytes are checked as they are streamed ([`Bundle::stream_payload`]).
+/// A bundle whose layout, manifest and listing (names and sizes) were
+/// checked, and whose manifest and signature files were read once into
+/// memory. Signatures are counted with [`Bundle::count_signatures`] (or by
+/// [`open_verified`]); payload bytes are checked as they are streamed
+/// ([`Bundle::stream_payload`]).
 #[derive(Debug)]
 pub struct Bundle {
     root: OwnedFd,
@@ -116,32 +120,21 @@ pub struct Bundle {
     pub manifest_sha256: String,
     /// Signature files (name, bytes) as read.
     pub signatures: Vec<(String, Vec<u8>)>,
-    pub approval: Approval,
 }
 
-/// Opens `path` and checks everything except payload contents: layout,
-/// manifest, signatures against `trust`, listing and sizes.
-pub fn open_verified(path: &Path, trust: &TrustFile) -> Result<Bundle> {
+/// Opens `path` and checks everything except signatures and payload
+/// contents: layout, manifest, listing and sizes. Used by the signing tool
+/// (which then hashes every payload) and by [`open_verified`].
+pub fn open(path: &Path) -> Result<Bundle> {
     let root = open_root(path)?;
     let scan = scan(&root)?;
     let manifest_bytes = read_manifest_at(&root, &scan)?;
     let manifest = Manifest::parse(&manifest_bytes)?;
     let mut signatures = Vec::new();
-    let mut named = Vec::new();
     for file in &scan.signatures {
         let bytes = read_small(&root, file, minisig::MAX_FILE_LEN)?;
-        let sig =
-            minisig::parse_signature_bytes(&bytes).map_err(|source| BundleError::Signature {
-                file: file.clone(),
-                source,
-            })?;
-        named.push(NamedSignature {
-            file: file.clone(),
-            sig,
-        });
         signatures.push((file.clone(), bytes));
     }
-    let approval = trust.approve(Role::for_kind(manifest.kind), &manifest_bytes, &named)?;
     check_listing(&scan, &manifest)?;
     let manifest_sha256 = manifest::manifest_hash(&manifest_bytes);
     Ok(Bundle {
@@ -151,22 +144,39 @@ pub fn open_verified(path: &Path, trust: &TrustFile) -> Result<Bundle> {
         manifest_bytes,
         manifest_sha256,
         signatures,
-        approval,
     })
 }
 
-/// Reads `manifest.json` of an (unsigned or signed) bundle without verifying
-/// signatures, for the signing tool.
-pub fn read_manifest(path: &Path) -> Result<(Vec<u8>, Manifest)> {
-    let root = open_root(path)?;
-    let scan = scan(&root)?;
-    let bytes = read_manifest_at(&root, &scan)?;
-    let m = Manifest::parse(&bytes)?;
-    check_listing(&scan, &m)?;
-    Ok((bytes, m))
+/// [`open`], then counts the signatures against `trust` and requires the
+/// threshold of the role for the bundle's kind. Signatures that do not
+/// count (junk, unknown key, not verifying, wrong role) are listed in the
+/// tally's `ignored`, never fatal on their own.
+pub fn open_verified(path: &Path, trust: &TrustFile) -> Result<(Bundle, Tally)> {
+    let b = open(path)?;
+    let tally = b.count_signatures(trust)?;
+    tally.check()?;
+    Ok((b, tally))
 }
 
 impl Bundle {
+    /// Counts the signatures that verify against `trust` for the role of
+    /// the bundle's kind; does not apply the threshold ([`Tally::check`]).
+    pub fn count_signatures(&self, trust: &TrustFile) -> Result<Tally> {
+        let candidates: Vec<Candidate> = self
+            .signatures
+            .iter()
+            .map(|(file, bytes)| Candidate {
+                file: file.clone(),
+                sig: minisig::parse_signature_bytes(bytes),
+            })
+            .collect();
+        Ok(trust.count(
+            Role::for_kind(self.manifest.kind),
+            &self.manifest_bytes,
+            &candidates,
+        )?)
+    }
+
     /// Anti-rollback check against `state`.
     pub fn check_state(&self, state: &State) -> Result<Decision> {
         let m = &self.manifest;
@@ -267,7 +277,7 @@ fn open_root(path: &Path) -> Result<OwnedFd> {
         Mode::empty(),
     )
     .map_err(|e| BundleError::OpenDir {
-        path: path.display().to_string(),
+        path: path.to_owned(),
         source: e.into(),
     })
 }
@@ -299,7 +309,7 @@ fn scan_dir(dir: &OwnedFd, prefix: &str, depth: usize, s: &mut Scan) -> Result<(
             return Err(BundleError::TooManyEntries);
         }
         let name = std::str::from_utf8(raw)
-            .map_err(|_| BundleError::NameEncoding(String::from_utf8_lossy(raw).into_owned()))?;
+            .map_err(|_| BundleError::NameEncoding(name_bytes(prefix, raw)))?;
         names.push(name.to_owned());
     }
     names.sort();
@@ -338,7 +348,7 @@ fn scan_dir(dir: &OwnedFd, prefix: &str, depth: usize, s: &mut Scan) -> Result<(
                     Mode::empty(),
                 )
                 .map_err(|e| BundleError::OpenDir {
-                    path: rel.clone(),
+                    path: PathBuf::from(&rel),
                     source: e.into(),
                 })?;
                 s.dirs.insert(rel.clone());
@@ -358,6 +368,17 @@ fn scan_dir(dir: &OwnedFd, prefix: &str, depth: usize, s: &mut Scan) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The raw bytes of `prefix/raw` (for a name that is not UTF-8).
+fn name_bytes(prefix: &str, raw: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(prefix.len() + 1 + raw.len());
+    if !prefix.is_empty() {
+        v.extend_from_slice(prefix.as_bytes());
+        v.push(b'/');
+    }
+    v.extend_from_slice(raw);
+    v
 }
 
 /// `manifest.json.SIGNER.minisig` at the top level.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// A filesystem operation that failed, with the path it failed on.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {}: {source}", path.display())]
+#[error("{op} {}: {source}", crate::escape::path(path))]
 pub struct FsError {
     pub op: &'static str,
     pub path: PathBuf,

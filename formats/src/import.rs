@@ -8,24 +8,29 @@
 //! STORE/.staging/                      in-progress imports only
 //! STORE/<kind>/<name>/<version>/       manifest.json, *.minisig, payload files
 //! ```
-//! Steps: lock; recover (remove leftover staging and version directories
-//! that the state does not cover); verify manifest + signatures (read once,
-//! into memory); anti-rollback check; write manifest and signatures from
-//! memory into a staging directory; stream each payload once (read → SHA-256
-//! → staging file), compare size and hash, fsync; fsync the staging
-//! directories; rename the staging directory to its version directory;
+//! Steps: refuse a store without `state.json` (see [`crate::store`] for
+//! creating or recovering one); lock; clean up (remove leftover staging and
+//! the version directory of an interrupted import, recorded as a
+//! non-deferred pending intent in the state); verify manifest + signatures
+//! (read once, into memory); anti-rollback check; write manifest and
+//! counted signatures from memory into a staging directory; stream each
+//! payload once (read → SHA-256 → staging file), compare size and hash,
+//! fsync; fsync the staging directories; record the intent (pending) in
+//! `state.json`; rename the staging directory to its version directory;
 //! fsync; record the version in `state.json` (atomic replace). The state
-//! write is the commit: until it lands, the new version directory is
-//! "uncommitted" and the next import removes it. On any error the staging
-//! directory is removed and the state is untouched.
+//! write is the commit. On any error the staging directory is removed and
+//! the state is untouched. No import deletes a version directory the state
+//! does not mention: only its own recorded intents are undone, so a
+//! deferred system version and anything the state does not know survive.
 
 use crate::bundle::{self, BundleError};
+use crate::escape;
 use crate::fsutil::{sync_dir, FsError};
 use crate::manifest::Kind;
-use crate::state::{Decision, State, StateError};
-use crate::trust::TrustFile;
-use rustix::fs::FlockOperation;
-use std::fs::{self, File, OpenOptions};
+use crate::state::{Decision, Pending, State, StateError, STATE_FILE};
+use crate::store::{self, StoreError};
+use crate::trust::{Ignored, TrustFile};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -33,17 +38,21 @@ use std::path::{Path, PathBuf};
 /// Directory of in-progress imports inside the store.
 pub const STAGING_DIR: &str = ".staging";
 /// Lock file inside the store.
-pub const LOCK_FILE: &str = ".lock";
+pub const LOCK_FILE: &str = store::LOCK_FILE;
 
 /// Errors of this module; each names the failing step.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("prepare store: {0}")]
-    Store(FsError),
-    #[error("store {0} is locked by another import")]
-    Locked(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
     #[error("recover store: {0}")]
     Recover(FsError),
+    #[error("commit {kind} {name} version {version}: no such deferred import is pending")]
+    NotPending {
+        kind: Kind,
+        name: String,
+        version: u64,
+    },
     #[error("{0}")]
     State(#[from] StateError),
     #[error("{0}")]
@@ -89,16 +98,19 @@ pub struct ImportReport {
     pub version: u64,
     pub manifest_sha256: String,
     pub signers: Vec<String>,
+    /// Signature files not counted, with the reason (names escaped when shown).
+    pub ignored: Vec<Ignored>,
     pub decision: Decision,
     /// Payload bytes copied (0 when already installed).
     pub bytes: u64,
     pub destination: PathBuf,
     pub already_installed: bool,
-    /// Leftovers of interrupted imports removed before this one.
+    /// Leftovers of interrupted imports removed before this one (escaped paths).
     pub recovered: Vec<String>,
 }
 
-/// Imports the bundle at `src` into `store` (created if missing).
+/// Imports the bundle at `src` into `store`, which must have its
+/// `state.json` ([`store::init`] creates a new store).
 pub fn import(
     src: &Path,
     store: &Path,
@@ -106,12 +118,19 @@ pub fn import(
     commit: Commit,
     progress: &mut dyn Progress,
 ) -> Result<ImportReport> {
-    fs::create_dir_all(store).map_err(|e| ImportError::Store(FsError::new("create", store, e)))?;
-    let _lock = lock(store)?;
+    // Before anything is created (not even the lock file): a store without
+    // its state is refused.
+    if !store.join(STATE_FILE).is_file() {
+        return Err(StateError::Missing {
+            path: escape::path(store),
+        }
+        .into());
+    }
+    let _lock = store::lock(store)?;
     let mut state = State::load(store)?;
-    let recovered = recover(store, &state)?;
+    let recovered = recover(store, &mut state)?;
 
-    let b = bundle::open_verified(src, trust)?;
+    let (b, tally) = bundle::open_verified(src, trust)?;
     let decision = b.check_state(&state)?;
     let m = &b.manifest;
     let kind_dir = store.join(m.kind.as_str());
@@ -122,7 +141,8 @@ pub fn import(
         name: m.name.clone(),
         version: m.version,
         manifest_sha256: b.manifest_sha256.clone(),
-        signers: b.approval.signers.clone(),
+        signers: tally.signers.clone(),
+        ignored: tally.ignored.clone(),
         decision,
         bytes: 0,
         destination: dest.clone(),
@@ -153,8 +173,11 @@ pub fn import(
         &b.manifest_bytes,
     )
     .map_err(stage)?;
+    // Only the signatures that counted are kept in the store.
     for (name, bytes) in &b.signatures {
-        write_new(&guard.path, name, bytes).map_err(stage)?;
+        if tally.counted_files.contains(name) {
+            write_new(&guard.path, name, bytes).map_err(stage)?;
+        }
     }
     let mut dirs = vec![guard.path.clone()];
     progress.start(m.total_size());
@@ -165,23 +188,45 @@ pub fn import(
         sync_dir(d).map_err(stage)?;
     }
 
+    // Record the intent first: if this process dies after the rename, the
+    // next import knows the directory is its own uncommitted leftover.
+    state.add_pending(Pending {
+        kind: m.kind,
+        name: m.name.clone(),
+        version: m.version,
+        manifest_sha256: b.manifest_sha256.clone(),
+        deferred: commit == Commit::Deferred,
+    });
+    state.save(store)?;
+
     // Move into place. A same-version directory (damaged copy, uncommitted
     // leftover) is moved aside first; it is not the committed content.
     let c = |e| ImportError::Commit(e);
     create_dir_synced(&kind_dir, store).map_err(c)?;
     create_dir_synced(&name_dir, &kind_dir).map_err(c)?;
-    if dest.exists() {
-        let aside = staging_root.join(format!("replaced-{}-{}-{}", m.kind, m.name, m.version));
-        let _ = fs::remove_dir_all(&aside);
-        fs::rename(&dest, &aside).map_err(|e| c(FsError::new("move aside", &dest, e)))?;
+    let moved = (|| {
+        if dest.exists() {
+            let aside =
+                staging_root.join(format!("replaced-{}-{}-{}", m.kind, m.name, m.version));
+            let _ = fs::remove_dir_all(&aside);
+            fs::rename(&dest, &aside).map_err(|e| FsError::new("move aside", &dest, e))?;
+        }
+        fs::rename(&guard.path, &dest).map_err(|e| FsError::new("rename into place", &dest, e))
+    })();
+    if let Err(e) = moved {
+        // Nothing moved into place: withdraw the intent (best effort; the
+        // next import would withdraw it otherwise).
+        state.remove_pending(m.kind, &m.name, m.version);
+        let _ = state.save(store);
+        return Err(c(e));
     }
-    fs::rename(&guard.path, &dest).map_err(|e| c(FsError::new("rename into place", &dest, e)))?;
     guard.disarm();
     sync_dir(&name_dir).map_err(c)?;
     sync_dir(&staging_root).map_err(c)?;
 
     if commit == Commit::Now {
         state.record(m.kind, &m.name, m.version, &b.manifest_sha256);
+        state.remove_pending(m.kind, &m.name, m.version);
         state.save(store)?;
     }
     // Anything moved aside is garbage now; `.staging` goes when empty.
@@ -192,6 +237,30 @@ pub fn import(
         let _ = sync_dir(store);
     }
     Ok(report)
+}
+
+/// Commits a version imported with [`Commit::Deferred`] (after the new
+/// system booted and passed its health check): the anti-rollback check is
+/// applied again, then the version is recorded in `state.json`.
+pub fn commit_deferred(store: &Path, kind: Kind, name: &str, version: u64) -> Result<()> {
+    let _lock = store::lock(store)?;
+    let mut state = State::load(store)?;
+    let not_pending = || ImportError::NotPending {
+        kind,
+        name: name.to_owned(),
+        version,
+    };
+    let p = state
+        .pending
+        .iter()
+        .find(|p| p.kind == kind && p.name == name && p.version == version && p.deferred)
+        .cloned()
+        .ok_or_else(not_pending)?;
+    state.check(kind, name, version, &p.manifest_sha256)?;
+    state.record(kind, name, version, &p.manifest_sha256);
+    state.remove_pending(kind, name, version);
+    state.save(store)?;
+    Ok(())
 }
 
 /// Lists committed versions: (kind, name, version, dir) for each version
@@ -253,29 +322,12 @@ fn copy_payloads(
     Ok(total)
 }
 
-/// Takes the store lock (non-blocking: a second import is refused).
-fn lock(store: &Path) -> Result<File> {
-    let p = store.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&p)
-        .map_err(|e| ImportError::Store(FsError::new("open lock", &p, e)))?;
-    match rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(f),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(ImportError::Locked(store.display().to_string())),
-        Err(e) => Err(ImportError::Store(FsError::new("lock", &p, e.into()))),
-    }
-}
-
 /// Removes leftovers of interrupted imports: everything under `.staging/`,
-/// and version directories the state does not cover (newer than the
-/// recorded version, or of a (kind, name) never recorded). Returns what
-/// was removed.
-fn recover(store: &Path, state: &State) -> Result<Vec<String>> {
+/// and the version directory of each non-deferred pending intent that the
+/// committed record does not cover (the import died between its rename and
+/// its commit). Never removes a version directory the state does not
+/// mention, nor a deferred one. Returns what was removed (escaped paths).
+fn recover(store: &Path, state: &mut State) -> Result<Vec<String>> {
     let rec = |op, p: &Path, e| ImportError::Recover(FsError::new(op, p, e));
     let mut removed = Vec::new();
     let staging = store.join(STAGING_DIR);
@@ -285,7 +337,7 @@ fn recover(store: &Path, state: &State) -> Result<Vec<String>> {
                 let e = e.map_err(|e| rec("read", &staging, e))?;
                 let p = e.path();
                 remove_any(&p).map_err(|e| rec("remove", &p, e))?;
-                removed.push(p.display().to_string());
+                removed.push(escape::path(&p));
             }
             if !removed.is_empty() {
                 sync_dir(&staging).map_err(ImportError::Recover)?;
@@ -298,39 +350,28 @@ fn recover(store: &Path, state: &State) -> Result<Vec<String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(rec("read", &staging, e)),
     }
-    for kind in [Kind::Model, Kind::System] {
-        let kind_dir = store.join(kind.as_str());
-        let Ok(names) = fs::read_dir(&kind_dir) else {
-            continue;
-        };
-        for n in names.flatten() {
-            let Some(name) = n.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let recorded = state.get(kind, &name).map(|e| e.version);
-            let Ok(versions) = fs::read_dir(n.path()) else {
-                continue;
-            };
-            let mut changed = false;
-            for v in versions.flatten() {
-                let Some(ver) = v.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
-                    continue;
-                };
-                if recorded.is_none_or(|r| ver > r) {
-                    let p = v.path();
-                    // Move out of sight first (atomic), then delete.
-                    let aside = staging.join(format!("uncommitted-{kind}-{name}-{ver}"));
-                    fs::create_dir_all(&staging).map_err(|e| rec("create", &staging, e))?;
-                    fs::rename(&p, &aside).map_err(|e| rec("move aside", &p, e))?;
-                    remove_any(&aside).map_err(|e| rec("remove", &aside, e))?;
-                    removed.push(p.display().to_string());
-                    changed = true;
-                }
-            }
-            if changed {
-                sync_dir(&n.path()).map_err(ImportError::Recover)?;
+    let interrupted: Vec<Pending> = state.pending.iter().filter(|p| !p.deferred).cloned().collect();
+    for p in &interrupted {
+        if !state.covers(p.kind, &p.name, p.version) {
+            let name_dir = store.join(p.kind.as_str()).join(&p.name);
+            let dir = name_dir.join(p.version.to_string());
+            if fs::symlink_metadata(&dir).is_ok() {
+                // Move out of sight first (atomic), then delete.
+                let aside = staging.join(format!("uncommitted-{}-{}-{}", p.kind, p.name, p.version));
+                fs::create_dir_all(&staging).map_err(|e| rec("create", &staging, e))?;
+                fs::rename(&dir, &aside).map_err(|e| rec("move aside", &dir, e))?;
+                sync_dir(&name_dir).map_err(ImportError::Recover)?;
+                remove_any(&aside).map_err(|e| rec("remove", &aside, e))?;
+                removed.push(escape::path(&dir));
             }
         }
+        state.remove_pending(p.kind, &p.name, p.version);
+    }
+    if !interrupted.is_empty() {
+        state.save(store)?;
+    }
+    if fs::remove_dir(&staging).is_ok() {
+        sync_dir(store).map_err(ImportError::Recover)?;
     }
     Ok(removed)
 }

@@ -10,6 +10,7 @@
 //! - [`bundle`]: bundle directory scan and verification
 //! - [`stream`]: read-once hash+copy pipeline
 //! - [`import`]: streaming import into the store
+//! - [`store`]: explicit store creation and state recovery
 //! - [`fsutil`]: atomic file replace, directory fsync
 //! - [`escape`]: untrusted text made safe for a terminal
 
@@ -22,5 +23,6 @@ pub mod minisig;
 pub mod pack;
 pub mod protocol;
 pub mod state;
+pub mod store;
 pub mod stream;
 pub mod trust;

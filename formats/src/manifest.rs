@@ -32,15 +32,15 @@ pub const MAX_DESCRIPTION_LEN: usize = 4096;
 pub enum ManifestError {
     #[error("manifest.json is larger than 1 MiB ({0} bytes)")]
     TooLarge(usize),
-    #[error("manifest.json: {0}")]
+    #[error("manifest.json: {}", crate::escape::text(.0))]
     Json(String),
-    #[error("manifest.json: schema {0:?} is not {SCHEMA:?}")]
+    #[error("manifest.json: schema \"{}\" is not {SCHEMA:?}", crate::escape::text(.0))]
     Schema(String),
-    #[error("manifest.json: invalid bundle name {0:?} (1-64 of a-z 0-9 . _ -, starting with a letter or digit)")]
+    #[error("manifest.json: invalid bundle name \"{}\" (1-64 of a-z 0-9 . _ -, starting with a letter or digit)", crate::escape::text(.0))]
     Name(String),
     #[error("manifest.json: version 0 is not allowed")]
     VersionZero,
-    #[error("manifest.json: created {0:?} is not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)")]
+    #[error("manifest.json: created \"{}\" is not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)", crate::escape::text(.0))]
     Created(String),
     #[error("manifest.json: description longer than {MAX_DESCRIPTION_LEN} bytes")]
     Description,
@@ -48,23 +48,23 @@ pub enum ManifestError {
     NoFiles,
     #[error("manifest.json: more than {MAX_FILES} payload files")]
     TooManyFiles,
-    #[error("manifest.json: payload path {path:?} refused: {why}")]
+    #[error("manifest.json: payload path \"{}\" refused: {why}", crate::escape::text(path))]
     Path { path: String, why: &'static str },
-    #[error("manifest.json: duplicate payload path {0:?}")]
+    #[error("manifest.json: duplicate payload path \"{}\"", crate::escape::text(.0))]
     DuplicatePath(String),
-    #[error("manifest.json: payload {path:?} sha256 is not 64 lower-case hex digits")]
+    #[error("manifest.json: payload \"{}\" sha256 is not 64 lower-case hex digits", crate::escape::text(path))]
     Sha256 { path: String },
     #[error("manifest.json: kind is {kind} but the `{kind}` section is missing")]
     MissingSection { kind: Kind },
     #[error("manifest.json: kind is {kind} but a `{other}` section is present")]
     ForeignSection { kind: Kind, other: &'static str },
-    #[error("manifest.json: {field} names {path:?}, which is not a listed payload file")]
+    #[error("manifest.json: {field} names \"{}\", which is not a listed payload file", crate::escape::text(path))]
     SectionFile { field: &'static str, path: String },
     #[error("manifest.json: model.context_length must be at least 1")]
     ContextLength,
     #[error("manifest.json: model.architecture must be 1-64 printable ASCII characters")]
     Architecture,
-    #[error("manifest.json: path {0:?} is a prefix directory of another payload")]
+    #[error("manifest.json: path \"{}\" is a prefix directory of another payload", crate::escape::text(.0))]
     PathPrefix(String),
 }
 

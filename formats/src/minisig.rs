@@ -75,15 +75,15 @@ pub enum MinisigError {
         len: usize,
         expected: usize,
     },
-    #[error("{what}: unsupported algorithm {alg:?}")]
+    #[error("{what}: unsupported algorithm \"{}\"", crate::escape::text(alg))]
     Algorithm { what: &'static str, alg: String },
     #[error("legacy `Ed` signature (not prehashed) refused; sign with prehashing (minisign 0.11 default, or -H)")]
     LegacySignature,
     #[error("public key: not a valid Ed25519 point")]
     PublicKeyPoint,
-    #[error("secret key: unsupported key derivation {0:?}")]
+    #[error("secret key: unsupported key derivation \"{}\"", crate::escape::text(.0))]
     Kdf(String),
-    #[error("secret key: unsupported checksum algorithm {0:?}")]
+    #[error("secret key: unsupported checksum algorithm \"{}\"", crate::escape::text(.0))]
     ChecksumAlgorithm(String),
     #[error(
         "secret key: scrypt parameters out of range (opslimit {opslimit}, memlimit {memlimit})"

@@ -24,9 +24,11 @@ pub enum StateError {
         path: String,
         source: std::io::Error,
     },
+    #[error("store {path} has no {STATE_FILE} (anti-rollback state missing): refused; a new store is initialised, a store that lost its state is recovered, each explicitly")]
+    Missing { path: String },
     #[error("state file {0} is larger than 16 MiB")]
     TooLarge(String),
-    #[error("state file {path}: {msg}")]
+    #[error("state file {path}: {}", crate::escape::text(msg))]
     Parse { path: String, msg: String },
     #[error("rollback refused: {kind} {name} version {version} is lower than installed version {installed}")]
     Rollback {
@@ -60,12 +62,31 @@ pub struct Entry {
     pub manifest_sha256: String,
 }
 
+/// A version directory moved into place but not (yet) committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pending {
+    pub kind: Kind,
+    pub name: String,
+    pub version: u64,
+    pub manifest_sha256: String,
+    /// `true`: left for the caller to commit (a system bundle waiting for
+    /// its boot and health check), kept by later imports. `false`: the
+    /// intent of an import in progress; if still present at the next
+    /// import, that import was interrupted and its directory is removed.
+    pub deferred: bool,
+}
+
 /// The whole state file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     pub schema: String,
     pub entries: Vec<Entry>,
+    /// Version directories in place but not committed (absent when empty,
+    /// so older state files parse unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Pending>,
 }
 
 impl Default for State {
@@ -73,6 +94,7 @@ impl Default for State {
         Self {
             schema: SCHEMA.into(),
             entries: Vec::new(),
+            pending: Vec::new(),
         }
     }
 }
@@ -89,13 +111,20 @@ pub enum Decision {
 }
 
 impl State {
-    /// Loads `dir/state.json`; a missing file is the empty state.
+    /// Loads `dir/state.json`. A missing file is an error, never the empty
+    /// state: an empty state would accept any version (rollback) and let
+    /// the next import treat every installed version as unknown. A new
+    /// store gets its empty state from [`crate::store::init`].
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(STATE_FILE);
-        let shown = path.display().to_string();
+        let shown = crate::escape::path(&path);
         let f = match std::fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::Missing {
+                    path: crate::escape::path(dir),
+                })
+            }
             Err(source) => {
                 return Err(StateError::Read {
                     path: shown,
@@ -127,6 +156,16 @@ impl State {
             validate_name(&e.name).map_err(|e| e.to_string())?;
             if !seen.insert((e.kind, e.name.as_str())) {
                 return Err(format!("{} {} recorded twice", e.kind, e.name));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &s.pending {
+            validate_name(&p.name).map_err(|e| e.to_string())?;
+            if !seen.insert((p.kind, p.name.as_str(), p.version)) {
+                return Err(format!(
+                    "{} {} version {} pending twice",
+                    p.kind, p.name, p.version
+                ));
             }
         }
         Ok(s)
@@ -187,6 +226,29 @@ impl State {
             .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     }
 
+    /// Adds (or replaces) the pending record of (kind, name, version).
+    pub fn add_pending(&mut self, p: Pending) {
+        self.remove_pending(p.kind, &p.name, p.version);
+        self.pending.push(p);
+        self.pending
+            .sort_by(|a, b| (a.kind, &a.name, a.version).cmp(&(b.kind, &b.name, b.version)));
+    }
+
+    /// Removes the pending record of (kind, name, version); returns it.
+    pub fn remove_pending(&mut self, kind: Kind, name: &str, version: u64) -> Option<Pending> {
+        let i = self
+            .pending
+            .iter()
+            .position(|p| p.kind == kind && p.name == name && p.version == version)?;
+        Some(self.pending.remove(i))
+    }
+
+    /// Whether (kind, name, version) is covered by the committed record
+    /// (at or below the recorded version).
+    pub fn covers(&self, kind: Kind, name: &str, version: u64) -> bool {
+        self.get(kind, name).is_some_and(|e| version <= e.version)
+    }
+
     /// Writes `dir/state.json` atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let mut bytes =
@@ -230,7 +292,14 @@ mod tests {
     #[test]
     fn save_load_atomic() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(State::load(d.path()).unwrap(), State::default());
+        let e = State::load(d.path()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "store {} has no state.json (anti-rollback state missing): refused; a new store is initialised, a store that lost its state is recovered, each explicitly",
+                d.path().display()
+            )
+        );
         let mut s = State::default();
         s.record(Kind::System, "airlock", 2, "cc");
         s.record(Kind::Model, "m", 1, "aa");

@@ -6,6 +6,7 @@
 //! threshold of the old root keys and a threshold of the new root keys
 //! (TUF's root rotation rule).
 
+use crate::escape;
 use crate::manifest::Kind;
 use crate::minisig::{MinisigError, PublicKey, SignatureFile};
 use serde::{Deserialize, Serialize};
@@ -74,7 +75,7 @@ impl std::str::FromStr for Role {
 pub enum TrustError {
     #[error("trust file is larger than {MAX_TRUST_LEN} bytes")]
     TooLarge,
-    #[error("trust file: {0}")]
+    #[error("trust file: {}", escape::text(.0))]
     Json(String),
     #[error("trust file: schema {0:?} is not {SCHEMA:?}")]
     Schema(String),
@@ -100,24 +101,20 @@ pub enum TrustError {
     },
     #[error("trust file: no root key")]
     NoRoot,
-    #[error("{file}: signature by key {key:?} does not verify: {source}")]
-    BadSignature {
-        file: String,
-        key: String,
-        source: MinisigError,
-    },
-    #[error("{file}: signed by key {key:?}, which does not hold role {role}")]
+    #[error("{}: signed by key {key:?}, which does not hold role {role}", escape::text(file))]
     WrongRole {
         file: String,
         key: String,
         role: Role,
     },
-    #[error("below threshold: {have} of {need} required {role} signatures ({signers})")]
+    #[error("below threshold: {have} of {need} required {role} signatures ({signers}{ignored})")]
     BelowThreshold {
         role: Role,
         have: usize,
         need: u32,
         signers: String,
+        /// `; ignored FILE: REASON` per ignored signature (names escaped).
+        ignored: String,
     },
     #[error("trust rotation refused: new version {new} is not old version {old} + 1")]
     RotationVersion { old: u64, new: u64 },
@@ -153,21 +150,84 @@ pub struct TrustFile {
     pub thresholds: BTreeMap<Role, u32>,
 }
 
-/// A signature file read from disk, with its file name for messages.
-#[derive(Clone, Debug)]
-pub struct NamedSignature {
+/// A signature file read from disk, with its file name for messages: the
+/// parsed signature, or why it could not be parsed (then it is ignored).
+#[derive(Debug)]
+pub struct Candidate {
     pub file: String,
-    pub sig: SignatureFile,
+    pub sig: std::result::Result<SignatureFile, MinisigError>,
 }
 
-/// Outcome of a successful threshold check.
+/// A signature that was not counted, and why (one line, shown to officers).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Approval {
+pub struct Ignored {
+    pub file: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Ignored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The file name comes from a stick: escaped.
+        write!(f, "{}: {}", escape::text(&self.file), self.reason)
+    }
+}
+
+/// Outcome of counting signatures for one role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tally {
     pub role: Role,
-    /// Names of the distinct keys holding `role` whose signatures verified.
+    /// The role's threshold.
+    pub need: u32,
+    /// Names of the distinct keys holding `role` whose signatures verified (sorted).
     pub signers: Vec<String>,
-    /// Signature files whose key id is not in the trust file (not counted).
-    pub ignored: Vec<String>,
+    /// The signature file counted for each signer (same order as `signers`).
+    pub counted_files: Vec<String>,
+    /// Signature files not counted, with the reason: unparsable, key not in
+    /// the trust file, does not verify, signer lacks the role, duplicate key.
+    pub ignored: Vec<Ignored>,
+    /// (file, key) of verified signatures by keys lacking the role.
+    pub wrong_role: Vec<(String, String)>,
+}
+
+impl Tally {
+    /// Whether the threshold is met.
+    pub fn met(&self) -> bool {
+        self.signers.len() >= self.need as usize
+    }
+
+    /// Signatures still needed (0 when met).
+    pub fn missing(&self) -> usize {
+        (self.need as usize).saturating_sub(self.signers.len())
+    }
+
+    /// The threshold rule: enough distinct keys of the role verified.
+    pub fn check(&self) -> Result<()> {
+        if self.met() {
+            return Ok(());
+        }
+        if let Some((file, key)) = self.wrong_role.first() {
+            return Err(TrustError::WrongRole {
+                file: file.clone(),
+                key: key.clone(),
+                role: self.role,
+            });
+        }
+        Err(TrustError::BelowThreshold {
+            role: self.role,
+            have: self.signers.len(),
+            need: self.need,
+            signers: if self.signers.is_empty() {
+                "no valid signature by a trusted key".into()
+            } else {
+                format!("signed by {}", self.signers.join(", "))
+            },
+            ignored: self
+                .ignored
+                .iter()
+                .map(|i| format!("; ignored {i}"))
+                .collect(),
+        })
+    }
 }
 
 impl TrustFile {
@@ -272,27 +332,41 @@ impl TrustFile {
         Ok(())
     }
 
-    /// Counts distinct keys of `role` that signed `data`; succeeds when the
-    /// role's threshold is met. A signature whose key id belongs to a trusted
-    /// key but does not verify is an error (data or signature tampered).
-    pub fn approve(&self, role: Role, data: &[u8], sigs: &[NamedSignature]) -> Result<Approval> {
+    /// Counts distinct keys of `role` that verifiably signed `data`; never
+    /// fails on one bad signature: those are listed in
+    /// [`Tally::ignored`] with their reason. [`Tally::check`] then applies
+    /// the threshold.
+    pub fn count(&self, role: Role, data: &[u8], sigs: &[Candidate]) -> Result<Tally> {
         let keys = self.public_keys()?;
-        let mut with_role: BTreeMap<[u8; 32], String> = BTreeMap::new();
-        let mut without_role: Vec<(String, String)> = Vec::new();
+        let mut with_role: BTreeMap<[u8; 32], (String, String)> = BTreeMap::new();
+        let mut wrong_role: Vec<(String, String)> = Vec::new();
         let mut ignored = Vec::new();
-        for s in sigs {
+        for c in sigs {
+            let s = match &c.sig {
+                Ok(s) => s,
+                Err(e) => {
+                    ignored.push(Ignored {
+                        file: c.file.clone(),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
             let candidates: Vec<_> = keys
                 .iter()
-                .filter(|(_, pk)| pk.key_id == s.sig.key_id)
+                .filter(|(_, pk)| pk.key_id == s.key_id)
                 .collect();
             if candidates.is_empty() {
-                ignored.push(s.file.clone());
+                ignored.push(Ignored {
+                    file: c.file.clone(),
+                    reason: format!("key id {} is not in the trust file", s.key_id),
+                });
                 continue;
             }
             let mut last_err = None;
             let mut signer = None;
             for (entry, pk) in &candidates {
-                match pk.verify(&s.sig, data) {
+                match pk.verify(s, data) {
                     Ok(()) => {
                         signer = Some((*entry, pk));
                         break;
@@ -301,53 +375,58 @@ impl TrustFile {
                 }
             }
             match (signer, last_err) {
-                (Some((entry, pk)), _) => {
-                    if entry.roles.contains(&role) {
-                        with_role.insert(pk.key_bytes(), entry.name.clone());
+                (Some((entry, pk)), _) if entry.roles.contains(&role) => {
+                    // The same key under two file names counts once (first file kept).
+                    if with_role.contains_key(&pk.key_bytes()) {
+                        ignored.push(Ignored {
+                            file: c.file.clone(),
+                            reason: format!("key {:?} is already counted", entry.name),
+                        });
                     } else {
-                        without_role.push((s.file.clone(), entry.name.clone()));
+                        with_role.insert(pk.key_bytes(), (entry.name.clone(), c.file.clone()));
                     }
                 }
-                (None, Some((key, source))) => {
-                    return Err(TrustError::BadSignature {
-                        file: s.file.clone(),
-                        key,
-                        source,
-                    })
+                (Some((entry, _)), _) => {
+                    ignored.push(Ignored {
+                        file: c.file.clone(),
+                        reason: format!("key {:?} does not hold role {role}", entry.name),
+                    });
+                    wrong_role.push((c.file.clone(), entry.name.clone()));
                 }
-                (None, None) => ignored.push(s.file.clone()),
+                (None, Some((key, source))) => ignored.push(Ignored {
+                    file: c.file.clone(),
+                    reason: format!("signature by key {key:?} does not verify: {source}"),
+                }),
+                (None, None) => ignored.push(Ignored {
+                    file: c.file.clone(),
+                    reason: "no trusted key to check it".into(),
+                }),
             }
         }
-        let need = self.threshold(role);
-        if with_role.len() >= need as usize {
-            let mut signers: Vec<String> = with_role.into_values().collect();
-            signers.sort();
-            return Ok(Approval {
-                role,
-                signers,
-                ignored,
-            });
-        }
-        if let Some((file, key)) = without_role.into_iter().next() {
-            return Err(TrustError::WrongRole { file, key, role });
-        }
-        let names: Vec<String> = with_role.into_values().collect();
-        Err(TrustError::BelowThreshold {
+        let mut signers: Vec<(String, String)> = with_role.into_values().collect();
+        signers.sort();
+        Ok(Tally {
             role,
-            have: names.len(),
-            need,
-            signers: if names.is_empty() {
-                "no valid signature by a trusted key".into()
-            } else {
-                format!("signed by {}", names.join(", "))
-            },
+            need: self.threshold(role),
+            signers: signers.iter().map(|(n, _)| n.clone()).collect(),
+            counted_files: signers.into_iter().map(|(_, f)| f).collect(),
+            ignored,
+            wrong_role,
         })
+    }
+
+    /// [`TrustFile::count`] then [`Tally::check`]: succeeds only when the
+    /// role's threshold is met.
+    pub fn approve(&self, role: Role, data: &[u8], sigs: &[Candidate]) -> Result<Tally> {
+        let t = self.count(role, data, sigs)?;
+        t.check()?;
+        Ok(t)
     }
 
     /// TUF-style rotation: `new_bytes` (signed by `sigs`) replaces `self`
     /// when its version is exactly `self.version + 1` and both the old and
     /// the new root thresholds signed those exact bytes.
-    pub fn accept_rotation(&self, new_bytes: &[u8], sigs: &[NamedSignature]) -> Result<TrustFile> {
+    pub fn accept_rotation(&self, new_bytes: &[u8], sigs: &[Candidate]) -> Result<TrustFile> {
         let new = TrustFile::parse(new_bytes)?;
         if Some(new.version) != self.version.checked_add(1) {
             return Err(TrustError::RotationVersion {
@@ -416,10 +495,10 @@ mod tests {
         (0..n).map(|_| SecretKey::generate().unwrap()).collect()
     }
 
-    fn sign(k: &SecretKey, name: &str, data: &[u8]) -> NamedSignature {
-        NamedSignature {
+    fn sign(k: &SecretKey, name: &str, data: &[u8]) -> Candidate {
+        Candidate {
             file: format!("x.{name}.minisig"),
-            sig: k.sign(data, "c").unwrap(),
+            sig: Ok(k.sign(data, "c").unwrap()),
         }
     }
 
@@ -469,60 +548,116 @@ mod tests {
         );
     }
 
+    /// One bad signature never vetoes: each case lists the signatures, the
+    /// expected refusal (None = accepted with signers m0, m1) and the
+    /// ignored (file, reason) pairs.
     #[test]
-    fn key_id_collision_does_not_count() {
+    fn bad_signatures_are_ignored_not_fatal() {
         let r = keys(1);
-        let m = keys(2);
+        let m = keys(3);
         let tf = trust(&r, 1, &m, 2);
-        let data = b"d";
-        // An attacker key reusing m1's key id: verification fails → hard error.
+        let data = b"manifest";
         let mut evil = SecretKey::generate().unwrap();
-        evil.key_id = m[1].key_id;
-        let e = tf
-            .approve(
-                Role::Models,
-                data,
-                &[sign(&m[0], "a", data), sign(&evil, "b", data)],
-            )
-            .unwrap_err();
-        assert!(matches!(e, TrustError::BadSignature { .. }), "{e}");
-    }
-
-    #[test]
-    fn wrong_role_refused() {
-        let r = keys(1);
-        let m = keys(1);
-        let tf = trust(&r, 1, &m, 1);
-        let data = b"d";
-        let e = tf
-            .approve(Role::Models, data, &[sign(&r[0], "root0", data)])
-            .unwrap_err();
-        assert!(e.to_string().contains("does not hold role models"), "{e}");
-    }
-
-    #[test]
-    fn unknown_signer_ignored() {
-        let r = keys(1);
-        let m = keys(1);
-        let tf = trust(&r, 1, &m, 1);
+        evil.key_id = m[2].key_id;
         let stranger = SecretKey::generate().unwrap();
-        let data = b"d";
-        let e = tf
-            .approve(Role::Models, data, &[sign(&stranger, "s", data)])
-            .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("no valid signature by a trusted key"),
-            "{e}"
+        let junk = || Candidate {
+            file: "x.junk.minisig".into(),
+            sig: crate::minisig::parse_signature_bytes(b"junk\x1b[2K"),
+        };
+        let no_verify = "signature by key \"m2\" does not verify: signature does not verify (data changed or wrong key)";
+        let good = || vec![sign(&m[0], "a", data), sign(&m[1], "b", data)];
+        let with = |extra: Candidate| {
+            let mut v = good();
+            v.push(extra);
+            v
+        };
+        let cases: Vec<(&str, Vec<Candidate>, Option<String>, Vec<(&str, String)>)> = vec![
+            (
+                "junk file",
+                with(junk()),
+                None,
+                vec![(
+                    "x.junk.minisig",
+                    "signature: first line does not start with `untrusted comment: `".into(),
+                )],
+            ),
+            (
+                "trusted key id, other key",
+                with(sign(&evil, "c", data)),
+                None,
+                vec![("x.c.minisig", no_verify.into())],
+            ),
+            (
+                "trusted key over other bytes",
+                with(sign(&m[2], "c", b"other bytes")),
+                None,
+                vec![("x.c.minisig", no_verify.into())],
+            ),
+            (
+                "stranger",
+                with(sign(&stranger, "s", data)),
+                None,
+                vec![(
+                    "x.s.minisig",
+                    format!("key id {} is not in the trust file", stranger.key_id),
+                )],
+            ),
+            (
+                "signer without the role",
+                with(sign(&r[0], "r", data)),
+                None,
+                vec![("x.r.minisig", "key \"root0\" does not hold role models".into())],
+            ),
+            (
+                "below threshold lists the ignored",
+                vec![sign(&m[0], "a", data), sign(&m[2], "c", b"other bytes")],
+                Some(format!(
+                    "below threshold: 1 of 2 required models signatures (signed by m0; ignored x.c.minisig: {no_verify})"
+                )),
+                vec![("x.c.minisig", no_verify.into())],
+            ),
+            (
+                "same key twice counts once",
+                vec![sign(&m[0], "a", data), sign(&m[0], "b", data)],
+                Some(
+                    "below threshold: 1 of 2 required models signatures (signed by m0; ignored x.b.minisig: key \"m0\" is already counted)"
+                        .into(),
+                ),
+                vec![("x.b.minisig", "key \"m0\" is already counted".into())],
+            ),
+        ];
+        for (what, sigs, refusal, ignored) in cases {
+            let t = tf.count(Role::Models, data, &sigs).unwrap();
+            let got: Vec<(&str, String)> = t
+                .ignored
+                .iter()
+                .map(|i| (i.file.as_str(), i.reason.clone()))
+                .collect();
+            assert_eq!(got, ignored, "{what}: ignored");
+            match refusal {
+                None => {
+                    t.check().unwrap();
+                    assert_eq!(t.signers, vec!["m0", "m1"], "{what}");
+                    assert_eq!(t.counted_files, vec!["x.a.minisig", "x.b.minisig"], "{what}");
+                }
+                Some(reason) => {
+                    assert_eq!(t.check().unwrap_err().to_string(), reason, "{what}");
+                    assert_eq!(t.missing(), 1, "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ignored_file_names_are_escaped() {
+        let i = Ignored {
+            file: "manifest.json.\u{1b}[2Kok\u{9b}\u{202e}.minisig".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(
+            i.to_string(),
+            "manifest.json.\\x1b[2Kok\\x9b\\u{202e}.minisig: r"
         );
-        let ok = tf
-            .approve(
-                Role::Models,
-                data,
-                &[sign(&stranger, "s", data), sign(&m[0], "m", data)],
-            )
-            .unwrap();
-        assert_eq!(ok.ignored, vec!["x.s.minisig"]);
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! Fault tests of the streaming import: the source changes or vanishes
 //! mid-copy, the disk fills up, leftovers of a crash. After each failure the
-//! store is byte-for-byte as before and no staging is left. Needs root
-//! (tmpfs and loop mounts), as CI runs.
+//! store is byte-for-byte as before and no staging is left. Also the
+//! store's life cycle: a store without its state is refused, stores are
+//! initialised and recovered explicitly, and no import deletes versions the
+//! state does not list. Needs root (tmpfs and loop mounts), as CI runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use airlock_formats::import::{self, Commit, ImportError, Progress};
-use airlock_formats::manifest::MANIFEST_FILE;
+use airlock_formats::manifest::{Kind, MANIFEST_FILE};
+use airlock_formats::state::{Pending, State};
+use airlock_formats::store;
 use airlock_formats::minisig::SecretKey;
 use airlock_formats::pack::{self, Input, PackSpec, Section};
 use airlock_formats::trust::{Role, TrustFile};
@@ -19,17 +23,26 @@ use std::process::Command;
 
 struct Keys {
     models: SecretKey,
+    system: SecretKey,
     trust: TrustFile,
 }
 
 fn keys() -> Keys {
     let root = SecretKey::generate().unwrap();
     let models = SecretKey::generate().unwrap();
+    let system = SecretKey::generate().unwrap();
     let mut trust = TrustFile::new(vec![("root".into(), root.public_key())], 1).unwrap();
     trust
         .add_key("models", &models.public_key(), Role::Models)
         .unwrap();
-    Keys { models, trust }
+    trust
+        .add_key("system", &system.public_key(), Role::System)
+        .unwrap();
+    Keys {
+        models,
+        system,
+        trust,
+    }
 }
 
 /// Writes a deterministic payload of `len` bytes.
@@ -70,6 +83,28 @@ fn bundle(k: &Keys, src_file: &Path, out: &Path, version: u64) {
     pack::pack(&spec, out, &mut |_| {}).unwrap();
     let bytes = fs::read(out.join(MANIFEST_FILE)).unwrap();
     pack::write_signature(out, MANIFEST_FILE, "models", &k.models, &bytes, "t").unwrap();
+}
+
+/// Packs and signs a system bundle `airlock` version `version` in `dir`.
+fn system_bundle(k: &Keys, dir: &Path, version: u64) -> PathBuf {
+    let src = dir.join(format!("airlock-{version}.efi"));
+    payload(&src, 64 << 10, version as u8);
+    let out = dir.join(format!("airlock_{version}.airlock"));
+    let spec = PackSpec {
+        name: "airlock".into(),
+        version,
+        description: String::new(),
+        created: Some("2026-11-22T00:00:00Z".into()),
+        inputs: vec![Input {
+            path: "airlock.efi".into(),
+            source: src,
+        }],
+        section: Section::System { uki: None },
+    };
+    pack::pack(&spec, &out, &mut |_| {}).unwrap();
+    let bytes = fs::read(out.join(MANIFEST_FILE)).unwrap();
+    pack::write_signature(&out, MANIFEST_FILE, "system", &k.system, &bytes, "t").unwrap();
+    out
 }
 
 /// Every path below `store` (except the lock file) with the SHA-256 of files.
@@ -155,6 +190,7 @@ fn setup(v2_len: usize) -> Setup {
     payload(&src1, 1 << 20, 1);
     let v1 = dir.path().join("tiny_1.airlock");
     bundle(&k, &src1, &v1, 1);
+    store::init(&store).unwrap();
     import::import(&v1, &store, &k.trust, Commit::Now, &mut import::NoProgress).unwrap();
     let src2 = dir.path().join("m2.gguf");
     payload(&src2, v2_len, 2);
@@ -276,6 +312,7 @@ fn disk_full_on_store() {
     payload(&src1, 1 << 20, 1);
     let v1 = dir.path().join("tiny_1.airlock");
     bundle(&k, &src1, &v1, 1);
+    store::init(&store).unwrap();
     import::import(&v1, &store, &k.trust, Commit::Now, &mut import::NoProgress).unwrap();
     let before = snapshot(&store);
     let src2 = dir.path().join("m2.gguf");
@@ -326,7 +363,8 @@ fn stick_pulled_mid_copy_gives_eio() {
     sh("umount", &[mnt.to_str().unwrap()]);
     sh("blockdev", &["--flushbufs", &dev]);
     sh("mount", &["-o", "ro", &dev, mnt.to_str().unwrap()]);
-    let before = snapshot_or_empty(&store);
+    store::init(&store).unwrap();
+    let before = snapshot(&store);
     let img2 = img.clone();
     let dev2 = dev.clone();
     let mut h = hook(1, move || {
@@ -345,31 +383,36 @@ fn stick_pulled_mid_copy_gives_eio() {
             && e.to_string().contains("read source: Input/output error"),
         "{e}"
     );
-    assert_eq!(snapshot_or_empty(&store), before);
+    assert_eq!(snapshot(&store), before);
     assert!(staging_empty(&store));
     drop(m);
-}
-
-fn snapshot_or_empty(store: &Path) -> BTreeMap<String, String> {
-    if store.exists() {
-        snapshot(store)
-    } else {
-        BTreeMap::new()
-    }
 }
 
 #[test]
 fn crash_leftovers_removed_by_next_import() {
     let s = setup(1 << 20);
-    let before = snapshot(&s.store);
-    // A crash left a staging directory and an uncommitted version directory
-    // (renamed into place, state not yet written).
+    // A crash left a staging directory, and an uncommitted version directory
+    // renamed into place with its intent recorded but not committed.
     let stale = s.store.join(import::STAGING_DIR).join("model-tiny-2-999");
     fs::create_dir_all(&stale).unwrap();
     fs::write(stale.join("model.gguf"), b"partial").unwrap();
     let uncommitted = s.store.join("model/tiny/7");
     fs::create_dir_all(&uncommitted).unwrap();
     fs::write(uncommitted.join("manifest.json"), b"{}").unwrap();
+    let mut state = State::load(&s.store).unwrap();
+    state.add_pending(Pending {
+        kind: Kind::Model,
+        name: "tiny".into(),
+        version: 7,
+        manifest_sha256: "00".repeat(32),
+        deferred: false,
+    });
+    state.save(&s.store).unwrap();
+    // A directory the state does not mention at all is not the import's to delete.
+    let unknown = s.store.join("model/other/3");
+    fs::create_dir_all(&unknown).unwrap();
+    fs::write(unknown.join("manifest.json"), b"{}").unwrap();
+    let before = snapshot(&s.store);
     let committed: Vec<_> = import::installed(&s.store)
         .unwrap()
         .into_iter()
@@ -386,6 +429,7 @@ fn crash_leftovers_removed_by_next_import() {
     .unwrap();
     assert_eq!(r.recovered.len(), 2, "{:?}", r.recovered);
     assert!(!uncommitted.exists());
+    assert!(unknown.join("manifest.json").exists(), "unknown directory kept");
     assert!(staging_empty(&s.store));
     let after = snapshot(&s.store);
     let old: Vec<_> = before
@@ -402,6 +446,166 @@ fn crash_leftovers_removed_by_next_import() {
         .map(|x| x.2)
         .collect();
     assert_eq!(committed, vec![1, 2]);
+    assert!(State::load(&s.store).unwrap().pending.is_empty());
+}
+
+const MISSING_STATE: &str = "has no state.json (anti-rollback state missing): refused; a new store is initialised, a store that lost its state is recovered, each explicitly";
+
+#[test]
+fn missing_state_refuses_import_and_changes_nothing() {
+    let s = setup(1 << 20);
+    fs::remove_file(s.store.join("state.json")).unwrap();
+    let before = snapshot(&s.store);
+    let e = import::import(
+        &s.v2,
+        &s.store,
+        &s.k.trust,
+        Commit::Now,
+        &mut import::NoProgress,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("store {} {MISSING_STATE}", s.store.display())
+    );
+    assert_eq!(snapshot(&s.store), before, "nothing changed on disk");
+    assert!(s.store.join("model/tiny/1/model.gguf").exists());
+    let e = import::installed(&s.store).unwrap_err();
+    assert!(e.to_string().ends_with(MISSING_STATE), "{e}");
+}
+
+#[test]
+fn fresh_store_must_be_initialised_explicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let src = dir.path().join("m.gguf");
+    payload(&src, 4096, 1);
+    let b = dir.path().join("tiny_1.airlock");
+    bundle(&k, &src, &b, 1);
+    let store = dir.path().join("store");
+    let import = |store: &Path| {
+        import::import(&b, store, &k.trust, Commit::Now, &mut import::NoProgress)
+    };
+    // Absent directory: refused, not created.
+    let e = import(&store).unwrap_err();
+    assert!(e.to_string().ends_with(MISSING_STATE), "{e}");
+    assert!(!store.exists());
+    // Empty directory: refused, left empty.
+    fs::create_dir(&store).unwrap();
+    let e = import(&store).unwrap_err();
+    assert!(e.to_string().ends_with(MISSING_STATE), "{e}");
+    assert_eq!(fs::read_dir(&store).unwrap().count(), 0);
+    store::init(&store).unwrap();
+    import(&store).unwrap();
+    // Init refuses an initialised store and a non-empty directory (a store
+    // that lost its state must be recovered, not re-initialised).
+    let cases: &[(&str, &dyn Fn(), String)] = &[
+        (
+            "initialised",
+            &|| {},
+            format!(
+                "init store {}: already initialised (it has a state.json)",
+                store.display()
+            ),
+        ),
+        (
+            "lost its state",
+            &|| fs::remove_file(store.join("state.json")).unwrap(),
+            format!(
+                "init store {}: not empty (holds model); a store that lost its state is recovered, not initialised",
+                store.display()
+            ),
+        ),
+    ];
+    for (what, prepare, want) in cases {
+        prepare();
+        let e = store::init(&store).unwrap_err();
+        assert_eq!(e.to_string(), *want, "{what}");
+    }
+}
+
+#[test]
+fn deferred_system_version_survives_model_import_until_committed() {
+    let s = setup(1 << 20);
+    let sys = system_bundle(&s.k, s._dir.path(), 5);
+    import::import(
+        &sys,
+        &s.store,
+        &s.k.trust,
+        Commit::Deferred,
+        &mut import::NoProgress,
+    )
+    .unwrap();
+    let deferred = s.store.join("system/airlock/5");
+    assert!(deferred.join("airlock.efi").exists());
+    let r = import::import(
+        &s.v2,
+        &s.store,
+        &s.k.trust,
+        Commit::Now,
+        &mut import::NoProgress,
+    )
+    .unwrap();
+    assert!(r.recovered.is_empty(), "{:?}", r.recovered);
+    assert!(deferred.join("airlock.efi").exists(), "deferred version kept");
+    let installed = |store: &Path| -> Vec<(Kind, u64)> {
+        import::installed(store)
+            .unwrap()
+            .into_iter()
+            .map(|x| (x.0, x.2))
+            .collect()
+    };
+    assert_eq!(
+        installed(&s.store),
+        vec![(Kind::Model, 1), (Kind::Model, 2)],
+        "not committed yet"
+    );
+    import::commit_deferred(&s.store, Kind::System, "airlock", 5).unwrap();
+    assert_eq!(
+        installed(&s.store),
+        vec![(Kind::Model, 1), (Kind::Model, 2), (Kind::System, 5)]
+    );
+    let e = import::commit_deferred(&s.store, Kind::System, "airlock", 5).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "commit system airlock version 5: no such deferred import is pending"
+    );
+}
+
+#[test]
+fn recover_rebuilds_state_only_when_asked() {
+    let s = setup(1 << 20);
+    import::import(
+        &s.v2,
+        &s.store,
+        &s.k.trust,
+        Commit::Now,
+        &mut import::NoProgress,
+    )
+    .unwrap();
+    let state = fs::read(s.store.join("state.json")).unwrap();
+    let e = store::recover(&s.store, &s.k.trust).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "recover store {}: it has a state.json; recovery only rebuilds a missing state",
+            s.store.display()
+        )
+    );
+    fs::remove_file(s.store.join("state.json")).unwrap();
+    // A tampered version directory is skipped (reported), never deleted.
+    let bad = s.store.join("model/tiny/9");
+    fs::create_dir_all(&bad).unwrap();
+    fs::write(bad.join("manifest.json"), b"{}").unwrap();
+    let r = store::recover(&s.store, &s.k.trust).unwrap();
+    let recorded: Vec<_> = r.recorded.iter().map(|x| (x.0, x.1.as_str(), x.2)).collect();
+    assert_eq!(recorded, vec![(Kind::Model, "tiny", 2)]);
+    assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
+    assert_eq!(r.skipped[0].0, bad);
+    assert!(r.skipped[0].1.starts_with("manifest.json: "), "{:?}", r.skipped);
+    assert!(bad.exists());
+    // Same record as before the loss.
+    assert_eq!(fs::read(s.store.join("state.json")).unwrap(), state);
 }
 
 #[test]
