@@ -1,10 +1,10 @@
 //! `airlock bundle pack|sign|verify|install`.
 
-use airlock_formats::escape;
 use crate::keys::{self, KeyError};
 use crate::progress::{Bar, ImportBar};
 use crate::BundleCmd;
 use airlock_formats::bundle::{self, BundleError};
+use airlock_formats::escape;
 use airlock_formats::import::{self, Commit, ImportError};
 use airlock_formats::manifest::{Kind, MANIFEST_FILE};
 use airlock_formats::pack::{self, Input, PackError, PackSignError, PackSpec, Section};

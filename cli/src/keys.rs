@@ -1,7 +1,7 @@
 //! `airlock key ...` and key-file loading shared by the other commands.
 
-use airlock_formats::escape;
 use crate::{KeyCmd, PassArgs};
+use airlock_formats::escape;
 use airlock_formats::minisig::{MinisigError, Protection, PublicKey, SecretKey};
 use std::io::IsTerminal;
 use std::path::Path;

@@ -1,9 +1,9 @@
 //! `airlock trust init|add-key|set-threshold|bump|sign|verify`.
 
-use airlock_formats::escape;
 use crate::bundle_cmd::{load_trust, BundleCmdError};
 use crate::keys::{self, KeyError};
 use crate::TrustCmd;
+use airlock_formats::escape;
 use airlock_formats::fsutil::{write_atomic, FsError};
 use airlock_formats::minisig;
 use airlock_formats::pack::{self, PackSignError};
@@ -98,7 +98,10 @@ pub fn run(cmd: TrustCmd) -> std::result::Result<(), String> {
             let mut t = load_trust(&file)?;
             t.set_threshold(role, threshold)?;
             save(&file, &t)?;
-            println!("{}: threshold of {role} is now {threshold}", escape::path(&file));
+            println!(
+                "{}: threshold of {role} is now {threshold}",
+                escape::path(&file)
+            );
             Ok(())
         })(),
         TrustCmd::Bump { file } => (|| {

@@ -960,7 +960,13 @@ fn sign_checks_every_payload_and_shows_what_is_signed() {
     let b = fx.pack(2, 1000);
     let m: serde_json::Value =
         serde_json::from_slice(&fs::read(b.join("manifest.json")).unwrap()).unwrap();
-    let out = ok(airlock(&["bundle", "sign", p(&b), "--key", p(&fx.key("m1"))]));
+    let out = ok(airlock(&[
+        "bundle",
+        "sign",
+        p(&b),
+        "--key",
+        p(&fx.key("m1")),
+    ]));
     assert!(
         out.contains("signing model tiny version 2 (payloads OK)"),
         "{out}"
@@ -1001,7 +1007,14 @@ fn verify_checks_payloads_while_signatures_are_missing() {
         out.contains("payloads OK, signatures missing: model tiny version 2"),
         "{out}"
     );
-    let cosign = ["bundle", "verify", p(&b), "--trust", p(&fx.trust), "--allow-missing-signatures"];
+    let cosign = [
+        "bundle",
+        "verify",
+        p(&b),
+        "--trust",
+        p(&fx.trust),
+        "--allow-missing-signatures",
+    ];
     let out = ok(airlock(&cosign));
     assert!(out.contains(missing), "{out}");
     // Payloads are checked in this mode too.
@@ -1074,26 +1087,49 @@ fn store_without_state_is_refused_then_recovered_explicitly() {
     let absent = fx.path("absent");
     refused(
         fx.install(&v3, &absent),
-        &format!("store {} has no state.json (anti-rollback state missing): refused", absent.display()),
+        &format!(
+            "store {} has no state.json (anti-rollback state missing): refused",
+            absent.display()
+        ),
     );
     assert!(!absent.exists());
     let store = fx.new_store();
     ok(fx.install(&v3, &store));
     fs::remove_file(store.join("state.json")).unwrap();
     let v2 = fx.signed(2);
-    refused(fx.install(&v2, &store), "has no state.json (anti-rollback state missing): refused");
+    refused(
+        fx.install(&v2, &store),
+        "has no state.json (anti-rollback state missing): refused",
+    );
     assert!(store.join("model/tiny/3/model.gguf").exists());
     assert!(!store.join("model/tiny/2").exists());
     refused(
-        airlock(&["bundle", "verify", p(&v2), "--trust", p(&fx.trust), "--state", p(&store)]),
+        airlock(&[
+            "bundle",
+            "verify",
+            p(&v2),
+            "--trust",
+            p(&fx.trust),
+            "--state",
+            p(&store),
+        ]),
         "has no state.json",
     );
     refused(
         airlock(&["store", "init", p(&store)]),
         "not empty (holds model); a store that lost its state is recovered, not initialised",
     );
-    let out = ok(airlock(&["store", "recover", p(&store), "--trust", p(&fx.trust)]));
-    assert!(out.contains("recorded model tiny version 3 (manifest sha256 "), "{out}");
+    let out = ok(airlock(&[
+        "store",
+        "recover",
+        p(&store),
+        "--trust",
+        p(&fx.trust),
+    ]));
+    assert!(
+        out.contains("recorded model tiny version 3 (manifest sha256 "),
+        "{out}"
+    );
     assert!(out.contains(": 1 recorded, 0 skipped"), "{out}");
     refused(
         fx.install(&v2, &store),
@@ -1110,7 +1146,10 @@ fn store_without_state_is_refused_then_recovered_explicitly() {
 fn assert_no_raw_controls(what: &str, out: &Output) {
     for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
         assert!(!stream.contains(&0x1b), "{what}: raw ESC on {name}");
-        assert!(!stream.contains(&0x9b), "{what}: raw 0x9b / U+009B on {name}");
+        assert!(
+            !stream.contains(&0x9b),
+            "{what}: raw 0x9b / U+009B on {name}"
+        );
         assert!(
             !stream.windows(3).any(|w| w == "\u{202e}".as_bytes()),
             "{what}: raw U+202E on {name}"

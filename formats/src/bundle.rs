@@ -8,8 +8,8 @@
 //! bundle directory is opened relative to its directory fd with
 //! `O_NOFOLLOW`, so a symlink swapped in after the scan is not followed.
 
-use crate::manifest::{self, FileEntry, Manifest, ManifestError, MANIFEST_FILE, MAX_MANIFEST_LEN};
 use crate::escape;
+use crate::manifest::{self, FileEntry, Manifest, ManifestError, MANIFEST_FILE, MAX_MANIFEST_LEN};
 use crate::minisig;
 use crate::state::{Decision, State, StateError};
 use crate::stream::{self, StreamError};
@@ -70,7 +70,10 @@ pub enum BundleError {
     UnlistedDir(String),
     #[error("payload {} listed in manifest.json is missing", escape::text(.0))]
     Missing(String),
-    #[error("payload {} is {actual} bytes, manifest.json says {expected}", escape::text(path))]
+    #[error(
+        "payload {} is {actual} bytes, manifest.json says {expected}",
+        escape::text(path)
+    )]
     Size {
         path: String,
         actual: u64,
@@ -82,7 +85,10 @@ pub enum BundleError {
     NotRegular { path: String },
     #[error("payload {}: {source}", escape::text(path))]
     Stream { path: String, source: StreamError },
-    #[error("payload {}: SHA-256 mismatch (manifest {expected}, read {actual})", escape::text(path))]
+    #[error(
+        "payload {}: SHA-256 mismatch (manifest {expected}, read {actual})",
+        escape::text(path)
+    )]
     HashMismatch {
         path: String,
         expected: String,
@@ -450,4 +456,97 @@ fn check_listing(scan: &Scan, m: &Manifest) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error that shows a name from a stick escapes it when
+    /// formatted (the appliance console prints these as they are).
+    #[test]
+    fn names_in_errors_are_escaped() {
+        const EVIL: &str = "e\x1b[2K\rOK\u{9b}31m\u{202e}";
+        const SHOWN: &str = "e\\x1b[2K\\x0dOK\\x9b31m\\u{202e}";
+        let io = || io::Error::from(io::ErrorKind::NotFound);
+        let cases: Vec<(BundleError, String)> = vec![
+            (
+                BundleError::Symlink(EVIL.into()),
+                format!("bundle entry {SHOWN} is a symlink (refused)"),
+            ),
+            (
+                BundleError::Special {
+                    path: EVIL.into(),
+                    what: "FIFO",
+                },
+                format!("bundle entry {SHOWN} is a FIFO (refused)"),
+            ),
+            (
+                BundleError::NameEncoding(b"d/bad\xff\x9b\x1b".to_vec()),
+                "bundle entry name d/bad\\xff\\x9b\\x1b is not UTF-8".into(),
+            ),
+            (
+                BundleError::Unlisted(EVIL.into()),
+                format!("unlisted file {SHOWN} in bundle (not in manifest.json)"),
+            ),
+            (
+                BundleError::UnlistedDir(EVIL.into()),
+                format!("unlisted directory {SHOWN} in bundle (holds no listed payload)"),
+            ),
+            (
+                BundleError::Missing(EVIL.into()),
+                format!("payload {SHOWN} listed in manifest.json is missing"),
+            ),
+            (
+                BundleError::Size {
+                    path: EVIL.into(),
+                    actual: 1,
+                    expected: 2,
+                },
+                format!("payload {SHOWN} is 1 bytes, manifest.json says 2"),
+            ),
+            (
+                BundleError::OpenDir {
+                    path: PathBuf::from(EVIL),
+                    source: io(),
+                },
+                format!("open bundle directory {SHOWN}: entity not found"),
+            ),
+            (
+                BundleError::Stat {
+                    path: EVIL.into(),
+                    source: io(),
+                },
+                format!("stat {SHOWN}: entity not found"),
+            ),
+            (
+                BundleError::ReadSignature {
+                    file: EVIL.into(),
+                    source: io(),
+                },
+                format!("read {SHOWN}: entity not found"),
+            ),
+            (
+                BundleError::NotRegular { path: EVIL.into() },
+                format!("payload {SHOWN} is not a regular file"),
+            ),
+            (
+                BundleError::HashMismatch {
+                    path: EVIL.into(),
+                    expected: "aa".into(),
+                    actual: "bb".into(),
+                },
+                format!("payload {SHOWN}: SHA-256 mismatch (manifest aa, read bb)"),
+            ),
+            (
+                ManifestError::Json(format!("unknown field `{EVIL}`")).into(),
+                format!("manifest.json: unknown field `{SHOWN}`"),
+            ),
+        ];
+        for (e, want) in cases {
+            let shown = e.to_string();
+            assert_eq!(shown, want);
+            assert!(escape::first_unsafe(&shown).is_none(), "{shown:?}");
+        }
+    }
 }

@@ -206,8 +206,7 @@ pub fn import(
     create_dir_synced(&name_dir, &kind_dir).map_err(c)?;
     let moved = (|| {
         if dest.exists() {
-            let aside =
-                staging_root.join(format!("replaced-{}-{}-{}", m.kind, m.name, m.version));
+            let aside = staging_root.join(format!("replaced-{}-{}-{}", m.kind, m.name, m.version));
             let _ = fs::remove_dir_all(&aside);
             fs::rename(&dest, &aside).map_err(|e| FsError::new("move aside", &dest, e))?;
         }
@@ -350,14 +349,20 @@ fn recover(store: &Path, state: &mut State) -> Result<Vec<String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(rec("read", &staging, e)),
     }
-    let interrupted: Vec<Pending> = state.pending.iter().filter(|p| !p.deferred).cloned().collect();
+    let interrupted: Vec<Pending> = state
+        .pending
+        .iter()
+        .filter(|p| !p.deferred)
+        .cloned()
+        .collect();
     for p in &interrupted {
         if !state.covers(p.kind, &p.name, p.version) {
             let name_dir = store.join(p.kind.as_str()).join(&p.name);
             let dir = name_dir.join(p.version.to_string());
             if fs::symlink_metadata(&dir).is_ok() {
                 // Move out of sight first (atomic), then delete.
-                let aside = staging.join(format!("uncommitted-{}-{}-{}", p.kind, p.name, p.version));
+                let aside =
+                    staging.join(format!("uncommitted-{}-{}-{}", p.kind, p.name, p.version));
                 fs::create_dir_all(&staging).map_err(|e| rec("create", &staging, e))?;
                 fs::rename(&dir, &aside).map_err(|e| rec("move aside", &dir, e))?;
                 sync_dir(&name_dir).map_err(ImportError::Recover)?;

@@ -48,17 +48,26 @@ pub enum ManifestError {
     NoFiles,
     #[error("manifest.json: more than {MAX_FILES} payload files")]
     TooManyFiles,
-    #[error("manifest.json: payload path \"{}\" refused: {why}", crate::escape::text(path))]
+    #[error(
+        "manifest.json: payload path \"{}\" refused: {why}",
+        crate::escape::text(path)
+    )]
     Path { path: String, why: &'static str },
     #[error("manifest.json: duplicate payload path \"{}\"", crate::escape::text(.0))]
     DuplicatePath(String),
-    #[error("manifest.json: payload \"{}\" sha256 is not 64 lower-case hex digits", crate::escape::text(path))]
+    #[error(
+        "manifest.json: payload \"{}\" sha256 is not 64 lower-case hex digits",
+        crate::escape::text(path)
+    )]
     Sha256 { path: String },
     #[error("manifest.json: kind is {kind} but the `{kind}` section is missing")]
     MissingSection { kind: Kind },
     #[error("manifest.json: kind is {kind} but a `{other}` section is present")]
     ForeignSection { kind: Kind, other: &'static str },
-    #[error("manifest.json: {field} names \"{}\", which is not a listed payload file", crate::escape::text(path))]
+    #[error(
+        "manifest.json: {field} names \"{}\", which is not a listed payload file",
+        crate::escape::text(path)
+    )]
     SectionFile { field: &'static str, path: String },
     #[error("manifest.json: model.context_length must be at least 1")]
     ContextLength,

@@ -95,7 +95,7 @@ pub fn pack(spec: &PackSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Resul
     }
     manifest::validate_name(&spec.name)?;
     if out.exists() {
-        return Err(PackError::Exists(out.display().to_string()));
+        return Err(PackError::Exists(crate::escape::path(&out)));
     }
     fs::create_dir_all(out).map_err(|e| FsError::new("create", out, e))?;
     let r = pack_into(spec, out, progress);
@@ -113,7 +113,7 @@ fn pack_into(spec: &PackSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Resu
             .metadata()
             .map_err(|e| FsError::new("stat", &i.source, e))?;
         if !meta.is_file() {
-            return Err(PackError::NotRegular(i.source.display().to_string()));
+            return Err(PackError::NotRegular(crate::escape::path(&i.source)));
         }
         let dst = out.join(&i.path);
         if let Some(parent) = dst.parent() {
@@ -128,7 +128,7 @@ fn pack_into(spec: &PackSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Resu
         let digest =
             stream::stream(&mut src, meta.len(), Some(&mut sink), progress).map_err(|source| {
                 PackError::Stream {
-                    path: i.source.display().to_string(),
+                    path: crate::escape::path(&i.source),
                     source,
                 }
             })?;

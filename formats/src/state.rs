@@ -149,7 +149,7 @@ impl State {
     pub fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
         let s: State = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if s.schema != SCHEMA {
-            return Err(format!("schema {:?} is not {SCHEMA:?}", s.schema));
+            return Err(format!("schema {:?} is not {SCHEMA:?}", s.schema.as_str()));
         }
         let mut seen = std::collections::BTreeSet::new();
         for e in &s.entries {

@@ -142,9 +142,7 @@ pub fn recover(store: &Path, trust: &TrustFile) -> Result<RecoverReport> {
         for n in names {
             let name_dir = n.path();
             let Some(name) = n.file_name().to_str().map(str::to_owned) else {
-                report
-                    .skipped
-                    .push((name_dir, "name is not UTF-8".into()));
+                report.skipped.push((name_dir, "name is not UTF-8".into()));
                 continue;
             };
             let mut versions: Vec<(u64, PathBuf)> = Vec::new();

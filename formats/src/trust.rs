@@ -77,21 +77,21 @@ pub enum TrustError {
     TooLarge,
     #[error("trust file: {}", escape::text(.0))]
     Json(String),
-    #[error("trust file: schema {0:?} is not {SCHEMA:?}")]
+    #[error("trust file: schema \"{}\" is not {SCHEMA:?}", escape::text(.0))]
     Schema(String),
     #[error("trust file: version 0 is not allowed")]
     VersionZero,
     #[error("trust file: more than {MAX_KEYS} keys")]
     TooManyKeys,
-    #[error("trust file: invalid key name {0:?} (1-64 of A-Z a-z 0-9 . _ -)")]
+    #[error("trust file: invalid key name \"{}\" (1-64 of A-Z a-z 0-9 . _ -)", escape::text(.0))]
     KeyName(String),
-    #[error("trust file: key {name:?}: {source}")]
+    #[error("trust file: key \"{}\": {source}", escape::text(name))]
     PublicKey { name: String, source: MinisigError },
-    #[error("trust file: key name {0:?} appears twice")]
+    #[error("trust file: key name \"{}\" appears twice", escape::text(.0))]
     DuplicateName(String),
-    #[error("trust file: public key of {0:?} appears twice (each key once, with all its roles)")]
+    #[error("trust file: public key of \"{}\" appears twice (each key once, with all its roles)", escape::text(.0))]
     DuplicateKey(String),
-    #[error("trust file: key {0:?} has no role")]
+    #[error("trust file: key \"{}\" has no role", escape::text(.0))]
     NoRole(String),
     #[error("trust file: threshold of role {role} is {threshold}, must be 1..={keys} (keys holding the role)")]
     Threshold {
@@ -101,7 +101,10 @@ pub enum TrustError {
     },
     #[error("trust file: no root key")]
     NoRoot,
-    #[error("{}: signed by key {key:?}, which does not hold role {role}", escape::text(file))]
+    #[error(
+        "{}: signed by key {key:?}, which does not hold role {role}",
+        escape::text(file)
+    )]
     WrongRole {
         file: String,
         key: String,
@@ -122,7 +125,7 @@ pub enum TrustError {
     RotationOldRoot(Box<TrustError>),
     #[error("trust rotation refused: new root: {0}")]
     RotationNewRoot(Box<TrustError>),
-    #[error("trust file: key {0:?} not found")]
+    #[error("trust file: key \"{}\" not found", escape::text(.0))]
     UnknownKey(String),
 }
 
@@ -638,7 +641,11 @@ mod tests {
                 None => {
                     t.check().unwrap();
                     assert_eq!(t.signers, vec!["m0", "m1"], "{what}");
-                    assert_eq!(t.counted_files, vec!["x.a.minisig", "x.b.minisig"], "{what}");
+                    assert_eq!(
+                        t.counted_files,
+                        vec!["x.a.minisig", "x.b.minisig"],
+                        "{what}"
+                    );
                 }
                 Some(reason) => {
                     assert_eq!(t.check().unwrap_err().to_string(), reason, "{what}");

@@ -8,10 +8,10 @@
 
 use airlock_formats::import::{self, Commit, ImportError, Progress};
 use airlock_formats::manifest::{Kind, MANIFEST_FILE};
-use airlock_formats::state::{Pending, State};
-use airlock_formats::store;
 use airlock_formats::minisig::SecretKey;
 use airlock_formats::pack::{self, Input, PackSpec, Section};
+use airlock_formats::state::{Pending, State};
+use airlock_formats::store;
 use airlock_formats::trust::{Role, TrustFile};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -429,7 +429,10 @@ fn crash_leftovers_removed_by_next_import() {
     .unwrap();
     assert_eq!(r.recovered.len(), 2, "{:?}", r.recovered);
     assert!(!uncommitted.exists());
-    assert!(unknown.join("manifest.json").exists(), "unknown directory kept");
+    assert!(
+        unknown.join("manifest.json").exists(),
+        "unknown directory kept"
+    );
     assert!(staging_empty(&s.store));
     let after = snapshot(&s.store);
     let old: Vec<_> = before
@@ -483,9 +486,8 @@ fn fresh_store_must_be_initialised_explicitly() {
     let b = dir.path().join("tiny_1.airlock");
     bundle(&k, &src, &b, 1);
     let store = dir.path().join("store");
-    let import = |store: &Path| {
-        import::import(&b, store, &k.trust, Commit::Now, &mut import::NoProgress)
-    };
+    let import =
+        |store: &Path| import::import(&b, store, &k.trust, Commit::Now, &mut import::NoProgress);
     // Absent directory: refused, not created.
     let e = import(&store).unwrap_err();
     assert!(e.to_string().ends_with(MISSING_STATE), "{e}");
@@ -547,7 +549,10 @@ fn deferred_system_version_survives_model_import_until_committed() {
     )
     .unwrap();
     assert!(r.recovered.is_empty(), "{:?}", r.recovered);
-    assert!(deferred.join("airlock.efi").exists(), "deferred version kept");
+    assert!(
+        deferred.join("airlock.efi").exists(),
+        "deferred version kept"
+    );
     let installed = |store: &Path| -> Vec<(Kind, u64)> {
         import::installed(store)
             .unwrap()
@@ -598,11 +603,19 @@ fn recover_rebuilds_state_only_when_asked() {
     fs::create_dir_all(&bad).unwrap();
     fs::write(bad.join("manifest.json"), b"{}").unwrap();
     let r = store::recover(&s.store, &s.k.trust).unwrap();
-    let recorded: Vec<_> = r.recorded.iter().map(|x| (x.0, x.1.as_str(), x.2)).collect();
+    let recorded: Vec<_> = r
+        .recorded
+        .iter()
+        .map(|x| (x.0, x.1.as_str(), x.2))
+        .collect();
     assert_eq!(recorded, vec![(Kind::Model, "tiny", 2)]);
     assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
     assert_eq!(r.skipped[0].0, bad);
-    assert!(r.skipped[0].1.starts_with("manifest.json: "), "{:?}", r.skipped);
+    assert!(
+        r.skipped[0].1.starts_with("manifest.json: "),
+        "{:?}",
+        r.skipped
+    );
     assert!(bad.exists());
     // Same record as before the loss.
     assert_eq!(fs::read(s.store.join("state.json")).unwrap(), state);
