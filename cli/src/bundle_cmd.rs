@@ -176,11 +176,11 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
 
 pub fn load_trust(path: &Path) -> Result<TrustFile> {
     let bytes = std::fs::read(path).map_err(|source| BundleCmdError::ReadTrust {
-        path: escape::path(&path),
+        path: escape::path(path),
         source,
     })?;
     TrustFile::parse(&bytes).map_err(|source| BundleCmdError::Trust {
-        path: escape::path(&path),
+        path: escape::path(path),
         source,
     })
 }

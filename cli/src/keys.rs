@@ -54,7 +54,7 @@ fn generate(
     let sk_path = out.join(format!("{name}.key"));
     for p in [&pk_path, &sk_path] {
         if p.exists() && !force {
-            return Err(KeyError::Exists(escape::path(&p)));
+            return Err(KeyError::Exists(escape::path(p)));
         }
     }
     let (protection, passphrase) = if unencrypted {
@@ -73,7 +73,7 @@ fn generate(
         },
     )?);
     std::fs::create_dir_all(out).map_err(|source| KeyError::Write {
-        path: escape::path(&out),
+        path: escape::path(out),
         source,
     })?;
     write_file(&sk_path, sk_text.as_bytes(), 0o600)?;
@@ -96,7 +96,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let err = |source| KeyError::Write {
-        path: escape::path(&path),
+        path: escape::path(path),
         source,
     };
     let _ = std::fs::remove_file(path);
@@ -111,17 +111,17 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
 
 fn read_text(path: &Path) -> Result<String, KeyError> {
     let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-        path: escape::path(&path),
+        path: escape::path(path),
         source,
     })?;
     if bytes.len() > airlock_formats::minisig::MAX_FILE_LEN {
         return Err(KeyError::Key {
-            path: escape::path(&path),
+            path: escape::path(path),
             source: MinisigError::TooLarge { what: "key file" },
         });
     }
     String::from_utf8(bytes).map_err(|_| KeyError::Key {
-        path: escape::path(&path),
+        path: escape::path(path),
         source: MinisigError::NotText { what: "key file" },
     })
 }
@@ -130,7 +130,7 @@ fn read_text(path: &Path) -> Result<String, KeyError> {
 pub fn load_public(path: &Path) -> Result<PublicKey, KeyError> {
     let text = read_text(path)?;
     PublicKey::parse(&text).map_err(|source| KeyError::Key {
-        path: escape::path(&path),
+        path: escape::path(path),
         source,
     })
 }
@@ -139,7 +139,7 @@ pub fn load_public(path: &Path) -> Result<PublicKey, KeyError> {
 pub fn load_secret(path: &Path, pass: &PassArgs) -> Result<SecretKey, KeyError> {
     let text = Zeroizing::new(read_text(path)?);
     let key_err = |source| KeyError::Key {
-        path: escape::path(&path),
+        path: escape::path(path),
         source,
     };
     let mut pass_err = None;
@@ -166,7 +166,7 @@ pub fn stem(path: &Path) -> Option<String> {
 fn read_passphrase(pass: &PassArgs, prompt: &str) -> Result<Zeroizing<String>, KeyError> {
     if let Some(f) = &pass.passphrase_file {
         let text = Zeroizing::new(std::fs::read_to_string(f).map_err(|source| KeyError::Read {
-            path: escape::path(&f),
+            path: escape::path(f),
             source,
         })?);
         let line = text.lines().next().unwrap_or("");

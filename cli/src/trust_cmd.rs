@@ -155,7 +155,7 @@ pub fn run(cmd: TrustCmd) -> std::result::Result<(), String> {
 }
 
 fn print_summary(file: &Path, t: &TrustFile) {
-    println!("trust file {} version {}", escape::path(&file), t.version);
+    println!("trust file {} version {}", escape::path(file), t.version);
     for role in Role::ALL {
         let names: Vec<&str> = t
             .keys
@@ -174,7 +174,7 @@ fn print_summary(file: &Path, t: &TrustFile) {
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| TrustCmdError::Read {
-        path: escape::path(&path),
+        path: escape::path(path),
         source,
     })
 }
@@ -183,7 +183,7 @@ fn split(file: &Path) -> Result<(PathBuf, String)> {
     let stem = file
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| TrustCmdError::Path(escape::path(&file)))?
+        .ok_or_else(|| TrustCmdError::Path(escape::path(file)))?
         .to_owned();
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),

@@ -95,7 +95,7 @@ pub fn pack(spec: &PackSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Resul
     }
     manifest::validate_name(&spec.name)?;
     if out.exists() {
-        return Err(PackError::Exists(crate::escape::path(&out)));
+        return Err(PackError::Exists(crate::escape::path(out)));
     }
     fs::create_dir_all(out).map_err(|e| FsError::new("create", out, e))?;
     let r = pack_into(spec, out, progress);

@@ -157,7 +157,7 @@ pub fn recover(store: &Path, trust: &TrustFile) -> Result<RecoverReport> {
                 }
             }
             // Highest first: the first that verifies is recorded.
-            versions.sort_by(|a, b| b.0.cmp(&a.0));
+            versions.sort_by_key(|v| std::cmp::Reverse(v.0));
             for (ver, dir) in versions {
                 if state.get(kind, &name).is_some() {
                     break;

@@ -380,13 +380,14 @@ impl TrustFile {
             match (signer, last_err) {
                 (Some((entry, pk)), _) if entry.roles.contains(&role) => {
                     // The same key under two file names counts once (first file kept).
-                    if with_role.contains_key(&pk.key_bytes()) {
-                        ignored.push(Ignored {
+                    match with_role.entry(pk.key_bytes()) {
+                        std::collections::btree_map::Entry::Occupied(_) => ignored.push(Ignored {
                             file: c.file.clone(),
                             reason: format!("key {:?} is already counted", entry.name),
-                        });
-                    } else {
-                        with_role.insert(pk.key_bytes(), (entry.name.clone(), c.file.clone()));
+                        }),
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert((entry.name.clone(), c.file.clone()));
+                        }
                     }
                 }
                 (Some((entry, _)), _) => {
@@ -574,7 +575,14 @@ mod tests {
             v.push(extra);
             v
         };
-        let cases: Vec<(&str, Vec<Candidate>, Option<String>, Vec<(&str, String)>)> = vec![
+        // (what, signatures, refusal, ignored (file, reason))
+        type Case<'a> = (
+            &'a str,
+            Vec<Candidate>,
+            Option<String>,
+            Vec<(&'a str, String)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "junk file",
                 with(junk()),
