@@ -1253,6 +1253,15 @@ fn crafted_names_are_escaped_in_every_message() {
             format!("manifest.json: payload path \"{SHOWN}\" refused: control character"),
         ),
         (
+            "manifest name",
+            Box::new(|b: &Path| {
+                fx.edit_manifest(b, |v| v["name"] = EVIL.into());
+                fx.verify(b)
+            }),
+            false,
+            format!("manifest.json: invalid bundle name \"{SHOWN}\""),
+        ),
+        (
             "manifest created",
             Box::new(|b: &Path| {
                 fx.edit_manifest(b, |v| v["created"] = EVIL.into());
