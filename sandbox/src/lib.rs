@@ -14,9 +14,10 @@ mod child;
 pub mod landlock_policy;
 pub mod names;
 pub mod probe_suite;
+pub mod rootmount;
 pub mod seccomp;
 pub mod spawn;
 
 pub use child::ChildStep;
 pub use landlock_policy::LandlockMode;
-pub use spawn::{spawn, ExitStatus, Limits, Sandboxed, SpawnError, Spec, WaitError};
+pub use spawn::{spawn, ExitStatus, Limits, Sandboxed, SpawnError, Spec, Stage2, WaitError};
