@@ -11,7 +11,9 @@
 //! - [`stream`]: read-once hash+copy pipeline
 //! - [`import`]: streaming import into the store
 //! - [`fsutil`]: atomic file replace, directory fsync
+//! - [`bounded`]: reading a worker's replies under per-frame, per-job and size limits
 
+pub mod bounded;
 pub mod bundle;
 pub mod fsutil;
 pub mod import;
