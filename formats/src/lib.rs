@@ -12,9 +12,11 @@
 //! - [`import`]: streaming import into the store
 //! - [`fsutil`]: atomic file replace, directory fsync
 //! - [`bounded`]: reading a worker's replies under per-frame, per-job and size limits
+//! - [`escape`]: untrusted text made safe for a terminal
 
 pub mod bounded;
 pub mod bundle;
+pub mod escape;
 pub mod fsutil;
 pub mod import;
 pub mod manifest;

@@ -342,8 +342,12 @@ pub fn validate_path(path: &str) -> Result<()> {
     if path.contains('\\') {
         return refuse("backslash");
     }
-    if path.bytes().any(|b| b < 0x20 || b == 0x7f) {
-        return refuse("control character");
+    // C0, DEL, C1 and bidi controls: a name must not be able to drive or
+    // reorder the terminal that shows it (see `escape`).
+    match crate::escape::first_unsafe(path) {
+        Some(c) if c.is_control() => return refuse("control character"),
+        Some(_) => return refuse("bidi or line-separator character"),
+        None => {}
     }
     let comps: Vec<&str> = path.split('/').collect();
     if comps.len() > MAX_PATH_DEPTH {
@@ -496,6 +500,10 @@ mod tests {
             ("manifest.json", "reserved"),
             ("x.minisig", "reserved"),
             ("a\nb", "control character"),
+            ("a\u{1b}[2Kb", "control character"),
+            ("csi\u{9b}x", "control character"),
+            ("x\u{202e}fdp.gguf", "bidi or line-separator character"),
+            ("x\u{2066}y", "bidi or line-separator character"),
         ] {
             let mut m = sample();
             m.files[0].path = p.into();
