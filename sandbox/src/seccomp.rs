@@ -519,17 +519,21 @@ pub const PROBE_PRCTL_EXTRA: &[u64] = &[
 
 /// `futex` operations (argument 1, flags included) the worker's stage 2 lets through,
 /// measured with `strace -f -e trace=futex` on the worker (docs/sandbox.md, "Measurement").
+/// No PI locks, no requeue, no wake-op, no FUTEX_WAIT with a shared word but the join below.
 pub const FUTEX_OPS: &[u64] = &[
-    // W P: FUTEX_WAIT_PRIVATE (glibc locks and condition variables).
-    (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u64,
-    // W P: FUTEX_WAKE_PRIVATE (std and glibc wake-ups).
+    // W P: FUTEX_WAKE_PRIVATE (std's parking and condvars, glibc's unlock).
     (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as u64,
-    // W P: FUTEX_WAIT_BITSET_PRIVATE (std's parking and condvars, with a timeout).
+    // W P: FUTEX_WAIT_BITSET_PRIVATE (std's parking and condvars, rayon's sleep).
     (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG) as u64,
-    // W P: FUTEX_WAIT_BITSET_PRIVATE|FUTEX_CLOCK_REALTIME (glibc's timed waits).
-    (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME) as u64,
-    // W P: FUTEX_WAIT_BITSET|FUTEX_CLOCK_REALTIME (glibc's pthread_join on the thread id, shared).
+    // W P: FUTEX_WAIT_BITSET|FUTEX_CLOCK_REALTIME (glibc's pthread_join waits on the thread-id
+    // word, which the kernel wakes as a shared futex).
     (libc::FUTEX_WAIT_BITSET | libc::FUTEX_CLOCK_REALTIME) as u64,
+    // unmeasured: FUTEX_WAIT_PRIVATE, glibc's contended-lock path (lll_lock_wait: stdio and
+    // malloc-arena locks under contention), rare enough to be missed by a short run.
+    (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u64,
+    // unmeasured: FUTEX_WAIT_BITSET_PRIVATE|FUTEX_CLOCK_REALTIME, glibc's pthread_cond_wait
+    // with the default (realtime) clock.
+    (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME) as u64,
 ];
 
 /// `madvise` advices (argument 2) the worker's stage 2 lets through, measured with
@@ -537,6 +541,10 @@ pub const FUTEX_OPS: &[u64] = &[
 pub const MADVISE_ADVICES: &[u64] = &[
     // W P: MADV_DONTNEED (mimalloc purges, glibc frees an exited thread's stack).
     libc::MADV_DONTNEED as u64,
+    // W P (seen before stage 2): mimalloc marks each 1 GiB arena it reserves MADV_HUGEPAGE on
+    // kernels with transparent huge pages (the appliance has CONFIG_TRANSPARENT_HUGEPAGE=y);
+    // a model larger than the first arena makes it reserve more after stage 2.
+    libc::MADV_HUGEPAGE as u64,
 ];
 
 /// The x32-ABI guard: kill any syscall number with bit 30 (`__X32_SYSCALL_BIT`) set.
