@@ -518,22 +518,19 @@ pub const PROBE_PRCTL_EXTRA: &[u64] = &[
 ];
 
 /// `futex` operations (argument 1, flags included) the worker's stage 2 lets through,
-/// measured with `strace -f -e trace=futex` on the worker (docs/sandbox.md, "Measurement").
-/// No PI locks, no requeue, no wake-op, no FUTEX_WAIT with a shared word but the join below.
+/// measured with `strace -f` on the sandboxed worker after its stage 2 (protocol mode, driven by
+/// `airlock-bench-worker --sandboxed`) and on a one-shot run (docs/sandbox.md, "Measurement").
+/// No PI locks, no requeue, no wake-op, no other shared-word waits.
 pub const FUTEX_OPS: &[u64] = &[
     // W P: FUTEX_WAKE_PRIVATE (std's parking and condvars, glibc's unlock).
     (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as u64,
     // W P: FUTEX_WAIT_BITSET_PRIVATE (std's parking and condvars, rayon's sleep).
     (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG) as u64,
+    // W: FUTEX_WAIT_PRIVATE (glibc's contended-lock path, lll_lock_wait).
+    (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u64,
     // W P: FUTEX_WAIT_BITSET|FUTEX_CLOCK_REALTIME (glibc's pthread_join waits on the thread-id
     // word, which the kernel wakes as a shared futex).
     (libc::FUTEX_WAIT_BITSET | libc::FUTEX_CLOCK_REALTIME) as u64,
-    // unmeasured: FUTEX_WAIT_PRIVATE, glibc's contended-lock path (lll_lock_wait: stdio and
-    // malloc-arena locks under contention), rare enough to be missed by a short run.
-    (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u64,
-    // unmeasured: FUTEX_WAIT_BITSET_PRIVATE|FUTEX_CLOCK_REALTIME, glibc's pthread_cond_wait
-    // with the default (realtime) clock.
-    (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME) as u64,
 ];
 
 /// `madvise` advices (argument 2) the worker's stage 2 lets through, measured with
@@ -541,9 +538,10 @@ pub const FUTEX_OPS: &[u64] = &[
 pub const MADVISE_ADVICES: &[u64] = &[
     // W P: MADV_DONTNEED (mimalloc purges, glibc frees an exited thread's stack).
     libc::MADV_DONTNEED as u64,
-    // W P (seen before stage 2): mimalloc marks each 1 GiB arena it reserves MADV_HUGEPAGE on
-    // kernels with transparent huge pages (the appliance has CONFIG_TRANSPARENT_HUGEPAGE=y);
-    // a model larger than the first arena makes it reserve more after stage 2.
+    // W P, seen before stage 2 only: mimalloc marks the 1 GiB arena it reserves MADV_HUGEPAGE
+    // on kernels with transparent huge pages (the appliance has CONFIG_TRANSPARENT_HUGEPAGE=y);
+    // a model larger than the first arena (the real ones are GiBs; the test models are not)
+    // makes it reserve more arenas after stage 2. Kept so that does not end in SIGSYS.
     libc::MADV_HUGEPAGE as u64,
 ];
 
