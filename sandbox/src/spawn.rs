@@ -495,9 +495,7 @@ pub fn spawn(spec: Spec) -> Result<Sandboxed, SpawnError> {
     let program = open_program(&spec.program)?;
     let model = spec.model_dir.as_deref().map(model_path).transpose()?;
     // pivot_root cannot leave a root without a parent: refuse before cloning (fail closed).
-    if rootmount::root()?.is_absolute_root() {
-        return Err(SpawnError::AbsoluteRoot);
-    }
+    refuse_absolute_root(rootmount::root()?)?;
 
     let mut argv_store = Vec::with_capacity(spec.args.len() + 1);
     argv_store.push(cstring(spec.argv0.as_bytes()).ok_or(SpawnError::ArgNul(0))?);
@@ -653,6 +651,15 @@ pub fn spawn(spec: Spec) -> Result<Sandboxed, SpawnError> {
     })
 }
 
+/// Refuses to spawn from the absolute root of a mount namespace (the initramfs rootfs):
+/// `pivot_root` cannot move it, so the host's tree could not be dropped from the sandbox.
+fn refuse_absolute_root(root: rootmount::MountFacts) -> Result<(), SpawnError> {
+    if root.is_absolute_root() {
+        return Err(SpawnError::AbsoluteRoot);
+    }
+    Ok(())
+}
+
 /// The kernel's count of seccomp filters of `pid` (`Seccomp_filters:` in `/proc/<pid>/status`).
 pub fn seccomp_filters(pid: i32) -> Result<usize, String> {
     let path = format!("/proc/{pid}/status");
@@ -712,7 +719,29 @@ fn confirm_stage2(child: &mut Sandboxed, want: usize, within: Duration) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use super::parse_seccomp_filters;
+    use super::{parse_seccomp_filters, refuse_absolute_root};
+    use crate::rootmount::MountFacts;
+
+    #[test]
+    fn an_absolute_root_is_refused_with_reason() {
+        let facts = |mnt_id, parent_id| MountFacts {
+            mnt_id,
+            parent_id,
+            sb_magic: 0,
+        };
+        assert!(refuse_absolute_root(facts(27, 1)).is_ok());
+        let e = refuse_absolute_root(facts(1, 1))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "spawn: refused: the spawner's root is the mount namespace's absolute root \
+                 (initramfs rootfs); pivot_root cannot detach the host tree from it (PID 1 must \
+                 leave the initramfs first)"
+            )
+        );
+    }
 
     #[test]
     fn seccomp_filters_line_is_parsed_or_refused_with_reason() {

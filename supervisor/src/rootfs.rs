@@ -262,6 +262,26 @@ pub fn move_tree(
     Ok(())
 }
 
+/// The `status` value of the root: what it is and whether a sandbox can leave it.
+pub fn status_value() -> String {
+    match rootmount::root() {
+        Ok(f) => describe(f),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+fn describe(f: rootmount::MountFacts) -> String {
+    if f.is_absolute_root() {
+        return "initramfs rootfs, no parent mount: sandboxed spawns are refused".into();
+    }
+    let fs = match f.sb_magic {
+        m if m == libc::TMPFS_MAGIC as u64 => "tmpfs".to_string(),
+        m if m == libc::EXT4_SUPER_MAGIC as u64 => "ext4".to_string(),
+        m => format!("fs magic {m:#x}"),
+    };
+    format!("{fs} over a parent mount")
+}
+
 /// Re-executes `/init` (now on the tmpfs root) with the same arguments and environment, so
 /// PID 1 runs from the live file and the rootfs copy of the binary is freed. Returns only if
 /// the exec failed.
@@ -332,6 +352,32 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("newroot")]);
+    }
+
+    #[test]
+    fn status_value_says_whether_a_sandbox_can_leave_the_root() {
+        let f = |mnt_id, parent_id, sb_magic| rootmount::MountFacts {
+            mnt_id,
+            parent_id,
+            sb_magic,
+        };
+        for (facts, want) in [
+            (
+                f(1, 1, 0x8584_58f6),
+                "initramfs rootfs, no parent mount: sandboxed spawns are refused",
+            ),
+            (
+                f(30, 1, libc::TMPFS_MAGIC as u64),
+                "tmpfs over a parent mount",
+            ),
+            (
+                f(27, 1, libc::EXT4_SUPER_MAGIC as u64),
+                "ext4 over a parent mount",
+            ),
+            (f(27, 1, 0x1234), "fs magic 0x1234 over a parent mount"),
+        ] {
+            assert_eq!(describe(facts), want);
+        }
     }
 
     #[test]

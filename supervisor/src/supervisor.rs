@@ -513,6 +513,7 @@ impl Supervisor {
             );
         }
         r.push("state partition", self.state_partition.clone());
+        r.push("root", crate::rootfs::status_value());
         r.push("usb sticks", usb::status_value(&self.sticks));
         r.push(
             "supervisor rss",
