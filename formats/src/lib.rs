@@ -12,8 +12,10 @@
 //! - [`import`]: streaming import into the store
 //! - [`store`]: explicit store creation and state recovery
 //! - [`fsutil`]: atomic file replace, directory fsync
+//! - [`bounded`]: reading a worker's replies under per-frame, per-job and size limits
 //! - [`escape`]: untrusted text made safe for a terminal
 
+pub mod bounded;
 pub mod bundle;
 pub mod escape;
 pub mod fsutil;

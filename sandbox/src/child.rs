@@ -48,11 +48,9 @@ child_steps! {
     MountPrivate,
     /// `open_tree(model, OPEN_TREE_CLONE)`.
     OpenModelTree,
-    /// Creating the staging tmpfs (fsopen/fsconfig/fsmount).
-    StagingCreate,
-    /// Stacking the staging tmpfs on `/` and entering it.
-    StagingEnter,
-    /// Mounting the new root tmpfs.
+    /// Creating the new root tmpfs (fsopen/fsconfig/fsmount).
+    NewRootCreate,
+    /// Attaching the new root tmpfs on top of `/` and entering it (`fchdir`).
     NewRootMount,
     /// Attaching the model tree at `/model`.
     ModelMount,
@@ -62,9 +60,9 @@ child_steps! {
     ScratchMount,
     /// Creating the minimal /dev (a tmpfs holding only `random` and `urandom`).
     DevUrandom,
-    /// `pivot_root(".", ".")` into the new root.
+    /// `pivot_root(".", ".")` into the new root (`EINVAL`: the old root has no parent).
     PivotRoot,
-    /// Detaching the old root.
+    /// Detaching the old root and every mount on it.
     DetachOldRoot,
     /// Remounting the new root read-only.
     RootReadOnly,
@@ -323,65 +321,53 @@ fn mounts(p: &Plan) -> Result<(), Fail> {
         )?),
         None => None,
     };
-    // 3. A staging tmpfs stacked on `/` and entered with chroot: pivot_root refuses to move the
-    //    initramfs root ("absolute root"), but works from a root that has a parent mount.
+    // 3. The new root: an empty tmpfs (64 KiB, 16 inodes, nosuid,nodev,noexec), attached on top
+    //    of `/` (pivot_root needs an attached mount) and entered by fd. Path lookups from the
+    //    process root do not see a mount stacked on it, so everything below is relative to the
+    //    new root as the working directory.
     let fs = sys(
-        StagingCreate,
+        NewRootCreate,
         libc::SYS_fsopen,
         [s(c"tmpfs"), FSOPEN_CLOEXEC, 0, 0, 0],
     )?;
+    for (key, value) in [(c"size", c"64k"), (c"mode", c"0755"), (c"nr_inodes", c"16")] {
+        sys(
+            NewRootCreate,
+            libc::SYS_fsconfig,
+            [fs, FSCONFIG_SET_STRING, s(key), s(value), 0],
+        )?;
+    }
     sys(
-        StagingCreate,
-        libc::SYS_fsconfig,
-        [fs, FSCONFIG_SET_STRING, s(c"size"), s(c"64k"), 0],
-    )?;
-    sys(
-        StagingCreate,
+        NewRootCreate,
         libc::SYS_fsconfig,
         [fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0],
     )?;
-    let staging = sys(
-        StagingCreate,
+    let new_root = sys(
+        NewRootCreate,
         libc::SYS_fsmount,
         [fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID_NODEV_NOEXEC, 0, 0],
     )?;
     sys(
-        StagingEnter,
-        libc::SYS_move_mount,
-        [staging, s(c""), AT_FDCWD, s(c"/"), MOVE_MOUNT_F_EMPTY_PATH],
-    )?;
-    sys(StagingEnter, libc::SYS_fchdir, [staging, 0, 0, 0, 0])?;
-    sys(StagingEnter, libc::SYS_chroot, [s(c"."), 0, 0, 0, 0])?;
-    // 4. The new root: an empty tmpfs holding only /model and /scratch.
-    sys(NewRootMount, libc::SYS_mkdir, [s(c"/r"), 0o755, 0, 0, 0])?;
-    mount(
-        s(c"tmpfs"),
-        c"/r",
-        s(c"tmpfs"),
-        HIDE,
-        s(c"size=64k,mode=0755,nr_inodes=16"),
         NewRootMount,
+        libc::SYS_move_mount,
+        [new_root, s(c""), AT_FDCWD, s(c"/"), MOVE_MOUNT_F_EMPTY_PATH],
     )?;
+    sys(NewRootMount, libc::SYS_fchdir, [new_root, 0, 0, 0, 0])?;
+    for fd in [fs, new_root] {
+        let _ = sys(NewRootMount, libc::SYS_close, [fd, 0, 0, 0, 0]);
+    }
+    // 4. /model, /scratch and /dev inside it (relative paths: the cwd is the new root).
     if let Some(tree) = model_tree {
-        sys(
-            ModelMount,
-            libc::SYS_mkdir,
-            [s(c"/r/model"), 0o755, 0, 0, 0],
-        )?;
+        sys(ModelMount, libc::SYS_mkdir, [s(c"model"), 0o755, 0, 0, 0])?;
         sys(
             ModelMount,
             libc::SYS_move_mount,
-            [
-                tree,
-                s(c""),
-                AT_FDCWD,
-                s(c"/r/model"),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            ],
+            [tree, s(c""), AT_FDCWD, s(c"model"), MOVE_MOUNT_F_EMPTY_PATH],
         )?;
+        let _ = sys(ModelMount, libc::SYS_close, [tree, 0, 0, 0, 0]);
         mount(
             NULL,
-            c"/r/model",
+            c"model",
             NULL,
             libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | HIDE,
             NULL,
@@ -391,11 +377,11 @@ fn mounts(p: &Plan) -> Result<(), Fail> {
     sys(
         ScratchMount,
         libc::SYS_mkdir,
-        [s(c"/r/scratch"), 0o755, 0, 0, 0],
+        [s(c"scratch"), 0o755, 0, 0, 0],
     )?;
     mount(
         s(c"tmpfs"),
-        c"/r/scratch",
+        c"scratch",
         s(c"tmpfs"),
         HIDE,
         s(&p.scratch_opts),
@@ -405,31 +391,34 @@ fn mounts(p: &Plan) -> Result<(), Fail> {
     // static binary cannot find glibc's getrandom() by dlsym and falls back to polling
     // /dev/random, then reading /dev/urandom. The tmpfs allows device nodes (no nodev) but is
     // read-only after this, noexec and nosuid.
-    sys(DevUrandom, libc::SYS_mkdir, [s(c"/r/dev"), 0o755, 0, 0, 0])?;
+    sys(DevUrandom, libc::SYS_mkdir, [s(c"dev"), 0o755, 0, 0, 0])?;
     const DEV_FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NOEXEC;
     mount(
         s(c"tmpfs"),
-        c"/r/dev",
+        c"dev",
         s(c"tmpfs"),
         DEV_FLAGS,
         s(c"size=4k,mode=0755,nr_inodes=4"),
         DevUrandom,
     )?;
-    for (path, minor) in [(c"/r/dev/random", 8), (c"/r/dev/urandom", 9)] {
+    for (path, minor) in [(c"dev/random", 8), (c"dev/urandom", 9)] {
         let mode = (libc::S_IFCHR | 0o444) as usize;
         let dev = libc::makedev(1, minor) as usize;
         sys(DevUrandom, libc::SYS_mknod, [s(path), mode, dev, 0, 0])?;
     }
     mount(
         NULL,
-        c"/r/dev",
+        c"dev",
         NULL,
         libc::MS_REMOUNT | libc::MS_RDONLY | DEV_FLAGS,
         NULL,
         DevUrandom,
     )?;
-    // 5. pivot_root(".", ".") and detach the old root stacked on top (pivot_root(2) NOTES).
-    sys(PivotRoot, libc::SYS_chdir, [s(c"/r"), 0, 0, 0, 0])?;
+    // 5. pivot_root(".", "."): the new root takes the old root's place and the old root (the
+    //    host's `/`, with every mount on it: /dev, /proc, /sys, /run, the state partition, ...)
+    //    ends up stacked on top of it; one lazy detach drops that whole tree from this namespace
+    //    (pivot_root(2) NOTES). EINVAL here means the old root has no parent (the initramfs
+    //    rootfs): there is no fallback, the spawn fails (spawn() checks this first).
     sys(PivotRoot, libc::SYS_pivot_root, [s(c"."), s(c"."), 0, 0, 0])?;
     sys(
         DetachOldRoot,

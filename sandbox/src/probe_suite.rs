@@ -2,8 +2,11 @@
 //! worker and checks that each forbidden act fails the expected way and each allowed one works.
 //!
 //! Two passes: `s1.*` with only what the spawner installs (namespaces, mounts, ids, caps,
-//! Landlock, stage-1 seccomp), and `s2.*` with the probe installing the worker's stage-2 allow
-//! list exactly as the worker does. Acts that may end in `SIGSYS` run one per probe process.
+//! Landlock, stage-1 seccomp), and `s2.*` where every act runs under the worker's exact
+//! stage-2 allow list (installed as the worker does) and the allowed side under the probe's
+//! profile (the worker's list plus the probe's additions, `seccomp::PROBE_ALLOW_EXTRA`). In
+//! the `s2` pass the spawner must confirm stage 2 before it hands the probe over, as for the
+//! worker. Acts that may end in `SIGSYS` run one per probe process.
 //! Used by `cargo test -p airlock-sandbox` and by the supervisor's `selftest` command.
 
 use std::fmt;
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::landlock_policy::LandlockMode;
 use crate::names::{errno_name, signal_name};
-use crate::spawn::{spawn, ExitStatus, Limits, SpawnError, Spec, DEFAULT_ID};
+use crate::spawn::{spawn, ExitStatus, Limits, SpawnError, Spec, Stage2, DEFAULT_ID};
 
 /// Address-space bound of probe runs (the `alloc_big` act asks for twice as much).
 pub const PROBE_ADDRESS_SPACE: u64 = 1 << 30;
@@ -205,32 +208,32 @@ pub const ACTS: &[Act] = &[
     act!(
         "socket_inet",
         Errno(libc::EAFNOSUPPORT),
-        Errno(libc::EAFNOSUPPORT),
-        "seccomp: socket non-AF_UNIX"
+        SYS,
+        "s1: seccomp socket non-AF_UNIX; s2: socket not allowed at all"
     ),
     act!(
         "socket_inet6",
         Errno(libc::EAFNOSUPPORT),
-        Errno(libc::EAFNOSUPPORT),
-        "seccomp: socket non-AF_UNIX"
+        SYS,
+        "s1: seccomp socket non-AF_UNIX; s2: socket not allowed at all"
     ),
     act!(
         "socket_netlink",
         Errno(libc::EAFNOSUPPORT),
-        Errno(libc::EAFNOSUPPORT),
-        "seccomp: socket non-AF_UNIX"
+        SYS,
+        "s1: seccomp socket non-AF_UNIX; s2: socket not allowed at all"
     ),
     act!(
         "socket_packet",
         Errno(libc::EAFNOSUPPORT),
-        Errno(libc::EAFNOSUPPORT),
-        "seccomp: socket non-AF_UNIX"
+        SYS,
+        "s1: seccomp socket non-AF_UNIX; s2: socket not allowed at all"
     ),
     act!(
         "tcp_connect",
         Errno(libc::EAFNOSUPPORT),
-        Errno(libc::EAFNOSUPPORT),
-        "seccomp: socket non-AF_UNIX (std TcpStream)"
+        SYS,
+        "s1: seccomp socket non-AF_UNIX (std TcpStream); s2: socket not allowed at all"
     ),
     act!(
         "execve",
@@ -342,6 +345,36 @@ pub const ACTS: &[Act] = &[
         Errno(libc::EACCES),
         "s2: no PROT_EXEC"
     ),
+    // Calls only the probe's allowed side may make (seccomp::PROBE_ALLOW_EXTRA) or operations
+    // outside the worker's measured futex/madvise lists: allowed by stage 1, killed by the
+    // worker's stage 2.
+    act!("socket_unix", Allowed("socket created"), SYS, "s2: socket not in the worker's list"),
+    act!("sendto", Allowed("returned 1"), SYS, "s2: sendto not in the worker's list"),
+    act!("recvfrom", Allowed("returned 1"), SYS, "s2: recvfrom not in the worker's list"),
+    act!("rename", Allowed("returned 0"), SYS, "s2: rename not in the worker's list"),
+    act!("unlink", Allowed("returned 0"), SYS, "s2: unlink not in the worker's list"),
+    act!("rmdir", Allowed("returned 0"), SYS, "s2: rmdir not in the worker's list"),
+    act!("uname", Allowed("returned 0"), SYS, "s2: uname not in the worker's list"),
+    act!("getuid", Allowed("returned 60000"), SYS, "s2: getuid not in the worker's list"),
+    act!("getgid", Allowed("returned 60000"), SYS, "s2: getgid not in the worker's list"),
+    act!(
+        "futex_lock_pi",
+        Allowed("returned 0"),
+        SYS,
+        "s2: futex only with the measured operations (no PI)"
+    ),
+    act!(
+        "futex_cmp_requeue",
+        Allowed("returned 0"),
+        SYS,
+        "s2: futex only with the measured operations (no requeue)"
+    ),
+    act!(
+        "madvise_dontfork",
+        Allowed("returned 0"),
+        SYS,
+        "s2: madvise only with the measured advices"
+    ),
     act!(
         "alloc_big",
         Errno(libc::ENOMEM),
@@ -443,6 +476,15 @@ impl Ctx<'_> {
             ..Limits::default()
         };
         spec.landlock = self.landlock;
+        // The s2 pass is refused unless the probe has installed its stage 2, like the worker.
+        spec.stage2 = if stage2 {
+            Stage2::Required {
+                filters: crate::seccomp::stage2_filter_count(),
+                within: PROBE_TIMEOUT,
+            }
+        } else {
+            Stage2::NotRequired
+        };
         let err = stdout.try_clone().map_err(ProbeError::Pipe)?;
         spec.fds.push((stdout, 1));
         spec.fds.push((err, 2));
@@ -456,11 +498,14 @@ impl Ctx<'_> {
         let prefix = if stage2 { "s2" } else { "s1" };
         let expect = if stage2 { act.stage2 } else { act.stage1 };
         let (r, w) = pipe()?;
-        let spec = self.spec(stage2, &["act", act.name], None, w)?;
+        let (stdin_r, stdin_w) = pipe()?;
+        let spec = self.spec(stage2, &["act", act.name], Some(stdin_r), w)?;
         let mut child = spawn(spec).map_err(|source| ProbeError::Spawn {
             what: format!("{prefix}.{}", act.name),
             source,
         })?;
+        // Stage 2 confirmed by spawn (s2): let the probe act.
+        drop(stdin_w);
         let (text, _) = read_until(&r, None, Instant::now() + PROBE_TIMEOUT);
         let status = match child.wait_timeout(PROBE_TIMEOUT) {
             Ok(Some(s)) => Ok(s),

@@ -268,9 +268,8 @@ pub const STAGE1_DENY: &[Deny] = &[
 
 /// Stage 2 refinements of calls that [`STAGE2_ALLOW`] lets through.
 pub const STAGE2_DENY: &[Deny] = &[
-    // Sockets: AF_UNIX only (the tokio signal driver uses a socketpair); others as if absent.
-    deny!(SYS_socket, NOT_UNIX, NO_FAMILY),
-    // socketpair: same.
+    // socketpair: AF_UNIX only (the tokio signal driver's pair); other families as if absent.
+    // (socket(2) itself is not in the worker's allow list at all.)
     deny!(SYS_socketpair, NOT_UNIX, NO_FAMILY),
     // clone only creates threads: fork/vfork-style clones fail (std's Command then reports an error).
     deny!(SYS_clone, NOT_A_THREAD, EPERM),
@@ -282,12 +281,12 @@ pub const STAGE2_DENY: &[Deny] = &[
     deny!(SYS_mprotect, PROT_EXEC, Verdict::Errno(libc::EACCES)),
 ];
 
-/// Stage 2 allow list, measured with `strace -f` (docs/sandbox.md, "Measurement"): every call
-/// the real worker made inside the sandbox after installing stage 2 — one-shot generation
-/// ("W") and the socketpair protocol driven by `airlock-bench-worker --sandboxed` ("R") — and
-/// every call of the probe's allowed side ("P": tokio, rayon, mimalloc, std::fs on scratch).
-/// A few unmeasured calls are kept for crash and clock paths, each saying why. Everything
-/// else kills the process with `SIGSYS`.
+/// The worker's stage 2 allow list, measured with `strace -f` (docs/sandbox.md, "Measurement"):
+/// every call the real worker made inside the sandbox after installing stage 2 — one-shot
+/// generation ("W") and the socketpair protocol ("R"). A few unmeasured calls are kept for
+/// crash and clock paths, each saying why. Everything else kills the process with `SIGSYS`.
+/// ("P": the probe's allowed side makes the call too.) The probe's own extra calls are in
+/// [`PROBE_ALLOW_EXTRA`], never here.
 pub const STAGE2_ALLOW: &[Allow] = &[
     // --- memory ---
     // W P: heap growth (glibc malloc before mimalloc takes over, static TLS).
@@ -298,14 +297,15 @@ pub const STAGE2_ALLOW: &[Allow] = &[
     allow!(SYS_munmap),
     // W P: thread-stack guard pages (PROT_EXEC refused by STAGE2_DENY).
     allow!(SYS_mprotect),
-    // W P: mimalloc purges (MADV_DONTNEED), thread-stack cleanup.
+    // W P: mimalloc purges, thread-stack cleanup (only the measured advices, see MADVISE_ADVICES).
     allow!(SYS_madvise),
     // --- threads and synchronisation ---
     // W P: thread creation (non-thread clones refused by STAGE2_DENY).
     allow!(SYS_clone),
     // W P: glibc tries clone3 first; STAGE2_DENY answers ENOSYS so it falls back to clone.
     allow!(SYS_clone3),
-    // W P: mutexes, condition variables, parking, thread join.
+    // W P: mutexes, condition variables, parking, thread join (only the measured operations,
+    // see FUTEX_OPS).
     allow!(SYS_futex),
     // W P: glibc thread start: robust mutex list.
     allow!(SYS_set_robust_list),
@@ -321,13 +321,13 @@ pub const STAGE2_ALLOW: &[Allow] = &[
     allow!(SYS_sched_getaffinity),
     // W P: thread ids (std, tokio, glibc).
     allow!(SYS_gettid),
-    // P: std::process::id in the probe; glibc abort() also needs it.
+    // unmeasured: glibc's abort() raises SIGABRT with getpid + tgkill (P: std::process::id).
     allow!(SYS_getpid),
     // W: a mistral.rs background thread sleeps (5 s ticks).
     allow!(SYS_clock_nanosleep),
     // unmeasured: vDSO fallback on clocksources without vDSO support (e.g. some QEMU setups).
     allow!(SYS_clock_gettime),
-    // W P: Rust thread names, mimalloc's mapping names, the probe's queries (see ALLOW_ONLY).
+    // W P: Rust thread names, mimalloc's mapping names (see WORKER_ONLY, PRCTL_OPTIONS).
     allow!(SYS_prctl),
     // --- signals ---
     // W P: thread start/exit masks.
@@ -376,22 +376,9 @@ pub const STAGE2_ALLOW: &[Allow] = &[
     allow!(SYS_access),
     // W: mistral.rs creates $HOME/.cache/huggingface/hub (HOME=/scratch).
     allow!(SYS_mkdir),
-    // P: std::fs::rename on scratch.
-    allow!(SYS_rename),
-    // P: std::fs::remove_file on scratch.
-    allow!(SYS_unlink),
-    // P: std::fs::remove_dir on scratch.
-    allow!(SYS_rmdir),
     // --- AF_UNIX only ---
-    // unmeasured: AF_UNIX only (STAGE2_DENY answers EAFNOSUPPORT to other families, so a
-    // library probing the network gets a clean error instead of a kill).
-    allow!(SYS_socket),
     // W P: tokio's signal/waker pair (AF_UNIX; other families refused by STAGE2_DENY).
     allow!(SYS_socketpair),
-    // P: UnixStream writes in the probe's tokio check.
-    allow!(SYS_sendto),
-    // P: UnixStream reads in the probe's tokio check.
-    allow!(SYS_recvfrom),
     // --- misc ---
     // W P: HashMap seeds, sampler seeds (std uses the syscall; the getrandom crate in a static
     // binary falls back to /dev/urandom).
@@ -402,19 +389,74 @@ pub const STAGE2_ALLOW: &[Allow] = &[
     allow!(SYS_sysinfo),
     // W: peak RSS for the stats frame.
     allow!(SYS_getrusage),
-    // P: the probe's identity and hostname checks.
-    allow!(SYS_uname),
-    // P: the probe's identity check.
-    allow!(SYS_getuid),
-    // P: the probe's identity check.
-    allow!(SYS_getgid),
-    // W: isatty(stderr) (TCGETS) by the logger; only this request (see ALLOW_ONLY).
+    // W: isatty(stderr) (TCGETS) by the logger; only this request (see WORKER_ONLY).
     allow!(SYS_ioctl),
 ];
 
-/// Allowed calls narrowed further: the allow list lets them through only when the condition
-/// holds (otherwise the process is killed like any unlisted call).
-pub const ALLOW_ONLY: &[(i64, When)] = &[
+/// The probe's additions to the worker's list, for its allowed side only (`airlock-probe
+/// --stage2 allow`): its checks exercise std::fs and sockets more widely than the worker does.
+/// Its forbidden acts run under the worker's exact list ([`Profile::Worker`]), so each call
+/// here also has an act proving the worker is killed for it (docs/sandbox.md).
+pub const PROBE_ALLOW_EXTRA: &[Allow] = &[
+    // P: scratch_write renames a file (std::fs::rename).
+    allow!(SYS_rename),
+    // P: scratch_write removes a file (std::fs::remove_file).
+    allow!(SYS_unlink),
+    // P: scratch_write removes a directory (std::fs::remove_dir).
+    allow!(SYS_rmdir),
+    // P: tokio_threads writes to its UnixStream pair.
+    allow!(SYS_sendto),
+    // P: tokio_threads reads from its UnixStream pair.
+    allow!(SYS_recvfrom),
+    // P: the hostname check.
+    allow!(SYS_uname),
+    // P: the identity check.
+    allow!(SYS_getuid),
+    // P: the identity check.
+    allow!(SYS_getgid),
+];
+
+/// A named stage-2 profile: which allow list and which argument narrowing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// The inference worker: exactly [`STAGE2_ALLOW`] with [`WORKER_ONLY`].
+    Worker,
+    /// The probe's allowed side: the worker's list plus [`PROBE_ALLOW_EXTRA`], and the prctl
+    /// queries of [`PROBE_PRCTL_EXTRA`].
+    ProbeAllowedSide,
+}
+
+impl Profile {
+    /// The allow list of the profile.
+    pub fn allow(self) -> Vec<Allow> {
+        let mut v = STAGE2_ALLOW.to_vec();
+        if self == Profile::ProbeAllowedSide {
+            v.extend_from_slice(PROBE_ALLOW_EXTRA);
+        }
+        v
+    }
+
+    /// The argument narrowing of allowed calls in the profile.
+    pub fn only(self) -> Vec<(i64, When)> {
+        match self {
+            Profile::Worker => WORKER_ONLY.to_vec(),
+            Profile::ProbeAllowedSide => WORKER_ONLY
+                .iter()
+                .map(|&(sys, when)| {
+                    if sys == libc::SYS_prctl {
+                        (sys, PROBE_PRCTL)
+                    } else {
+                        (sys, when)
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Allowed calls narrowed further in the worker's profile: the allow list lets them through
+/// only when the condition holds (otherwise the process is killed like any unlisted call).
+pub const WORKER_ONLY: &[(i64, When)] = &[
     // ioctl only as TCGETS (isatty); no other request reaches any fd.
     (
         libc::SYS_ioctl,
@@ -423,9 +465,9 @@ pub const ALLOW_ONLY: &[(i64, When)] = &[
             value: libc::TCGETS,
         },
     ),
-    // prctl only with the options measured (strace of the worker and the probe): no
-    // PR_SET_SECCOMP (a filter of the worker's own making would reach the BPF JIT),
-    // no PR_SET_DUMPABLE back to 1, no PR_SET_MM, PR_SET_PTRACER, PR_CAPBSET_*, ...
+    // prctl only with the options measured (strace of the worker): no PR_SET_SECCOMP (a filter
+    // of the worker's own making would reach the BPF JIT), no PR_SET_DUMPABLE back to 1, no
+    // PR_SET_MM, PR_SET_PTRACER, PR_CAPBSET_*, ...
     (
         libc::SYS_prctl,
         When::ArgIn {
@@ -433,18 +475,74 @@ pub const ALLOW_ONLY: &[(i64, When)] = &[
             values: PRCTL_OPTIONS,
         },
     ),
+    // futex only with the measured operations: no PI locks, no requeue, no wake-op.
+    (
+        libc::SYS_futex,
+        When::ArgIn {
+            arg: 1,
+            values: FUTEX_OPS,
+        },
+    ),
+    // madvise only with the measured advices.
+    (
+        libc::SYS_madvise,
+        When::ArgIn {
+            arg: 2,
+            values: MADVISE_ADVICES,
+        },
+    ),
 ];
 
-/// The `prctl` options stage 2 lets through.
+/// The `prctl` options the worker's stage 2 lets through.
 pub const PRCTL_OPTIONS: &[u64] = &[
     // W P: std names every thread it starts (rayon, tokio, mistral.rs workers).
     libc::PR_SET_NAME as u64,
     // W: mimalloc names its arenas (PR_SET_VMA_ANON_NAME; EINVAL on kernels without it).
     libc::PR_SET_VMA as u64,
-    // P: the probe reads back no_new_privs, the seccomp mode and dumpable.
+];
+
+/// The probe's allowed side: [`PRCTL_OPTIONS`] plus the read-backs of its identity checks.
+const PROBE_PRCTL: When = When::ArgIn {
+    arg: 0,
+    values: PROBE_PRCTL_EXTRA,
+};
+
+/// `prctl` options of the probe's allowed side (the worker's plus read-only queries).
+pub const PROBE_PRCTL_EXTRA: &[u64] = &[
+    libc::PR_SET_NAME as u64,
+    libc::PR_SET_VMA as u64,
+    // P: reads back no_new_privs, the seccomp mode and dumpable.
     libc::PR_GET_NO_NEW_PRIVS as u64,
     libc::PR_GET_SECCOMP as u64,
     libc::PR_GET_DUMPABLE as u64,
+];
+
+/// `futex` operations (argument 1, flags included) the worker's stage 2 lets through,
+/// measured with `strace -f` on the sandboxed worker after its stage 2 (protocol mode, driven by
+/// `airlock-bench-worker --sandboxed`) and on a one-shot run (docs/sandbox.md, "Measurement").
+/// No PI locks, no requeue, no wake-op, no other shared-word waits.
+pub const FUTEX_OPS: &[u64] = &[
+    // W P: FUTEX_WAKE_PRIVATE (std's parking and condvars, glibc's unlock).
+    (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as u64,
+    // W P: FUTEX_WAIT_BITSET_PRIVATE (std's parking and condvars, rayon's sleep).
+    (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG) as u64,
+    // W: FUTEX_WAIT_PRIVATE (glibc's contended-lock path, lll_lock_wait).
+    (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u64,
+    // W P: FUTEX_WAIT_BITSET|FUTEX_CLOCK_REALTIME (glibc's pthread_join waits on the thread-id
+    // word, which the kernel wakes as a shared futex).
+    (libc::FUTEX_WAIT_BITSET | libc::FUTEX_CLOCK_REALTIME) as u64,
+];
+
+/// `madvise` advices (argument 2) the worker's stage 2 lets through, measured with
+/// `strace -f -e trace=madvise` on the worker.
+pub const MADVISE_ADVICES: &[u64] = &[
+    // W P: MADV_DONTNEED (mimalloc purges, glibc frees an exited thread's stack).
+    libc::MADV_DONTNEED as u64,
+    // W P, seen before stage 2 only: mimalloc marks the 1 GiB arena it reserves MADV_HUGEPAGE
+    // on kernels with transparent huge pages (the appliance has CONFIG_TRANSPARENT_HUGEPAGE=y);
+    // a model larger than the first arena (the real ones are GiBs; the test models are not)
+    // makes it reserve more arenas after stage 2. Kept so that does not end in SIGSYS.
+    libc::MADV_HUGEPAGE as u64,
 ];
 
 /// The x32-ABI guard: kill any syscall number with bit 30 (`__X32_SYSCALL_BIT`) set.
@@ -572,11 +670,12 @@ pub fn compile_deny(table: &[Deny]) -> Result<Vec<BpfProgram>, SeccompError> {
     Ok(out)
 }
 
-/// Compiles an allow table into one program: listed calls allowed, everything else killed.
-pub fn compile_allow(table: &[Allow]) -> Result<BpfProgram, SeccompError> {
+/// Compiles an allow table into one program: listed calls allowed (those in `only` when their
+/// condition holds), everything else killed.
+pub fn compile_allow(table: &[Allow], only: &[(i64, When)]) -> Result<BpfProgram, SeccompError> {
     let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for a in table {
-        let narrowed = ALLOW_ONLY.iter().find(|(sys, _)| *sys == a.syscall);
+        let narrowed = only.iter().find(|(sys, _)| *sys == a.syscall);
         let rules = match narrowed {
             Some(&(syscall, when)) => rules_for(&Deny {
                 syscall,
@@ -605,12 +704,29 @@ pub fn stage1_programs() -> Result<Vec<BpfProgram>, SeccompError> {
     Ok(v)
 }
 
-/// All programs of stage 2, in installation order.
+/// All programs of the worker's stage 2, in installation order.
 pub fn stage2_programs() -> Result<Vec<BpfProgram>, SeccompError> {
+    profile_programs(Profile::Worker)
+}
+
+/// All programs of a stage-2 profile, in installation order (same count for every profile).
+pub fn profile_programs(profile: Profile) -> Result<Vec<BpfProgram>, SeccompError> {
     // The refinements first: once the allow list is in, seccomp(2) itself is no longer allowed.
     let mut v = compile_deny(STAGE2_DENY)?;
-    v.push(compile_allow(STAGE2_ALLOW)?);
+    v.push(compile_allow(&profile.allow(), &profile.only())?);
     Ok(v)
+}
+
+/// Number of programs stage 2 installs (one per distinct verdict of [`STAGE2_DENY`] plus the
+/// allow list), without compiling them: what the spawner waits for ([`crate::Stage2`]).
+pub fn stage2_filter_count() -> usize {
+    let mut verdicts: Vec<Verdict> = Vec::new();
+    for d in STAGE2_DENY {
+        if !verdicts.contains(&d.verdict) {
+            verdicts.push(d.verdict);
+        }
+    }
+    verdicts.len() + 1
 }
 
 /// Installs the worker's strict stage-2 allow list on every thread of the calling process.
@@ -620,11 +736,16 @@ pub fn stage2_programs() -> Result<Vec<BpfProgram>, SeccompError> {
 /// spawner set. After it returns, `execve`, non-thread `clone`, non-`AF_UNIX` sockets and
 /// `PROT_EXEC` mappings are refused (see [`STAGE2_ALLOW`] and [`STAGE2_DENY`]).
 pub fn install_worker_allowlist() -> Result<(), SeccompError> {
+    install(Profile::Worker)
+}
+
+/// Installs a stage-2 profile (see [`install_worker_allowlist`] for when to call it).
+pub fn install(profile: Profile) -> Result<(), SeccompError> {
     // SAFETY: prctl with integer arguments only; no memory is passed.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         return Err(SeccompError::SetDumpable(std::io::Error::last_os_error()));
     }
-    for prog in stage2_programs()? {
+    for prog in profile_programs(profile)? {
         seccompiler::apply_filter_all_threads(&prog).map_err(SeccompError::Install)?;
     }
     Ok(())
@@ -638,7 +759,34 @@ mod tests {
     #[test]
     fn tables_compile() {
         assert_eq!(stage1_programs().unwrap().len(), 1 + 3);
-        assert_eq!(stage2_programs().unwrap().len(), 1 + 4);
+        for p in [Profile::Worker, Profile::ProbeAllowedSide] {
+            assert_eq!(profile_programs(p).unwrap().len(), stage2_filter_count());
+        }
+    }
+
+    #[test]
+    fn worker_list_holds_none_of_the_probe_additions() {
+        // The probe's additions must never leak into the worker's list (item: least privilege).
+        for extra in PROBE_ALLOW_EXTRA {
+            assert!(
+                !STAGE2_ALLOW.iter().any(|a| a.syscall == extra.syscall),
+                "{} is in the worker's list",
+                extra.name
+            );
+        }
+        for bad in [
+            libc::SYS_socket,
+            libc::SYS_sendto,
+            libc::SYS_recvfrom,
+            libc::SYS_rename,
+            libc::SYS_unlink,
+            libc::SYS_rmdir,
+            libc::SYS_uname,
+            libc::SYS_getuid,
+            libc::SYS_getgid,
+        ] {
+            assert!(!Profile::Worker.allow().iter().any(|a| a.syscall == bad));
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::child::{self, ChildStep, Plan};
 use crate::landlock_policy::{self, LandlockError, LandlockMode};
+use crate::rootmount::{self, RootMountError};
 use crate::seccomp::{self, SeccompError};
 
 /// Namespaces of the child: it is PID 1 of a new PID namespace, with its own mount table,
@@ -48,6 +49,41 @@ impl Default for Limits {
     }
 }
 
+/// How long a program may take from exec to having installed its stage 2 by default: the
+/// worker does it first thing in `main()` (milliseconds on a PC; generous for QEMU under TCG).
+pub const STAGE2_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How often the spawner looks at `/proc/<pid>/status` while it waits for stage 2.
+const STAGE2_POLL: Duration = Duration::from_millis(2);
+
+/// What the spawner demands of the program's own seccomp stage 2 before [`spawn`] returns, i.e.
+/// before the caller can hand the process any input (DESIGN.md: the spawner refuses a program
+/// that does not run under both seccomp stages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage2 {
+    /// The program must have installed exactly `filters` seccomp programs of its own on top of
+    /// stage 1 within `within`, as the kernel counts them (`Seccomp_filters:` in
+    /// `/proc/<pid>/status`); otherwise it is killed and the spawn refused.
+    Required {
+        /// Number of stage-2 programs (see [`seccomp::stage2_filter_count`]).
+        filters: usize,
+        /// Deadline from exec.
+        within: Duration,
+    },
+    /// Stage 1 is enough: only for the probe's stage-1 pass and tests of the spawn path itself.
+    NotRequired,
+}
+
+impl Stage2 {
+    /// The worker's stage 2 ([`seccomp::install_worker_allowlist`]) within [`STAGE2_DEADLINE`].
+    pub fn worker() -> Self {
+        Stage2::Required {
+            filters: seccomp::stage2_filter_count(),
+            within: STAGE2_DEADLINE,
+        }
+    }
+}
+
 /// What to run and how to confine it.
 #[derive(Debug)]
 pub struct Spec {
@@ -76,6 +112,8 @@ pub struct Spec {
     pub env: Vec<(OsString, OsString)>,
     /// Landlock enforcement.
     pub landlock: LandlockMode,
+    /// The stage 2 the program must install before `spawn` returns (default: the worker's).
+    pub stage2: Stage2,
 }
 
 impl Spec {
@@ -98,6 +136,7 @@ impl Spec {
             fds: Vec::new(),
             env: Vec::new(),
             landlock: LandlockMode::Hard,
+            stage2: Stage2::worker(),
         }
     }
 }
@@ -167,6 +206,54 @@ pub enum SpawnError {
     /// Reading the child's status pipe failed.
     #[error("spawn: reading child status: {0}")]
     StatusPipe(std::io::Error),
+    /// The spawner's root mount could not be examined.
+    #[error(transparent)]
+    RootMount(#[from] RootMountError),
+    /// The spawner's root is the absolute root of its mount namespace (the initramfs rootfs).
+    #[error(
+        "spawn: refused: the spawner's root is the mount namespace's absolute root (initramfs \
+         rootfs); pivot_root cannot detach the host tree from it (PID 1 must leave the initramfs first)"
+    )]
+    AbsoluteRoot,
+    /// The program did not install its stage 2 in time.
+    #[error(
+        "spawn: refused: the program did not install its stage-2 seccomp filters within {}ms \
+         (Seccomp_filters {seen}, want {want})", within.as_millis()
+    )]
+    Stage2Missing {
+        /// Filters seen last.
+        seen: usize,
+        /// Filters required (stage 1 + stage 2).
+        want: usize,
+        /// The deadline.
+        within: Duration,
+    },
+    /// The program installed more filters than stage 1 + stage 2.
+    #[error("spawn: refused: the program installed more seccomp filters than expected (Seccomp_filters {seen}, want {want})")]
+    Stage2Unexpected {
+        /// Filters seen.
+        seen: usize,
+        /// Filters required.
+        want: usize,
+    },
+    /// The program ended before it installed its stage 2.
+    #[error("spawn: refused: the program ended ({status}) before installing its stage-2 seccomp filters (Seccomp_filters {seen}, want {want})")]
+    Stage2Exited {
+        /// How it ended.
+        status: ExitStatus,
+        /// Filters seen last.
+        seen: usize,
+        /// Filters required.
+        want: usize,
+    },
+    /// `/proc/<pid>/status` could not be read to confirm stage 2.
+    #[error("spawn: refused: cannot confirm stage 2 from /proc/{pid}/status: {reason}")]
+    Stage2Unknown {
+        /// Host pid.
+        pid: i32,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Errors of waiting for or signalling a sandboxed process.
@@ -407,6 +494,8 @@ pub fn spawn(spec: Spec) -> Result<Sandboxed, SpawnError> {
     }
     let program = open_program(&spec.program)?;
     let model = spec.model_dir.as_deref().map(model_path).transpose()?;
+    // pivot_root cannot leave a root without a parent: refuse before cloning (fail closed).
+    refuse_absolute_root(rootmount::root()?)?;
 
     let mut argv_store = Vec::with_capacity(spec.args.len() + 1);
     argv_store.push(cstring(spec.argv0.as_bytes()).ok_or(SpawnError::ArgNul(0))?);
@@ -456,6 +545,7 @@ pub fn spawn(spec: Spec) -> Result<Sandboxed, SpawnError> {
 
     let landlock = landlock_policy::prepare(spec.landlock)?;
     let seccomp = seccomp::stage1_programs()?;
+    let stage1_filters = seccomp.len();
     let (err_r, err_w) = pipe()?;
     let (alive_r, alive_w) = pipe()?;
 
@@ -546,7 +636,11 @@ pub fn spawn(spec: Spec) -> Result<Sandboxed, SpawnError> {
     }
     drop(alive_w);
     if got == 0 {
-        return Ok(sandboxed); // EOF: the close-on-exec pipe closed at a successful exec.
+        // EOF: the close-on-exec pipe closed at a successful exec.
+        if let Stage2::Required { filters, within } = spec.stage2 {
+            confirm_stage2(&mut sandboxed, stage1_filters + filters, within)?;
+        }
+        return Ok(sandboxed);
     }
     let _ = sandboxed.wait();
     let step = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
@@ -555,4 +649,115 @@ pub fn spawn(spec: Spec) -> Result<Sandboxed, SpawnError> {
         step: ChildStep::from_u32(step).unwrap_or(ChildStep::Exec),
         errno,
     })
+}
+
+/// Refuses to spawn from the absolute root of a mount namespace (the initramfs rootfs):
+/// `pivot_root` cannot move it, so the host's tree could not be dropped from the sandbox.
+fn refuse_absolute_root(root: rootmount::MountFacts) -> Result<(), SpawnError> {
+    if root.is_absolute_root() {
+        return Err(SpawnError::AbsoluteRoot);
+    }
+    Ok(())
+}
+
+/// The kernel's count of seccomp filters of `pid` (`Seccomp_filters:` in `/proc/<pid>/status`).
+pub fn seccomp_filters(pid: i32) -> Result<usize, String> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+    parse_seccomp_filters(&text)
+}
+
+/// Parses the `Seccomp_filters:` line of a `/proc/<pid>/status` text.
+pub fn parse_seccomp_filters(status: &str) -> Result<usize, String> {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+        .ok_or_else(|| "no Seccomp_filters line (kernel before 5.9?)".to_string())?;
+    line.trim()
+        .parse()
+        .map_err(|_| format!("Seccomp_filters value {:?} is not a number", line.trim()))
+}
+
+/// Waits until the program has installed exactly `want` filters (stage 1 + its stage 2), and
+/// refuses it (killed and reaped by the caller's drop) when it ends first, installs more, or
+/// the deadline passes. The count comes from the kernel, not from the program.
+fn confirm_stage2(child: &mut Sandboxed, want: usize, within: Duration) -> Result<(), SpawnError> {
+    let deadline = std::time::Instant::now() + within;
+    let pid = child.pid;
+    let mut seen = 0;
+    loop {
+        match seccomp_filters(pid) {
+            Ok(n) => seen = n,
+            Err(reason) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(SpawnError::Stage2Exited { status, seen, want });
+                }
+                return Err(SpawnError::Stage2Unknown { pid, reason });
+            }
+        }
+        if seen == want {
+            return Ok(());
+        }
+        if seen > want {
+            return Err(SpawnError::Stage2Unexpected { seen, want });
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(SpawnError::Stage2Missing { seen, want, within });
+        }
+        if let Some(status) =
+            child
+                .wait_timeout(STAGE2_POLL)
+                .map_err(|e| SpawnError::Stage2Unknown {
+                    pid,
+                    reason: e.to_string(),
+                })?
+        {
+            return Err(SpawnError::Stage2Exited { status, seen, want });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_seccomp_filters, refuse_absolute_root};
+    use crate::rootmount::MountFacts;
+
+    #[test]
+    fn an_absolute_root_is_refused_with_reason() {
+        let facts = |mnt_id, parent_id| MountFacts {
+            mnt_id,
+            parent_id,
+            sb_magic: 0,
+        };
+        assert!(refuse_absolute_root(facts(27, 1)).is_ok());
+        let e = refuse_absolute_root(facts(1, 1))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "spawn: refused: the spawner's root is the mount namespace's absolute root \
+                 (initramfs rootfs); pivot_root cannot detach the host tree from it (PID 1 must \
+                 leave the initramfs first)"
+            )
+        );
+    }
+
+    #[test]
+    fn seccomp_filters_line_is_parsed_or_refused_with_reason() {
+        for (text, want) in [
+            ("Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t9\n", Ok(9)),
+            ("Seccomp_filters:\t0\n", Ok(0)),
+            (
+                "Seccomp:\t2\n",
+                Err("no Seccomp_filters line (kernel before 5.9?)".to_string()),
+            ),
+            (
+                "Seccomp_filters:\tx\n",
+                Err("Seccomp_filters value \"x\" is not a number".to_string()),
+            ),
+        ] {
+            assert_eq!(parse_seccomp_filters(text), want, "{text:?}");
+        }
+    }
 }

@@ -16,6 +16,7 @@ pub mod klog;
 pub mod mounts;
 pub mod netlock;
 pub mod reaper;
+pub mod rootfs;
 pub mod rtnl;
 pub mod selftest;
 pub mod services;

@@ -141,6 +141,21 @@ impl Supervisor {
     /// The boot sequence.
     pub fn boot() -> Supervisor {
         let mut boot_problems = Vec::new();
+        // First of all, before any mount: leave the initramfs rootfs for a tmpfs root, so the
+        // sandbox's pivot_root can drop the whole host tree (docs/supervisor.md, "Boot").
+        match crate::rootfs::leave_initramfs() {
+            Ok(crate::rootfs::Outcome::NotNeeded) => {}
+            Ok(crate::rootfs::Outcome::Switched(moved)) => {
+                // Run from the moved /init (frees the rootfs copy); returns only on failure.
+                let e = crate::rootfs::reexec();
+                boot_problems.push(format!(
+                    "rootfs: moved {} entries ({} bytes) to a tmpfs root, but re-executing /init failed: {e}",
+                    moved.entries, moved.bytes
+                ));
+            }
+            // Sandboxed spawns refuse an absolute root (fail closed); the rest still boots.
+            Err(e) => boot_problems.push(e.to_string()),
+        }
         let sigfd = match signals::signalfd() {
             Ok(fd) => Some(fd),
             Err(e) => {
@@ -217,7 +232,11 @@ impl Supervisor {
             events: EventLog::default(),
             console_ready_at: None,
             sigfd,
-            self_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/init")),
+            // "/init (deleted)" if the rootfs copy still runs (re-exec failed): use the live file.
+            self_exe: std::env::current_exe()
+                .ok()
+                .filter(|p| !p.to_string_lossy().ends_with(" (deleted)"))
+                .unwrap_or_else(|| PathBuf::from("/init")),
             last_tick: Duration::ZERO,
         };
         sv.look_for_state_partition();
@@ -494,6 +513,7 @@ impl Supervisor {
             );
         }
         r.push("state partition", self.state_partition.clone());
+        r.push("root", crate::rootfs::status_value());
         r.push("usb sticks", usb::status_value(&self.sticks));
         r.push(
             "supervisor rss",

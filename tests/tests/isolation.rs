@@ -79,6 +79,9 @@ fn sandbox_probe_in_appliance() {
 
     // Landlock is enforced by this kernel (the probe requires it hard).
     let status = Status::parse(&vm.command("status").must());
+    // PID 1 left the initramfs rootfs at boot, so the spawn path's pivot_root drops the
+    // whole host tree from each sandbox (docs/sandbox.md, "Mount namespace").
+    assert_eq!(status.require("root").must(), "tmpfs over a parent mount");
     let lsm = status.require("lsm").must();
     assert!(lsm.split(',').any(|m| m == "landlock"), "lsm: {lsm}");
     let abi = status.number("landlock abi").must();

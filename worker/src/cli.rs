@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use airlock_formats::escape;
 use airlock_formats::protocol::{
     encode_payload, send, ErrorKind, GenerateRequest, Message, Response, Role,
 };
@@ -94,7 +95,7 @@ pub fn main() -> ExitCode {
         match fd::take_inherited(args.fd) {
             Ok(f) => Some(f),
             Err(e) => {
-                eprintln!("airlock-worker: {e}");
+                eprintln!("airlock-worker: {}", escape::text(&e.to_string()));
                 return ExitCode::from(EXIT_PROTOCOL);
             }
         }
@@ -132,7 +133,7 @@ fn serve(args: &Args, opts: &EngineOptions, mut conn: std::fs::File) -> ExitCode
     let (engine, model, load_ms) = match load(args, opts) {
         Ok(x) => x,
         Err(reason) => {
-            eprintln!("airlock-worker: {reason}");
+            eprintln!("airlock-worker: {}", escape::text(&reason));
             let _ = send(
                 &mut conn,
                 &Response::Error {
@@ -144,13 +145,13 @@ fn serve(args: &Args, opts: &EngineOptions, mut conn: std::fs::File) -> ExitCode
         }
     };
     if let Err(e) = send(&mut conn, &Response::Ready { model, load_ms }) {
-        eprintln!("airlock-worker: {e}");
+        eprintln!("airlock-worker: {}", escape::text(&e.to_string()));
         return ExitCode::from(EXIT_PROTOCOL);
     }
     match session::serve(&mut conn, &engine) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("airlock-worker: {e}");
+            eprintln!("airlock-worker: {}", escape::text(&e.to_string()));
             ExitCode::from(EXIT_PROTOCOL)
         }
     }
@@ -160,11 +161,14 @@ fn oneshot(args: &Args, opts: &EngineOptions) -> ExitCode {
     let (engine, model, load_ms) = match load(args, opts) {
         Ok(x) => x,
         Err(reason) => {
-            eprintln!("airlock-worker: {reason}");
+            eprintln!("airlock-worker: {}", escape::text(&reason));
             return ExitCode::from(EXIT_MODEL);
         }
     };
-    eprintln!("airlock-worker: loaded {model} in {load_ms} ms");
+    eprintln!(
+        "airlock-worker: loaded {} in {load_ms} ms",
+        escape::text(&model)
+    );
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
         messages.push(Message {
@@ -185,11 +189,13 @@ fn oneshot(args: &Args, opts: &EngineOptions) -> ExitCode {
         stop: Vec::new(),
     };
     if let Err(reason) = req.validate() {
-        eprintln!("airlock-worker: invalid request: {reason}");
+        eprintln!("airlock-worker: invalid request: {}", escape::text(&reason));
         return ExitCode::from(EXIT_GENERATE);
     }
     let mut out = std::io::stdout().lock();
-    match engine.generate(&req, |t| out.write_all(t.as_bytes()).is_ok()) {
+    // Model text reaches a terminal here: controls, C1 and bidi overrides are shown escaped.
+    let printed = |t: &str| out.write_all(escape::multiline(t).as_bytes()).is_ok();
+    match engine.generate(&req, printed) {
         Ok(stats) => {
             let _ = writeln!(out);
             let line = encode_payload(&Response::Done(stats)).unwrap_or_default();
@@ -197,7 +203,7 @@ fn oneshot(args: &Args, opts: &EngineOptions) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("airlock-worker: {e}");
+            eprintln!("airlock-worker: {}", escape::text(&e.to_string()));
             ExitCode::from(EXIT_GENERATE)
         }
     }

@@ -1,6 +1,11 @@
 //! The supervisor's side of the protocol, for tests and the benchmark:
 //! spawning an unsandboxed worker with a socketpair on fd 3, and running a
 //! request to completion.
+//!
+//! Every reply is read under `airlock_formats::bounded::REPLY_LIMITS` (a
+//! deadline per frame and per job, a byte bound per job), so a compromised
+//! worker can neither stall its caller nor make it gather text without end.
+//! Worker-supplied strings in errors are escaped for a terminal.
 
 use std::ffi::OsStr;
 use std::io;
@@ -10,9 +15,9 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use airlock_formats::bounded::{Job, ReplyError, ReplyLimits, REPLY_LIMITS};
 use airlock_formats::protocol::{
-    decode_response, read_frame, send, DecodeError, FrameError, GenerateRequest, Request, Response,
-    Stats, MAX_FRAME_LEN,
+    decode_response, send, DecodeError, FrameError, GenerateRequest, Request, Response, Stats,
 };
 
 /// Descriptor number the worker finds its socketpair end under.
@@ -38,14 +43,17 @@ pub enum ClientError {
     /// Reading a frame failed.
     #[error("receiving: {0}")]
     Receive(#[source] FrameError),
+    /// A reply limit was reached (per-frame or per-job deadline, per-job byte bound).
+    #[error(transparent)]
+    Limit(ReplyError),
     /// The worker closed the connection.
     #[error("worker closed the connection")]
     Closed,
     /// The worker sent an undecodable frame.
     #[error("decoding reply: {0}")]
     Decode(#[source] DecodeError),
-    /// The worker answered with an error reply.
-    #[error("worker error ({kind:?}): {reason}")]
+    /// The worker answered with an error reply (its reason escaped for a terminal).
+    #[error("worker error ({kind:?}): {}", airlock_formats::escape::text(reason))]
     Worker {
         /// Class of error.
         kind: airlock_formats::protocol::ErrorKind,
@@ -101,12 +109,24 @@ where
     Ok(WorkerProcess { child, conn: ours })
 }
 
-/// Reads the next reply.
-pub fn receive(conn: &mut UnixStream) -> Result<Response, ClientError> {
-    match read_frame(conn, MAX_FRAME_LEN).map_err(ClientError::Receive)? {
+fn reply_error(e: ReplyError) -> ClientError {
+    match e {
+        ReplyError::Frame(f) => ClientError::Receive(f),
+        other => ClientError::Limit(other),
+    }
+}
+
+/// Reads the next reply of `job`.
+fn next(job: &mut Job<'_>) -> Result<Response, ClientError> {
+    match job.next_frame().map_err(reply_error)? {
         Some(p) => decode_response(&p).map_err(ClientError::Decode),
         None => Err(ClientError::Closed),
     }
+}
+
+/// Reads the next reply (one frame, under [`REPLY_LIMITS`]).
+pub fn receive(conn: &mut UnixStream) -> Result<Response, ClientError> {
+    next(&mut Job::new(conn, REPLY_LIMITS))
 }
 
 /// Waits for `Ready`; returns the model load time (ms).
@@ -118,15 +138,26 @@ pub fn wait_ready(conn: &mut UnixStream) -> Result<u64, ClientError> {
     }
 }
 
-/// Sends `req` and collects the streamed text and the final stats.
+/// Sends `req` and collects the streamed text and the final stats, under [`REPLY_LIMITS`].
 pub fn generate(
     conn: &mut UnixStream,
     req: &GenerateRequest,
 ) -> Result<(String, Stats), ClientError> {
+    generate_with(conn, req, REPLY_LIMITS)
+}
+
+/// [`generate`] under the given limits.
+pub fn generate_with(
+    conn: &mut UnixStream,
+    req: &GenerateRequest,
+    limits: ReplyLimits,
+) -> Result<(String, Stats), ClientError> {
     send(conn, &Request::Generate(req.clone())).map_err(ClientError::Send)?;
+    let conn: &UnixStream = conn;
+    let mut job = Job::new(conn, limits);
     let mut text = String::new();
     loop {
-        match receive(conn)? {
+        match next(&mut job)? {
             Response::Token { text: t } => text.push_str(&t),
             Response::Done(stats) => return Ok((text, stats)),
             Response::Error { kind, reason } => return Err(ClientError::Worker { kind, reason }),
@@ -145,13 +176,27 @@ pub struct SandboxedWorker {
 
 /// Spawns `bin` through the sandbox's spawn path: the model's directory at
 /// `/model` (read-only), scratch at `/scratch` (`HOME`), the socketpair end on
-/// fd 3, `--sandboxed` so the worker installs its seccomp allowlist.
+/// fd 3, `--sandboxed` so the worker installs its seccomp allowlist. The spawn
+/// path refuses the worker unless the kernel shows that stage 2 is in
+/// (`Spec::stage2`, the worker's filter count) before this returns.
 pub fn spawn_sandboxed(
     bin: &Path,
     model: &Path,
     extra_args: &[String],
     limits: airlock_sandbox::Limits,
 ) -> Result<SandboxedWorker, SandboxClientError> {
+    let (spec, conn) = sandboxed_spec(bin, model, extra_args, limits)?;
+    let process = airlock_sandbox::spawn(spec)?;
+    Ok(SandboxedWorker { process, conn })
+}
+
+/// The spec [`spawn_sandboxed`] runs, and the supervisor's end of the socketpair.
+pub fn sandboxed_spec(
+    bin: &Path,
+    model: &Path,
+    extra_args: &[String],
+    limits: airlock_sandbox::Limits,
+) -> Result<(airlock_sandbox::Spec, UnixStream), SandboxClientError> {
     let canon = std::fs::canonicalize(model).map_err(|e| SandboxClientError::Model {
         path: model.to_path_buf(),
         reason: e.to_string(),
@@ -166,6 +211,7 @@ pub fn spawn_sandboxed(
     let mut spec = airlock_sandbox::Spec::new(bin);
     spec.model_dir = Some(dir.to_path_buf());
     spec.limits = limits;
+    spec.stage2 = airlock_sandbox::Stage2::worker();
     spec.fds
         .push((std::os::fd::OwnedFd::from(theirs), WORKER_FD));
     let inner = Path::new("/model").join(name);
@@ -178,11 +224,7 @@ pub fn spawn_sandboxed(
         )
         .chain(extra_args.iter().map(std::ffi::OsString::from))
         .collect();
-    let process = airlock_sandbox::spawn(spec)?;
-    Ok(SandboxedWorker {
-        process,
-        conn: ours,
-    })
+    Ok((spec, ours))
 }
 
 /// Errors of spawning a sandboxed worker.

@@ -156,3 +156,37 @@ fn missing_model_is_refused_before_spawning() {
         Ok(_) => panic!("a missing model was spawned"),
     }
 }
+
+/// A worker started without `--sandboxed` would serve under stage 1 alone (execve, fork and
+/// executable memory allowed): the spawn path sees no stage-2 filters in
+/// `/proc/<pid>/status` and refuses it, before any request can be sent.
+#[test]
+fn worker_without_the_sandboxed_flag_is_refused_with_reason() {
+    let (_d, model) = model_dir();
+    let (mut spec, _conn) = airlock_worker::client::sandboxed_spec(
+        Path::new(WORKER),
+        &model,
+        &threads(),
+        Limits::default(),
+    )
+    .unwrap();
+    assert!(spec.args.iter().any(|a| a == "--sandboxed"));
+    spec.args.retain(|a| a != "--sandboxed");
+    let filters = airlock_sandbox::seccomp::stage2_filter_count();
+    spec.stage2 = airlock_sandbox::Stage2::Required {
+        filters,
+        within: Duration::from_secs(3),
+    };
+    let stage1 = airlock_sandbox::seccomp::stage1_programs().unwrap().len();
+    match airlock_sandbox::spawn(spec) {
+        Err(e) => assert_eq!(
+            e.to_string(),
+            format!(
+                "spawn: refused: the program did not install its stage-2 seccomp filters \
+                 within 3000ms (Seccomp_filters {stage1}, want {})",
+                stage1 + filters
+            )
+        ),
+        Ok(_) => panic!("a worker without its stage 2 was handed over"),
+    }
+}

@@ -3,11 +3,15 @@
 //!
 //! ```text
 //! airlock-probe [--stage2] [--parent-pid PID] allow      # allowed side, then waits for EOF on stdin
-//! airlock-probe [--stage2] [--parent-pid PID] act NAME   # one forbidden act (may end in SIGSYS)
+//! airlock-probe [--stage2] [--parent-pid PID] act NAME   # EOF on stdin, then one act (may end in SIGSYS)
 //! airlock-probe list                                      # names of the acts
 //! ```
-//! With `--stage2` it installs the worker's stage-2 allow list exactly as the worker does
-//! (first thing in `main`, before any thread). Output: one line per result,
+//! With `--stage2`, `act` installs the worker's exact stage-2 allow list
+//! ([`Profile::Worker`]) first thing in `main`, as the worker does, so each act proves the
+//! worker's list; `allow` installs the probe's own profile ([`Profile::ProbeAllowedSide`]: the
+//! worker's list plus the probe's additions) after its first checks. `act` waits for EOF on
+//! stdin before acting, so the spawner can confirm stage 2 before an act kills the probe.
+//! Output: one line per result,
 //! `act NAME errno ENAME` | `act NAME ok DETAIL` | `check NAME ok DETAIL` | `check NAME fail DETAIL`.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -15,6 +19,7 @@ use std::ffi::CStr;
 use std::io::{Read, Write};
 
 use airlock_sandbox::names::errno_name;
+use airlock_sandbox::seccomp::Profile;
 
 /// The worker's allocator, so the probe meets the same allocator syscalls under stage 2.
 #[global_allocator]
@@ -131,6 +136,74 @@ fn map_anon(prot: libc::c_int) -> *mut libc::c_void {
             0,
         )
     }
+}
+
+/// A file (or directory) created in scratch for an act that removes or renames it.
+fn scratch_entry(path: &CStr, dir: bool) -> Result<(), Outcome> {
+    // SAFETY: valid paths; the fd is closed right away.
+    let r = unsafe {
+        if dir {
+            libc::mkdir(path.as_ptr(), 0o700)
+        } else {
+            let fd = libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o600,
+            );
+            if fd >= 0 {
+                libc::close(fd);
+                0
+            } else {
+                -1
+            }
+        }
+    };
+    if r != 0 {
+        return Err(Outcome::Ok(format!("setup failed: {}", errno_name(last()))));
+    }
+    Ok(())
+}
+
+/// A connected AF_UNIX pair for the send/receive acts (socketpair is in the worker's list).
+fn unix_pair() -> Result<[libc::c_int; 2], Outcome> {
+    let mut fds = [0; 2];
+    // SAFETY: valid 2-element array.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(Outcome::Ok(format!("setup failed: {}", errno_name(last()))));
+    }
+    Ok(fds)
+}
+
+/// futex(2) with all six arguments (`val3` matters for the compare-and-requeue act).
+fn futex(
+    word: &mut u32,
+    op: libc::c_int,
+    val: u32,
+    val2: usize,
+    other: usize,
+    val3: u32,
+) -> Outcome {
+    // SAFETY: `word` and `other` point to live u32s on the caller's stack; the other
+    // arguments are integers.
+    rc(unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word as *mut u32,
+            op,
+            val,
+            val2,
+            other,
+            val3,
+        )
+    })
 }
 
 fn act(name: &str, parent: i32) -> Option<Outcome> {
@@ -260,6 +333,89 @@ fn act(name: &str, parent: i32) -> Option<Outcome> {
                 Outcome::Ok("mapped".into())
             }
         }
+        // Calls the worker's stage 2 no longer allows (they were shared with the probe).
+        "socket_unix" => socket(libc::AF_UNIX, libc::SOCK_STREAM, 0),
+        "sendto" => match unix_pair() {
+            Ok(fds) => raw(libc::SYS_sendto, [fds[0] as usize, cs(c"x"), 1, 0, 0]),
+            Err(o) => o,
+        },
+        "recvfrom" => match unix_pair() {
+            Ok(fds) => {
+                // SAFETY: writing one byte from a constant to our own socket.
+                unsafe { libc::write(fds[0], c"x".as_ptr().cast(), 1) };
+                let mut b = [0u8; 1];
+                raw(
+                    libc::SYS_recvfrom,
+                    [fds[1] as usize, b.as_mut_ptr() as usize, 1, 0, 0],
+                )
+            }
+            Err(o) => o,
+        },
+        "rename" => match scratch_entry(c"/scratch/probe-a", false) {
+            Ok(()) => raw(
+                libc::SYS_rename,
+                [cs(c"/scratch/probe-a"), cs(c"/scratch/probe-b"), 0, 0, 0],
+            ),
+            Err(o) => o,
+        },
+        "unlink" => match scratch_entry(c"/scratch/probe-u", false) {
+            Ok(()) => raw(libc::SYS_unlink, [cs(c"/scratch/probe-u"), 0, 0, 0, 0]),
+            Err(o) => o,
+        },
+        "rmdir" => match scratch_entry(c"/scratch/probe-d", true) {
+            Ok(()) => raw(libc::SYS_rmdir, [cs(c"/scratch/probe-d"), 0, 0, 0, 0]),
+            Err(o) => o,
+        },
+        "uname" => {
+            // SAFETY: utsname is plain data.
+            let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+            raw(
+                libc::SYS_uname,
+                [&mut u as *mut libc::utsname as usize, 0, 0, 0, 0],
+            )
+        }
+        "getuid" => raw(libc::SYS_getuid, [0; 5]),
+        "getgid" => raw(libc::SYS_getgid, [0; 5]),
+        // A priority-inheritance lock on a free word: taken at once (returns 0) if allowed.
+        "futex_lock_pi" => {
+            let mut w = 0u32;
+            futex(
+                &mut w,
+                libc::FUTEX_LOCK_PI | libc::FUTEX_PRIVATE_FLAG,
+                0,
+                0,
+                0,
+                0,
+            )
+        }
+        // Requeue from a word nobody waits on (expected value 0 matches): returns 0.
+        "futex_cmp_requeue" => {
+            let mut w = 0u32;
+            let mut other = 0u32;
+            let other_ptr = &mut other as *mut u32 as usize;
+            futex(
+                &mut w,
+                libc::FUTEX_CMP_REQUEUE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+                1,
+                other_ptr,
+                0,
+            )
+        }
+        // An advice the worker never gives (MADV_DONTFORK on one of our pages): returns 0.
+        "madvise_dontfork" => {
+            let p = map_anon(libc::PROT_READ | libc::PROT_WRITE);
+            if p == libc::MAP_FAILED {
+                return Some(Outcome::Ok(format!(
+                    "setup mmap failed: {}",
+                    errno_name(last())
+                )));
+            }
+            raw(
+                libc::SYS_madvise,
+                [p as usize, 4096, libc::MADV_DONTFORK as usize, 0, 0],
+            )
+        }
         "alloc_big" => {
             let mut v: Vec<u8> = Vec::new();
             match v.try_reserve_exact(2 << 30) {
@@ -316,6 +472,18 @@ const ACTS: &[&str] = &[
     "ioctl_fionbio",
     "mprotect_exec",
     "mmap_exec",
+    "socket_unix",
+    "sendto",
+    "recvfrom",
+    "rename",
+    "unlink",
+    "rmdir",
+    "uname",
+    "getuid",
+    "getgid",
+    "futex_lock_pi",
+    "futex_cmp_requeue",
+    "madvise_dontfork",
     "alloc_big",
     "crash_segv",
 ];
@@ -494,8 +662,8 @@ fn allow(stage2: bool, fds_at_start: String) -> i32 {
         check(
             &mut out,
             "stage2_installed",
-            airlock_sandbox::seccomp::install_worker_allowlist()
-                .map(|_| "allow list installed".into())
+            airlock_sandbox::seccomp::install(Profile::ProbeAllowedSide)
+                .map(|_| "allow list installed (probe profile)".into())
                 .map_err(|e| e.to_string()),
         );
         // SAFETY: prctl query without memory arguments.
@@ -557,11 +725,15 @@ fn main() {
         (Some("allow"), None) => allow(stage2, fds_at_start),
         (Some("act"), Some(name)) => {
             if stage2 {
-                if let Err(e) = airlock_sandbox::seccomp::install_worker_allowlist() {
+                // The worker's exact list: each act proves what the worker may not do.
+                if let Err(e) = airlock_sandbox::seccomp::install(Profile::Worker) {
                     println!("check stage2_installed fail {e}");
                     std::process::exit(2);
                 }
             }
+            // Wait until the spawner has confirmed stage 2 and closes our stdin.
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
             match act(&name, parent) {
                 Some(Outcome::Ok(d)) => println!("act {name} ok {d}"),
                 Some(Outcome::Errno(e)) => println!("act {name} errno {}", errno_name(e)),
