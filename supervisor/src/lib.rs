@@ -11,16 +11,20 @@ pub mod commands;
 pub mod console;
 pub mod control;
 pub mod cpu;
+pub mod dma;
 pub mod events;
+pub mod gpt;
 pub mod klog;
 pub mod mounts;
 pub mod netlock;
 pub mod reaper;
 pub mod rtnl;
+pub mod screen;
 pub mod selftest;
 pub mod services;
 pub mod shutdown;
 pub mod signals;
+pub mod state;
 pub mod status;
 pub mod supervisor;
 pub mod sysctl;
@@ -39,6 +43,7 @@ pub fn entry() -> std::process::ExitCode {
     match args.first().map(String::as_str) {
         Some("console") => console::main_from_args(&args[1..]),
         Some("usb-label") => usb_label::main_from_args(&args[1..]),
+        Some("gpt-parts") => gpt::main_from_args(&args[1..]),
         Some("--version") => {
             println!("airlock-init {VERSION}");
             std::process::ExitCode::SUCCESS
@@ -46,7 +51,8 @@ pub fn entry() -> std::process::ExitCode {
         _ => {
             eprintln!(
                 "airlock-init: this is the appliance's PID 1 (/init); the only other mode is \
-                 'airlock-init console TTY --ctl-fd N' and 'airlock-init usb-label DISK', \
+                 'airlock-init console TTY --ctl-fd N', 'airlock-init usb-label DISK' and \
+                 'airlock-init gpt-parts DISK', \
                  started by the supervisor itself"
             );
             std::process::ExitCode::from(2)
