@@ -186,7 +186,9 @@ pub fn parse(text: &str) -> Cmdline {
     if let Some(v) = dma_value {
         match dma::POLICY_WORDS.iter().find(|(w, _)| *w == v) {
             Some((_, p)) => c.dma = *p,
-            None => c.problems.push(CmdlineError::BadDma(v.chars().take(40).collect())),
+            None => c
+                .problems
+                .push(CmdlineError::BadDma(v.chars().take(40).collect())),
         }
     }
     c
@@ -247,9 +249,8 @@ mod tests {
 
     #[test]
     fn state_and_dma() {
-        let c = parse(
-            "airlock.state=PARTUUID=0E16A44C-724C-40B1-BFFD-7E46645B4527 airlock.dma=warn",
-        );
+        let c =
+            parse("airlock.state=PARTUUID=0E16A44C-724C-40B1-BFFD-7E46645B4527 airlock.dma=warn");
         assert_eq!(
             c.state.as_deref(),
             Some("0e16a44c-724c-40b1-bffd-7e46645b4527")

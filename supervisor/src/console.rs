@@ -203,7 +203,9 @@ impl Console {
             }
             match self.recv_reply() {
                 RecvResult::Reply(r) if want(&r) => return Some(r),
-                RecvResult::Reply(Reply::Notice(n)) => self.out(&format!("{}\n", crate::screen::line(&n))),
+                RecvResult::Reply(Reply::Notice(n)) => {
+                    self.out(&format!("{}\n", crate::screen::line(&n)))
+                }
                 RecvResult::Reply(_) | RecvResult::Nothing => {}
                 RecvResult::Closed => return None,
             }

@@ -121,9 +121,11 @@ impl Report {
     /// `Ok(summary)` when DMA protection is active, else why not.
     pub fn verdict(&self) -> Result<String, String> {
         if self.iommus.is_empty() {
-            return Err("no IOMMU (none under /sys/class/iommu: VT-d / AMD-Vi missing or \
+            return Err(
+                "no IOMMU (none under /sys/class/iommu: VT-d / AMD-Vi missing or \
                         switched off in the firmware setup)"
-                .into());
+                    .into(),
+            );
         }
         let mut why: Vec<String> = self
             .devices
@@ -200,7 +202,11 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     /// A fake /sys: (iommus, [(pci device, group)], [(group, type)]).
-    fn fake(iommus: &[&str], devices: &[(&str, Option<&str>)], groups: &[(&str, &str)]) -> tempfile::TempDir {
+    fn fake(
+        iommus: &[&str],
+        devices: &[(&str, Option<&str>)],
+        groups: &[(&str, &str)],
+    ) -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
         let s = t.path();
         std::fs::create_dir_all(s.join("class/iommu")).unwrap();
@@ -223,7 +229,11 @@ mod tests {
             let dd = s.join("devices/pci0000:00").join(d);
             std::fs::create_dir_all(&dd).unwrap();
             if let Some(g) = g {
-                symlink(format!("../../kernel/iommu_groups/{g}"), dd.join("iommu_group")).unwrap();
+                symlink(
+                    format!("../../kernel/iommu_groups/{g}"),
+                    dd.join("iommu_group"),
+                )
+                .unwrap();
             }
             symlink(&dd, s.join("bus/pci/devices").join(d)).unwrap();
         }

@@ -130,7 +130,9 @@ pub fn parse_header(sector: &[u8]) -> Result<Header, GptError> {
     if header.count == 0 || header.count > MAX_ENTRIES {
         return Err(GptError::Field("number of entries"));
     }
-    if header.entry_size < 128 || header.entry_size > MAX_ENTRY_SIZE || header.entry_size % 128 != 0
+    if header.entry_size < 128
+        || header.entry_size > MAX_ENTRY_SIZE
+        || !header.entry_size.is_multiple_of(128)
     {
         return Err(GptError::Field("entry size"));
     }
@@ -144,7 +146,9 @@ pub fn parse_header(sector: &[u8]) -> Result<Header, GptError> {
 /// disk's logical block size in bytes.
 pub fn parse_entries(h: &Header, array: &[u8], lbs: u64) -> Result<Vec<Entry>, GptError> {
     let len = (h.count as usize) * (h.entry_size as usize);
-    let array = array.get(..len).ok_or(GptError::Field("entry array length"))?;
+    let array = array
+        .get(..len)
+        .ok_or(GptError::Field("entry array length"))?;
     if crc32(array) != h.entries_crc {
         return Err(GptError::EntriesCrc);
     }
@@ -238,7 +242,9 @@ pub fn main_from_args(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     }
     let lbs = std::fs::read_to_string(
-        Path::new("/sys/block").join(disk).join("queue/logical_block_size"),
+        Path::new("/sys/block")
+            .join(disk)
+            .join("queue/logical_block_size"),
     )
     .ok()
     .and_then(|s| s.trim().parse().ok())
@@ -278,7 +284,12 @@ mod tests {
             parse_guid("0E16A44C-724C-40B1-BFFD-7E46645B4527").as_deref(),
             Some("0e16a44c-724c-40b1-bffd-7e46645b4527")
         );
-        for bad in ["", "0e16a44c724c40b1bffd7e46645b4527", "0e16a44c-724c-40b1-bffd-7e46645b452g", "0e16a44c-724c-40b1-bffd-7e46645b45270"] {
+        for bad in [
+            "",
+            "0e16a44c724c40b1bffd7e46645b4527",
+            "0e16a44c-724c-40b1-bffd-7e46645b452g",
+            "0e16a44c-724c-40b1-bffd-7e46645b45270",
+        ] {
             assert_eq!(parse_guid(bad), None, "{bad}");
         }
     }
@@ -328,7 +339,11 @@ mod tests {
             .arg(&img)
             .output()
             .expect("sgdisk (gdisk package, scripts/setup-host)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         img
     }
 
@@ -366,7 +381,11 @@ mod tests {
         ];
         for (off, reason) in cases {
             let img = sgdisk_image(t.path());
-            let f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&img)
+                .unwrap();
             let mut b = [0u8; 1];
             f.read_exact_at(&mut b, *off).unwrap();
             f.write_all_at(&[b[0] ^ 0xff], *off).unwrap();

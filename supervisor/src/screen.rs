@@ -44,7 +44,10 @@ mod tests {
         // (input, shown): clean text (even an escape someone already made)
         // passes unchanged; anything unsafe escapes the whole line.
         let cases: &[(&str, &str)] = &[
-            ("[usb] stick inserted: sdb (16 MiB)", "[usb] stick inserted: sdb (16 MiB)"),
+            (
+                "[usb] stick inserted: sdb (16 MiB)",
+                "[usb] stick inserted: sdb (16 MiB)",
+            ),
             ("airlock: NOT READY — why", "airlock: NOT READY — why"),
             (r#"sdb 16 MiB "A\x1bB""#, r#"sdb 16 MiB "A\x1bB""#),
             ("A\x1b[2JB", r"A\x1b[2JB"),

@@ -264,7 +264,8 @@ mod tests {
     const VDA: &str = "pci0000:00/0000:00:05.0/virtio2/block/vda";
     const VDB: &str = "pci0000:00/0000:00:06.0/virtio3/block/vdb";
     const NVME: &str = "pci0000:00/0000:00:07.0/nvme/nvme0/nvme0n1";
-    const SDB: &str = "pci0000:00/0000:00:04.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block/sdb";
+    const SDB: &str =
+        "pci0000:00/0000:00:04.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block/sdb";
 
     fn e(partn: u32, guid: &str, start: u64) -> Entry {
         Entry {
@@ -400,11 +401,17 @@ mod tests {
             let got = select(&named, want, esp, &mut read);
             match (got, expected) {
                 (Ok(sel), Ok((chosen, ignored))) => {
-                    assert_eq!(sel.chosen.as_ref().map(|(d, _)| d.as_str()), chosen, "{case}");
+                    assert_eq!(
+                        sel.chosen.as_ref().map(|(d, _)| d.as_str()),
+                        chosen,
+                        "{case}"
+                    );
                     assert_eq!(ignored_value(&sel.ignored), ignored, "{case}");
                 }
                 (Err(e), Err(reason)) => assert_eq!(e.to_string(), reason, "{case}"),
-                (got, want) => panic!("{case}: got {got:?}, expected {want:?}"),
+                (got, want) => {
+                    assert_eq!(format!("{got:?}"), format!("{want:?}"), "{case}")
+                }
             }
         }
     }

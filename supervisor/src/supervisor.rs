@@ -384,9 +384,9 @@ impl Supervisor {
                 };
                 self.state_found = true;
                 self.state_binding = match (&want, &esp) {
-                    (Some(w), Some(e)) => format!(
-                        "PARTUUID {w} on the boot disk {disk} (LoaderDevicePartUUID {e})"
-                    ),
+                    (Some(w), Some(e)) => {
+                        format!("PARTUUID {w} on the boot disk {disk} (LoaderDevicePartUUID {e})")
+                    }
                     (Some(w), None) => format!(
                         "PARTUUID {w} on {disk} (no LoaderDevicePartUUID: boot disk not checked)"
                     ),
@@ -650,10 +650,7 @@ impl Supervisor {
                 },
             );
         }
-        r.push(
-            "dma protection",
-            self.dma.status_value(self.cmdline.dma),
-        );
+        r.push("dma protection", self.dma.status_value(self.cmdline.dma));
         r.push("state partition", self.state_partition.clone());
         r.push("state binding", self.state_binding.clone());
         if !self.state_ignored.is_empty() {

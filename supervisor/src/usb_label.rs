@@ -154,7 +154,10 @@ mod tests {
             (b"a\\b\x7f      ", Some(r"a\\b\x7f")),
             (b"SAFE\x00\x1b[2J  ", Some("SAFE")),
             (b"\xe2\x80\xaeGPJ.EXE  ", Some(r"\u{202e}GPJ.EXE")),
-            (b"\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b", Some(r"\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b")),
+            (
+                b"\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b",
+                Some(r"\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b"),
+            ),
             (b"           ", None),
         ];
         for (raw, want) in cases {

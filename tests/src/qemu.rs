@@ -176,7 +176,14 @@ impl VmConfig {
         if self.iommu {
             // Interrupt remapping needs the split irqchip (a no-op under TCG,
             // required under KVM); the IOMMU comes before every PCI device.
-            push(&["-machine", "q35,kernel-irqchip=split", "-accel", "tcg", "-cpu", &self.cpu]);
+            push(&[
+                "-machine",
+                "q35,kernel-irqchip=split",
+                "-accel",
+                "tcg",
+                "-cpu",
+                &self.cpu,
+            ]);
             push(&["-device", "intel-iommu,intremap=on"]);
         } else {
             push(&["-machine", "q35", "-accel", "tcg", "-cpu", &self.cpu]);
@@ -618,7 +625,10 @@ mod tests {
     #[test]
     fn iommu_and_extra_disks() {
         let a = joined(&direct().with_iommu(false));
-        assert!(a.starts_with("-machine q35 -accel tcg -cpu max -m 2048"), "{a}");
+        assert!(
+            a.starts_with("-machine q35 -accel tcg -cpu max -m 2048"),
+            "{a}"
+        );
         assert!(!a.contains("intel-iommu"), "{a}");
         let a = joined(&direct().with_extra_disk(Path::new("/w/other.img")));
         assert!(

@@ -92,7 +92,9 @@ pub fn set_fat_boot_label(path: &Path, label: &[u8]) -> Result<(), StickError> {
         source,
     };
     if label.len() > 11 {
-        return Err(write(std::io::Error::other("a FAT label has at most 11 bytes")));
+        return Err(write(std::io::Error::other(
+            "a FAT label has at most 11 bytes",
+        )));
     }
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -191,7 +193,11 @@ mod tests {
         make_gpt_disk(
             &disk,
             16,
-            &[("airlock-state", "8300", "11111111-2222-4333-8444-555555555555")],
+            &[(
+                "airlock-state",
+                "8300",
+                "11111111-2222-4333-8444-555555555555",
+            )],
         )
         .unwrap();
         let out = Command::new(if Path::new("/usr/sbin/sgdisk").is_file() {
@@ -204,7 +210,8 @@ mod tests {
         .unwrap();
         let info = String::from_utf8_lossy(&out.stdout);
         assert!(
-            info.contains("11111111-2222-4333-8444-555555555555") && info.contains("'airlock-state'"),
+            info.contains("11111111-2222-4333-8444-555555555555")
+                && info.contains("'airlock-state'"),
             "{info}"
         );
         std::fs::remove_dir_all(&dir).unwrap();

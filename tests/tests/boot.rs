@@ -26,13 +26,10 @@ fn boot_to_console() {
     // A second disk with a partition named airlock-state (Linux data type,
     // like ours, but another GUID): it must be ignored, with its reason.
     let probe = direct("boot-to-console");
-    let intruder = std::env::temp_dir().join(format!("airlock-e2e-intruder-{}.img", std::process::id()));
+    let intruder =
+        std::env::temp_dir().join(format!("airlock-e2e-intruder-{}.img", std::process::id()));
     make_gpt_disk(&intruder, 16, &[("airlock-state", "8300", OTHER_GUID)]).must();
-    let mut vm = Vm::boot(
-        &probe.with_extra_disk(&intruder),
-        timeout(DIRECT_BOOT_SECS),
-    )
-    .must();
+    let mut vm = Vm::boot(&probe.with_extra_disk(&intruder), timeout(DIRECT_BOOT_SECS)).must();
     let _ = std::fs::remove_file(&intruder);
     let banner = vm.console().transcript();
     assert!(
@@ -113,7 +110,8 @@ fn poweroff_ends_qemu() {
 fn ovmf_disk_boot() {
     // A second disk whose partition copies the state partition's name, type
     // and GUID, but holds no ESP: not the disk systemd-boot started from.
-    let intruder = std::env::temp_dir().join(format!("airlock-e2e-copycat-{}.img", std::process::id()));
+    let intruder =
+        std::env::temp_dir().join(format!("airlock-e2e-copycat-{}.img", std::process::id()));
     make_gpt_disk(&intruder, 16, &[("airlock-state", "8300", STATE_GUID)]).must();
     let config = VmConfig::disk("ovmf-disk-boot", &Artifacts::locate())
         .must()

@@ -79,7 +79,10 @@ fn without_an_iommu_the_appliance_is_not_ready() {
         .must();
     let status = Status::parse(&vm.command("status").must());
     let dma = status.require("dma protection").must();
-    assert!(dma.starts_with("ABSENT — no IOMMU"), "dma protection: {dma}");
+    assert!(
+        dma.starts_with("ABSENT — no IOMMU"),
+        "dma protection: {dma}"
+    );
     let ready = status.require("ready").must();
     assert!(
         ready.starts_with("no — DMA protection absent: no IOMMU"),

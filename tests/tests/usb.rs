@@ -29,8 +29,7 @@ fn usb_hotplug() {
     // literal backslash-x-1-b, never the ESC byte.
     let inserted = vm
         .wait_for(
-            Pattern::regex(r#"\[usb\] stick inserted: (\w+) \((\d+) MiB\) "T\\x1b\[2JEST""#)
-                .must(),
+            Pattern::regex(r#"\[usb\] stick inserted: (\w+) \((\d+) MiB\) "T\\x1b\[2JEST""#).must(),
             timeout(120),
         )
         .must();
