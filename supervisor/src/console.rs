@@ -242,7 +242,7 @@ impl Console {
             return 0;
         }
         match self.wait_reply(Duration::from_secs(10), |r| matches!(r, Reply::Ready(_))) {
-            Some(Reply::Ready(line)) => self.out(&format!("{}\n", crate::screen::line(&line))),
+            Some(Reply::Ready(text)) => self.out(&format!("{}\n", crate::screen::lines(&text))),
             _ => self.out("airlock: the supervisor did not answer; commands may not work\n"),
         }
         self.out(PROMPT);
@@ -264,8 +264,11 @@ impl Console {
             };
             if !ctl_ev.is_empty() {
                 match self.recv_reply() {
-                    RecvResult::Reply(Reply::Notice(n)) | RecvResult::Reply(Reply::Ready(n)) => {
+                    RecvResult::Reply(Reply::Notice(n)) => {
                         self.out(&format!("\n{}\n{PROMPT}", crate::screen::line(&n)));
+                    }
+                    RecvResult::Reply(Reply::Ready(n)) => {
+                        self.out(&format!("\n{}\n{PROMPT}", crate::screen::lines(&n)));
                     }
                     RecvResult::Reply(Reply::Status(_)) | RecvResult::Nothing => {}
                     RecvResult::Closed => return 0,
