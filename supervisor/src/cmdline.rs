@@ -4,9 +4,15 @@
 //! Keys (last occurrence wins, as for the kernel's own parameters):
 //! - `airlock.console=NAME[,NAME...]` ttys to serve (default `ttyS0,tty1`)
 //! - `airlock.slot=NAME` the boot slot (`a`/`b`) the UKI was installed in
+//! - `airlock.state=PARTUUID=GUID` the unique GUID of the state partition
+//!   this image was built with (`image/partitions.sh`); without it no state
+//!   partition is mounted (`state.rs`)
+//! - `airlock.dma=require|warn` what to do without DMA protection (`dma.rs`;
+//!   default `require`)
 //!
 //! A bad value is reported with a one-line reason and the default is used.
 
+use crate::dma;
 use thiserror::Error;
 
 /// Consoles served when the command line names none.
@@ -27,6 +33,10 @@ pub enum CmdlineError {
     TooManyConsoles,
     #[error("airlock.slot: '{0}' is not a slot name (letters, digits, '-' or '_', at most 16); slot unknown")]
     BadSlot(String),
+    #[error("airlock.state: '{0}' is not PARTUUID=<GUID>; no state partition will be mounted")]
+    BadState(String),
+    #[error("airlock.dma: '{0}' is not 'require' or 'warn'; using require")]
+    BadDma(String),
     #[error("cannot read /proc/cmdline: {0}")]
     Read(String),
 }
@@ -38,6 +48,10 @@ pub struct Cmdline {
     pub consoles: Vec<String>,
     /// Boot slot, if given and well-formed.
     pub slot: Option<String>,
+    /// Unique partition GUID of the state partition (lower case), if given.
+    pub state: Option<String>,
+    /// What to do without DMA protection.
+    pub dma: dma::Policy,
     /// One line per rejected value (reported on the consoles and in kmsg).
     pub problems: Vec<CmdlineError>,
 }
@@ -47,6 +61,8 @@ impl Default for Cmdline {
         Cmdline {
             consoles: DEFAULT_CONSOLES.iter().map(|s| s.to_string()).collect(),
             slot: None,
+            state: None,
+            dma: dma::DEFAULT_POLICY,
             problems: Vec::new(),
         }
     }
@@ -131,11 +147,17 @@ fn parse_consoles(value: &str) -> Result<Vec<String>, CmdlineError> {
 pub fn parse(text: &str) -> Cmdline {
     let mut console_value: Option<String> = None;
     let mut slot_value: Option<String> = None;
+    let mut state_value: Option<String> = None;
+    let mut dma_value: Option<String> = None;
     for w in words(text) {
         if let Some(v) = w.strip_prefix("airlock.console=") {
             console_value = Some(v.to_string());
         } else if let Some(v) = w.strip_prefix("airlock.slot=") {
             slot_value = Some(v.to_string());
+        } else if let Some(v) = w.strip_prefix("airlock.state=") {
+            state_value = Some(v.to_string());
+        } else if let Some(v) = w.strip_prefix("airlock.dma=") {
+            dma_value = Some(v.to_string());
         }
     }
     let mut c = Cmdline::default();
@@ -151,6 +173,22 @@ pub fn parse(text: &str) -> Cmdline {
         } else {
             c.problems
                 .push(CmdlineError::BadSlot(v.chars().take(40).collect()));
+        }
+    }
+    if let Some(v) = state_value {
+        match v.strip_prefix("PARTUUID=").and_then(crate::gpt::parse_guid) {
+            Some(g) => c.state = Some(g),
+            None => c
+                .problems
+                .push(CmdlineError::BadState(v.chars().take(60).collect())),
+        }
+    }
+    if let Some(v) = dma_value {
+        match dma::POLICY_WORDS.iter().find(|(w, _)| *w == v) {
+            Some((_, p)) => c.dma = *p,
+            None => c
+                .problems
+                .push(CmdlineError::BadDma(v.chars().take(40).collect())),
         }
     }
     c
@@ -207,6 +245,50 @@ mod tests {
         let c = parse("airlock.console=tty1,tty2,tty3,tty4,tty5");
         assert_eq!(c.problems, vec![CmdlineError::TooManyConsoles]);
         assert!(c.problems[0].to_string().contains("more than 4"));
+    }
+
+    #[test]
+    fn state_and_dma() {
+        let c =
+            parse("airlock.state=PARTUUID=0E16A44C-724C-40B1-BFFD-7E46645B4527 airlock.dma=warn");
+        assert_eq!(
+            c.state.as_deref(),
+            Some("0e16a44c-724c-40b1-bffd-7e46645b4527")
+        );
+        assert_eq!(c.dma, dma::Policy::Warn);
+        assert!(c.problems.is_empty());
+        let c = parse("quiet");
+        assert_eq!((c.state, c.dma), (None, dma::Policy::Require));
+    }
+
+    #[test]
+    fn bad_state_and_dma_are_refused_with_reason() {
+        // (command line, its one problem); state and dma keep their defaults
+        let cases: &[(&str, &str)] = &[
+            (
+                "airlock.state=/dev/sdb2",
+                "airlock.state: '/dev/sdb2' is not PARTUUID=<GUID>; no state partition will be mounted",
+            ),
+            (
+                "airlock.state=PARTUUID=0e16a44c-724c-40b1-bffd",
+                "airlock.state: 'PARTUUID=0e16a44c-724c-40b1-bffd' is not PARTUUID=<GUID>; no state partition will be mounted",
+            ),
+            (
+                "airlock.state=PARTLABEL=airlock-state",
+                "airlock.state: 'PARTLABEL=airlock-state' is not PARTUUID=<GUID>; no state partition will be mounted",
+            ),
+            (
+                "airlock.dma=off",
+                "airlock.dma: 'off' is not 'require' or 'warn'; using require",
+            ),
+        ];
+        for (line, reason) in cases {
+            let c = parse(line);
+            assert_eq!(c.state, None, "{line}");
+            assert_eq!(c.dma, dma::Policy::Require, "{line}");
+            let p: Vec<String> = c.problems.iter().map(|p| p.to_string()).collect();
+            assert_eq!(p, vec![reason.to_string()], "{line}");
+        }
     }
 
     #[test]

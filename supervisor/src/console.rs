@@ -203,7 +203,9 @@ impl Console {
             }
             match self.recv_reply() {
                 RecvResult::Reply(r) if want(&r) => return Some(r),
-                RecvResult::Reply(Reply::Notice(n)) => self.out(&format!("{n}\n")),
+                RecvResult::Reply(Reply::Notice(n)) => {
+                    self.out(&format!("{}\n", crate::screen::line(&n)))
+                }
                 RecvResult::Reply(_) | RecvResult::Nothing => {}
                 RecvResult::Closed => return None,
             }
@@ -240,7 +242,7 @@ impl Console {
             return 0;
         }
         match self.wait_reply(Duration::from_secs(10), |r| matches!(r, Reply::Ready(_))) {
-            Some(Reply::Ready(line)) => self.out(&format!("{line}\n")),
+            Some(Reply::Ready(text)) => self.out(&format!("{}\n", crate::screen::lines(&text))),
             _ => self.out("airlock: the supervisor did not answer; commands may not work\n"),
         }
         self.out(PROMPT);
@@ -262,8 +264,11 @@ impl Console {
             };
             if !ctl_ev.is_empty() {
                 match self.recv_reply() {
-                    RecvResult::Reply(Reply::Notice(n)) | RecvResult::Reply(Reply::Ready(n)) => {
-                        self.out(&format!("\n{n}\n{PROMPT}"));
+                    RecvResult::Reply(Reply::Notice(n)) => {
+                        self.out(&format!("\n{}\n{PROMPT}", crate::screen::line(&n)));
+                    }
+                    RecvResult::Reply(Reply::Ready(n)) => {
+                        self.out(&format!("\n{}\n{PROMPT}", crate::screen::lines(&n)));
                     }
                     RecvResult::Reply(Reply::Status(_)) | RecvResult::Nothing => {}
                     RecvResult::Closed => return 0,
@@ -317,14 +322,14 @@ impl Console {
                     return true;
                 }
                 match self.wait_reply(Duration::from_secs(5), |r| matches!(r, Reply::Status(_))) {
-                    Some(Reply::Status(text)) => self.out(&text),
+                    Some(Reply::Status(text)) => self.out(&crate::screen::lines(&text)),
                     _ => self.out("status: the supervisor did not answer within 5 s\n"),
                 }
             }
             Command::Selftest => {
                 self.out("selftest: running the sandbox probe suite, this takes a while...\n");
                 let text = crate::selftest::run(std::path::Path::new(crate::selftest::PROBE));
-                self.out(&text);
+                self.out(&crate::screen::lines(&text));
             }
             Command::Poweroff => {
                 // PID 1 writes "airlock: powering off" on every console itself.

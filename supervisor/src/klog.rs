@@ -46,7 +46,10 @@ impl log::Log for Kmsg {
 
     fn log(&self, record: &log::Record<'_>) {
         let pid = std::process::id();
-        let line = format!("airlock-init[{pid}]: {}\n", record.args());
+        // Kernel messages of warning level and above are printed on the
+        // consoles raw: the same last check as every other console line.
+        let text = record.args().to_string();
+        let line = format!("airlock-init[{pid}]: {}\n", crate::screen::line(&text));
         let mut done = false;
         if let Ok(mut g) = self.file.lock() {
             if let Some(f) = g.as_mut() {

@@ -11,17 +11,21 @@ pub mod commands;
 pub mod console;
 pub mod control;
 pub mod cpu;
+pub mod dma;
 pub mod events;
+pub mod gpt;
 pub mod klog;
 pub mod mounts;
 pub mod netlock;
 pub mod reaper;
 pub mod rootfs;
 pub mod rtnl;
+pub mod screen;
 pub mod selftest;
 pub mod services;
 pub mod shutdown;
 pub mod signals;
+pub mod state;
 pub mod status;
 pub mod supervisor;
 pub mod sysctl;
@@ -40,6 +44,7 @@ pub fn entry() -> std::process::ExitCode {
     match args.first().map(String::as_str) {
         Some("console") => console::main_from_args(&args[1..]),
         Some("usb-label") => usb_label::main_from_args(&args[1..]),
+        Some("gpt-parts") => gpt::main_from_args(&args[1..]),
         Some("--version") => {
             println!("airlock-init {VERSION}");
             std::process::ExitCode::SUCCESS
@@ -47,7 +52,8 @@ pub fn entry() -> std::process::ExitCode {
         _ => {
             eprintln!(
                 "airlock-init: this is the appliance's PID 1 (/init); the only other mode is \
-                 'airlock-init console TTY --ctl-fd N' and 'airlock-init usb-label DISK', \
+                 'airlock-init console TTY --ctl-fd N', 'airlock-init usb-label DISK' and \
+                 'airlock-init gpt-parts DISK', \
                  started by the supervisor itself"
             );
             std::process::ExitCode::from(2)

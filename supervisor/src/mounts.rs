@@ -29,8 +29,6 @@ pub enum MountError {
         path: String,
         source: std::io::Error,
     },
-    #[error("two or more partitions are named {STATE_PARTNAME}: {0}; refusing to guess")]
-    Ambiguous(String),
 }
 
 /// One mount of the boot sequence.
@@ -97,6 +95,18 @@ pub const EARLY: &[MountSpec] = &[
         data: Some("mode=1777"),
     },
 ];
+
+/// efivarfs, read-only, only when the firmware booted us through EFI
+/// (`/sys/firmware/efi` exists): the state partition is bound to the disk
+/// systemd-boot names in `LoaderDevicePartUUID` (`state.rs`). Read-only: no
+/// process here may change boot entries or firmware settings.
+pub const EFIVARS: MountSpec = MountSpec {
+    source: "efivarfs",
+    target: crate::state::EFIVARS,
+    fstype: "efivarfs",
+    flags: NOSUID_NODEV_NOEXEC.union(MsFlags::MS_RDONLY),
+    data: None,
+};
 
 /// Outcome of one mount, for `status`/kmsg.
 #[derive(Debug)]
@@ -166,41 +176,6 @@ pub fn is_usb_path(p: &Path) -> bool {
     })
 }
 
-/// Finds the state partition among the block devices of `sys_class_block`
-/// (normally /sys/class/block): the partition whose uevent says
-/// `PARTNAME=airlock-state`, not on a USB device (a stick must never be
-/// able to offer itself as our state). Returns the device name (`vda2`).
-pub fn find_state_partition(sys_class_block: &Path) -> Result<Option<String>, MountError> {
-    let rd = std::fs::read_dir(sys_class_block).map_err(|source| MountError::Read {
-        path: sys_class_block.display().to_string(),
-        source,
-    })?;
-    let mut found: Vec<String> = Vec::new();
-    for entry in rd.flatten() {
-        let path = entry.path();
-        let Ok(uevent) = std::fs::read_to_string(path.join("uevent")) else {
-            continue;
-        };
-        if uevent_value(&uevent, "PARTNAME") != Some(STATE_PARTNAME) {
-            continue;
-        }
-        let real = std::fs::canonicalize(&path).unwrap_or(path.clone());
-        if is_usb_path(&real) {
-            continue;
-        }
-        let name = uevent_value(&uevent, "DEVNAME")
-            .map(str::to_string)
-            .unwrap_or_else(|| entry.file_name().to_string_lossy().into_owned());
-        found.push(name);
-    }
-    found.sort();
-    match found.len() {
-        0 => Ok(None),
-        1 => Ok(found.pop()),
-        _ => Err(MountError::Ambiguous(found.join(", "))),
-    }
-}
-
 /// Mounts the state partition `/dev/NAME` (ext4, nosuid,nodev,noexec).
 pub fn mount_state(table: &mut MountTable, devname: &str) -> Result<(), MountError> {
     let source = format!("/dev/{devname}");
@@ -230,15 +205,6 @@ pub fn mount_state(table: &mut MountTable, devname: &str) -> Result<(), MountErr
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use std::os::unix::fs::symlink;
-
-    fn part(root: &Path, devpath: &str, name: &str, partname: &str) {
-        let dev = root.join("devices").join(devpath).join(name);
-        std::fs::create_dir_all(&dev).unwrap();
-        std::fs::write(dev.join("uevent"), format!("MAJOR=8\nMINOR=1\nDEVNAME={name}\nDEVTYPE=partition\nPARTN=2\nPARTNAME={partname}\n")).unwrap();
-        std::fs::create_dir_all(root.join("class/block")).unwrap();
-        symlink(&dev, root.join("class/block").join(name)).unwrap();
-    }
 
     #[test]
     fn uevent_parsing() {
@@ -246,68 +212,6 @@ mod tests {
         assert_eq!(uevent_value(u, "DEVNAME"), Some("vda2"));
         assert_eq!(uevent_value(u, "PARTNAME"), Some("airlock-state"));
         assert_eq!(uevent_value(u, "PARTN"), None);
-    }
-
-    #[test]
-    fn finds_the_state_partition_but_not_on_usb() {
-        let t = tempfile::tempdir().unwrap();
-        part(
-            t.path(),
-            "pci0000:00/0000:00:05.0/virtio2/block/vda",
-            "vda1",
-            "ESP",
-        );
-        part(
-            t.path(),
-            "pci0000:00/0000:00:05.0/virtio2/block/vda",
-            "vda2",
-            "airlock-state",
-        );
-        part(
-            t.path(),
-            "pci0000:00/0000:00:04.0/usb2/2-1/2-1:1.0/host0/block/sdb",
-            "sdb1",
-            "airlock-state",
-        );
-        let found = find_state_partition(&t.path().join("class/block")).unwrap();
-        assert_eq!(found.as_deref(), Some("vda2"));
-    }
-
-    #[test]
-    fn no_state_partition() {
-        let t = tempfile::tempdir().unwrap();
-        part(
-            t.path(),
-            "pci0000:00/0000:00:05.0/virtio2/block/vda",
-            "vda1",
-            "ESP",
-        );
-        assert_eq!(
-            find_state_partition(&t.path().join("class/block")).unwrap(),
-            None
-        );
-    }
-
-    #[test]
-    fn two_state_partitions_are_refused() {
-        let t = tempfile::tempdir().unwrap();
-        part(
-            t.path(),
-            "pci0000:00/0000:00:05.0/virtio2/block/vda",
-            "vda2",
-            "airlock-state",
-        );
-        part(
-            t.path(),
-            "pci0000:00/0000:00:06.0/nvme/nvme0/nvme0n1",
-            "nvme0n1p2",
-            "airlock-state",
-        );
-        let e = find_state_partition(&t.path().join("class/block")).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "two or more partitions are named airlock-state: nvme0n1p2, vda2; refusing to guess"
-        );
     }
 
     #[test]

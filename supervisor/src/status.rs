@@ -21,17 +21,16 @@ impl Report {
             .map(|(_, v)| v.as_str())
     }
 
-    /// One line per fact; values are kept to a single line.
+    /// One line per fact. Keys and values pass `screen::line`: a value
+    /// holding a newline, ESC or any other unsafe character is shown
+    /// escaped, so it can neither forge another `key: value` line nor steer
+    /// the terminal.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (k, v) in &self.lines {
-            let v: String = v
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
-            out.push_str(k);
+            out.push_str(&crate::screen::line(k));
             out.push_str(": ");
-            out.push_str(v.trim_end());
+            out.push_str(&crate::screen::line(v.trim_end()));
             out.push('\n');
         }
         out
@@ -118,10 +117,12 @@ mod tests {
             "ready",
             ready_value(&Err("network interface(s) remain: eth0 (x)".into())),
         );
-        r.push("weird", "a\nb\r");
+        r.push("weird", "a\nready: yes\r");
+        r.push("label\x1b[2J", "\u{9b}31m");
         assert_eq!(
             r.render(),
-            "version: 0.1.0\nready: no — network interface(s) remain: eth0 (x)\nweird: a b\n"
+            "version: 0.1.0\nready: no — network interface(s) remain: eth0 (x)\n\
+             weird: a\\x0aready: yes\nlabel\\x1b[2J: \\x9b31m\n"
         );
         assert_eq!(r.get("version"), Some("0.1.0"));
         assert_eq!(ready_value(&Ok(())), "yes");

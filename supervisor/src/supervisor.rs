@@ -74,9 +74,20 @@ pub struct Supervisor {
     interfaces_seen: Vec<String>,
     state_partition: String,
     state_found: bool,
+    /// How the state partition was bound (`state binding`).
+    state_binding: String,
+    /// Partitions named airlock-state that were not taken (`state ignored`).
+    state_ignored: Vec<crate::state::Ignored>,
+    /// The boot ESP from LoaderDevicePartUUID, read once.
+    boot_esp: Option<Result<Option<String>, crate::state::StateError>>,
+    /// GPTs read by `gpt-parts` children, per disk (read once per boot).
+    gpt_cache: Vec<(String, Result<Vec<crate::gpt::Entry>, String>)>,
+    dma: crate::dma::Report,
     consoles: Vec<Console>,
     sticks: Vec<Stick>,
     label_jobs: Vec<LabelJob>,
+    /// Inserted sticks whose notice waits for their label.
+    unannounced: Vec<String>,
     state_disk: Vec<String>,
     events: EventLog,
     console_ready_at: Option<Duration>,
@@ -135,6 +146,62 @@ fn halt(line: &str) -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// How long a `gpt-parts` child may take (a disk that hangs I/O).
+pub const GPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `airlock-init gpt-parts DISK` and parses its output. Waits at most
+/// [`GPT_TIMEOUT`]; a child still running then is killed (and later reaped
+/// by the event loop's reaper).
+fn run_gpt_child(exe: &Path, disk: &str) -> Result<Vec<crate::gpt::Entry>, String> {
+    use std::io::Read;
+    let mut child = Command::new(exe)
+        .arg("gpt-parts")
+        .arg(disk)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn gpt-parts: {e}"))?;
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("gpt-parts: no pipes".into());
+    };
+    let deadline = boottime() + GPT_TIMEOUT;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_sub(boottime());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLIN)];
+        let ready = matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0);
+        if !ready || out.len() > 64 * 1024 {
+            let _ = child.kill();
+            return Err(format!(
+                "gpt-parts {disk}: no answer within {} s",
+                GPT_TIMEOUT.as_secs()
+            ));
+        }
+        match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(buf.get(..n).unwrap_or(&[])),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = child.kill();
+                return Err(format!("gpt-parts {disk}: {e}"));
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| format!("gpt-parts {disk}: {e}"))?;
+    if !status.success() {
+        let mut err = Vec::new();
+        let _ = (&mut stderr).take(512).read_to_end(&mut err);
+        let err = String::from_utf8_lossy(&err);
+        let msg = err.trim().trim_start_matches("airlock-init: ");
+        return Err(msg.to_string());
+    }
+    Ok(crate::gpt::parse_output(&String::from_utf8_lossy(&out)))
 }
 
 impl Supervisor {
@@ -225,9 +292,15 @@ impl Supervisor {
             interfaces_seen,
             state_partition: "none".into(),
             state_found: false,
+            state_binding: "none".into(),
+            state_ignored: Vec::new(),
+            boot_esp: None,
+            gpt_cache: Vec::new(),
+            dma: crate::dma::probe_system(),
             consoles,
             sticks: Vec::new(),
             label_jobs: Vec::new(),
+            unannounced: Vec::new(),
             state_disk: Vec::new(),
             events: EventLog::default(),
             console_ready_at: None,
@@ -258,6 +331,9 @@ impl Supervisor {
         if !f.is_empty() {
             why.push(format!("sysctl lockdown failed: {}", f.join("; ")));
         }
+        if let Err(e) = self.dma.readiness(self.cmdline.dma) {
+            why.push(e);
+        }
         if why.is_empty() {
             Ok(())
         } else {
@@ -265,11 +341,76 @@ impl Supervisor {
         }
     }
 
+    /// The boot ESP's GUID (efivarfs mounted read-only on first use).
+    fn boot_esp(&mut self) -> Result<Option<String>, crate::state::StateError> {
+        if let Some(r) = &self.boot_esp {
+            return r.clone();
+        }
+        if Path::new("/sys/firmware/efi").is_dir() {
+            if let Err(e) = self.mounts.mount(&mounts::EFIVARS) {
+                log::warn!("state partition: {e}");
+            }
+        }
+        let r = crate::state::boot_esp(Path::new(crate::state::EFIVARS));
+        self.boot_esp = Some(r.clone());
+        r
+    }
+
+    /// A disk's GPT, read by an `airlock-init gpt-parts DISK` child (once).
+    fn gpt_of(&mut self, disk: &str) -> Result<Vec<crate::gpt::Entry>, String> {
+        if let Some((_, r)) = self.gpt_cache.iter().find(|(d, _)| d == disk) {
+            return r.clone();
+        }
+        let r = run_gpt_child(&self.self_exe, disk);
+        self.gpt_cache.push((disk.to_string(), r.clone()));
+        r
+    }
+
     fn look_for_state_partition(&mut self) {
-        match mounts::find_state_partition(Path::new("/sys/class/block")) {
-            Ok(None) => {}
-            Ok(Some(dev)) => {
+        let named = match crate::state::named_partitions(Path::new("/sys/class/block")) {
+            Ok(n) => n,
+            Err(e) => {
+                self.state_partition = format!("none ({e})");
+                return;
+            }
+        };
+        if named.is_empty() {
+            return;
+        }
+        let esp = match self.boot_esp() {
+            Ok(esp) => esp,
+            Err(e) => {
                 self.state_found = true;
+                self.state_partition = format!("refused: {e}");
+                log::error!("state partition: {e}");
+                return;
+            }
+        };
+        let want = self.cmdline.state.clone();
+        let mut table = |disk: &str| self.gpt_of(disk);
+        let picked = crate::state::select(&named, want.as_deref(), esp.as_deref(), &mut table);
+        match picked {
+            Ok(sel) => {
+                if sel.ignored != self.state_ignored && !sel.ignored.is_empty() {
+                    log::warn!(
+                        "state partition: ignored {}",
+                        crate::state::ignored_value(&sel.ignored)
+                    );
+                }
+                self.state_ignored = sel.ignored;
+                let Some((dev, disk)) = sel.chosen else {
+                    return;
+                };
+                self.state_found = true;
+                self.state_binding = match (&want, &esp) {
+                    (Some(w), Some(e)) => {
+                        format!("PARTUUID {w} on the boot disk {disk} (LoaderDevicePartUUID {e})")
+                    }
+                    (Some(w), None) => format!(
+                        "PARTUUID {w} on {disk} (no LoaderDevicePartUUID: boot disk not checked)"
+                    ),
+                    (None, _) => "none".into(),
+                };
                 match mounts::mount_state(&mut self.mounts, &dev) {
                     Ok(()) => {
                         self.state_partition =
@@ -282,11 +423,7 @@ impl Supervisor {
                     }
                 }
                 // The disk holding it is never offered as a stick.
-                if let Ok(p) = std::fs::canonicalize(format!("/sys/class/block/{dev}/..")) {
-                    if let Some(n) = p.file_name() {
-                        self.state_disk = vec![n.to_string_lossy().into_owned()];
-                    }
-                }
+                self.state_disk = vec![disk];
             }
             Err(e) => {
                 self.state_found = true;
@@ -354,7 +491,10 @@ impl Supervisor {
                     });
                 }
             }
-            Err(e) => log::warn!("usb-label {disk}: {e}"),
+            Err(e) => {
+                log::warn!("usb-label {disk}: {e}");
+                self.announce_insert(disk);
+            }
         }
     }
 
@@ -364,14 +504,31 @@ impl Supervisor {
         let mut job = self.label_jobs.swap_remove(i);
         let mut out = String::new();
         let _ = (&mut job.stdout).take(256).read_to_string(&mut out);
+        // The reader prints the label already escaped (`usb_label::shown`);
+        // `screen::line` catches a reader that did not.
         let label = out
             .lines()
             .next()
             .map(str::trim)
             .filter(|l| !l.is_empty())
-            .map(str::to_string);
+            .map(|l| crate::screen::line(l).into_owned());
         if let Some(s) = self.sticks.iter_mut().find(|s| s.name == job.disk) {
             s.label = label;
+        }
+        self.announce_insert(&job.disk);
+    }
+
+    /// Sends the deferred `[usb] stick inserted` notice of `disk` (once its
+    /// label is known or its reader gave up), if the stick is still there.
+    fn announce_insert(&mut self, disk: &str) {
+        let Some(i) = self.unannounced.iter().position(|d| d == disk) else {
+            return;
+        };
+        self.unannounced.swap_remove(i);
+        if let Some(s) = self.sticks.iter().find(|s| s.name == disk) {
+            let line = usb::inserted_notice(s);
+            log::info!("{line}");
+            self.broadcast(&line);
         }
     }
 
@@ -409,7 +566,7 @@ impl Supervisor {
     }
 
     fn broadcast(&self, line: &str) {
-        let msg = Reply::Notice(line.to_string()).encode();
+        let msg = Reply::Notice(crate::screen::line(line).into_owned()).encode();
         for c in &self.consoles {
             if let Some(fd) = &c.ctl {
                 let _ = socket::send(
@@ -512,8 +669,16 @@ impl Supervisor {
                 },
             );
         }
+        r.push("dma protection", self.dma.status_value(self.cmdline.dma));
         r.push("state partition", self.state_partition.clone());
         r.push("root", crate::rootfs::status_value());
+        r.push("state binding", self.state_binding.clone());
+        if !self.state_ignored.is_empty() {
+            r.push(
+                "state ignored",
+                crate::state::ignored_value(&self.state_ignored),
+            );
+        }
         r.push("usb sticks", usb::status_value(&self.sticks));
         r.push(
             "supervisor rss",
@@ -544,9 +709,10 @@ impl Supervisor {
                     self.console_ready_at = Some(now);
                     log::info!("console ready after {}", secs3(now));
                 }
-                Reply::Ready(match verdict {
-                    Ok(()) => READY_LINE.to_string(),
-                    Err(why) => format!("airlock: NOT READY — {why}"),
+                Reply::Ready(match (verdict, self.dma.warning(self.cmdline.dma)) {
+                    (Ok(()), None) => READY_LINE.to_string(),
+                    (Ok(()), Some(w)) => format!("{READY_LINE}\n{w}"),
+                    (Err(why), _) => format!("airlock: NOT READY — {why}"),
                 })
             }
             Request::Status => Reply::Status(self.status_report().render()),
@@ -593,8 +759,6 @@ impl Supervisor {
             let changes = usb::diff(&self.sticks, &new);
             self.sticks = new;
             for ch in changes {
-                let line = usb::notice(&ch);
-                log::info!("{line}");
                 self.events.push(
                     now,
                     match &ch {
@@ -605,9 +769,18 @@ impl Supervisor {
                         usb::Change::Removed(n) => EventKind::UsbRemoved { name: n.clone() },
                     },
                 );
-                self.broadcast(&line);
-                if let usb::Change::Inserted(s) = &ch {
-                    self.start_label_job(&s.name);
+                match &ch {
+                    // Announced when the label reader is done (announce_insert).
+                    usb::Change::Inserted(s) => {
+                        self.unannounced.push(s.name.clone());
+                        self.start_label_job(&s.name);
+                    }
+                    usb::Change::Removed(n) => {
+                        self.unannounced.retain(|d| d != n);
+                        let line = usb::removed_notice(n);
+                        log::info!("{line}");
+                        self.broadcast(&line);
+                    }
                 }
             }
         }

@@ -116,6 +116,14 @@ pub const POLICY: &[Sysctl] = &[
         key: "net.core.bpf_jit_harden",
         value: "2",
     },
+    // memfds are never executable: memfd_create(MFD_EXEC) fails with EACCES and a memfd
+    // created without flags gets MFD_NOEXEC_SEAL (no fileless exec of downloaded or written
+    // code, bypassing the noexec mounts). Per pid namespace and inherited: the worker's new
+    // pid namespace cannot lower it. Nothing we run asks for MFD_EXEC (docs/supervisor.md).
+    Sysctl {
+        key: "vm.memfd_noexec",
+        value: "2",
+    },
 ];
 
 /// Failing operation for one setting.

@@ -7,6 +7,8 @@
 //! state partition, when the appliance itself runs from USB) are skipped.
 
 use crate::mounts::is_usb_path;
+use crate::screen;
+use airlock_formats::escape;
 use std::path::Path;
 use thiserror::Error;
 
@@ -52,22 +54,43 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 impl Stick {
-    /// `sdb 16 MiB "DEMO"` (without the label until it is known)
+    /// `sdb 16 MiB "DEMO"` (without the label until it is known). The label
+    /// arrives escaped from the label reader (`usb_label::shown`); the
+    /// kernel's device name is escaped here all the same: everything shown
+    /// about a stick goes through `escape`.
     pub fn describe(&self) -> String {
+        let name = escape::text(&self.name);
         match &self.label {
-            Some(l) => format!("{} {} \"{l}\"", self.name, human_size(self.bytes)),
-            None => format!("{} {}", self.name, human_size(self.bytes)),
+            Some(l) => format!("{name} {} \"{}\"", human_size(self.bytes), screen::line(l)),
+            None => format!("{name} {}", human_size(self.bytes)),
         }
     }
+}
+
+/// `[usb] stick inserted: sdb (16 MiB) "DEMO"`: sent once the label reader
+/// is done (or gave up), so the notice can name the label.
+pub fn inserted_notice(s: &Stick) -> String {
+    let name = escape::text(&s.name);
+    match &s.label {
+        Some(l) => format!(
+            "[usb] stick inserted: {name} ({}) \"{}\"",
+            human_size(s.bytes),
+            screen::line(l)
+        ),
+        None => format!("[usb] stick inserted: {name} ({})", human_size(s.bytes)),
+    }
+}
+
+/// `[usb] stick removed: sdb`.
+pub fn removed_notice(name: &str) -> String {
+    format!("[usb] stick removed: {}", escape::text(name))
 }
 
 /// The notice line for a change (stable strings, see docs/supervisor.md).
 pub fn notice(c: &Change) -> String {
     match c {
-        Change::Inserted(s) => {
-            format!("[usb] stick inserted: {} ({})", s.name, human_size(s.bytes))
-        }
-        Change::Removed(n) => format!("[usb] stick removed: {n}"),
+        Change::Inserted(s) => inserted_notice(s),
+        Change::Removed(n) => removed_notice(n),
     }
 }
 
@@ -236,6 +259,60 @@ mod tests {
             diff(&after, &gone).iter().map(notice).collect::<Vec<_>>(),
             vec!["[usb] stick removed: sdb"]
         );
+    }
+
+    #[test]
+    fn hostile_labels_show_escaped_in_status_and_notice() {
+        // (raw label field of a FAT32 stick, `usb sticks:` value, insert notice)
+        let cases: &[(&[u8], &str, &str)] = &[
+            (
+                b"DEMO",
+                r#"sdb 16 MiB "DEMO""#,
+                r#"[usb] stick inserted: sdb (16 MiB) "DEMO""#,
+            ),
+            (
+                b"A\x1b[2JB",
+                r#"sdb 16 MiB "A\x1b[2JB""#,
+                r#"[usb] stick inserted: sdb (16 MiB) "A\x1b[2JB""#,
+            ),
+            (
+                b"X\x9b31mY",
+                r#"sdb 16 MiB "X\x9b31mY""#,
+                r#"[usb] stick inserted: sdb (16 MiB) "X\x9b31mY""#,
+            ),
+            (
+                b"a\", sdc 9",
+                r#"sdb 16 MiB "a\x22, sdc 9""#,
+                r#"[usb] stick inserted: sdb (16 MiB) "a\x22, sdc 9""#,
+            ),
+        ];
+        for (raw, status, notice_line) in cases {
+            let mut sector = vec![0u8; 512];
+            sector[71..82].fill(b' ');
+            sector[71..71 + raw.len()].copy_from_slice(raw);
+            sector[82..87].copy_from_slice(b"FAT32");
+            sector[510] = 0x55;
+            sector[511] = 0xAA;
+            let stick = Stick {
+                name: "sdb".into(),
+                bytes: 16 << 20,
+                label: crate::usb_label::parse_label(&sector),
+            };
+            assert_eq!(status_value(std::slice::from_ref(&stick)), *status);
+            assert_eq!(inserted_notice(&stick), *notice_line);
+            assert_eq!(escape::first_unsafe(&inserted_notice(&stick)), None);
+        }
+        // A label that reached PID 1 unescaped (a reader bug) is still caught.
+        let raw = Stick {
+            name: "sdb".into(),
+            bytes: 16 << 20,
+            label: Some("\x1b[2J".into()),
+        };
+        assert_eq!(
+            inserted_notice(&raw),
+            r#"[usb] stick inserted: sdb (16 MiB) "\x1b[2J""#
+        );
+        assert_eq!(removed_notice("sd\x1bb"), r"[usb] stick removed: sd\x1bb");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! label). Anything else (exFAT keeps its label in the root directory,
 //! NTFS, no file system) has no label here.
 
+use airlock_formats::escape;
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,41 +34,37 @@ pub enum LabelError {
     },
 }
 
-fn clean(raw: &[u8]) -> Option<String> {
-    let s: String = raw
-        .iter()
-        .take_while(|&&b| b != 0)
-        .map(|&b| {
-            if (0x20..0x7f).contains(&b) && b != b'"' {
-                b as char
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    let s = s.trim().to_string();
-    if s.is_empty() || s == "NO NAME" {
-        None
-    } else {
-        Some(s)
+/// The label as it may be shown (in double quotes) on a terminal: cut at
+/// the first NUL, spaces trimmed, then escaped with `escape::bytes` (ESC,
+/// C1 controls such as CSI 0x9b, bidi controls and invalid UTF-8 become
+/// `\xNN` / `\u{NNNN}`, a backslash `\\`), and `"` shown as `\x22` so a
+/// label cannot close its quotes and forge a second stick in
+/// `usb sticks: sdb 16 MiB "LABEL"`. `NO NAME` (FAT's "no label") and an
+/// empty field are no label.
+pub fn shown(raw: &[u8]) -> Option<String> {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let raw = raw.get(..end).unwrap_or(&[]).trim_ascii();
+    if raw.is_empty() || raw == b"NO NAME" {
+        return None;
     }
+    Some(escape::bytes(raw).replace('"', "\\x22"))
 }
 
 /// The label in the first bytes of a file system, if recognised.
 pub fn parse_label(buf: &[u8]) -> Option<String> {
     // ext2/3/4: superblock at 1024, magic 0xEF53 at +56, label at +120 (16 bytes).
     if buf.get(1024 + 56..1024 + 58) == Some(&[0x53, 0xEF]) {
-        return buf.get(1024 + 120..1024 + 136).and_then(clean);
+        return buf.get(1024 + 120..1024 + 136).and_then(shown);
     }
     // FAT: boot sector signature 0x55AA at 510.
     if buf.get(510..512) != Some(&[0x55, 0xAA]) {
         return None;
     }
     if buf.get(82..87) == Some(b"FAT32") {
-        return buf.get(71..82).and_then(clean);
+        return buf.get(71..82).and_then(shown);
     }
     if buf.get(54..57) == Some(b"FAT") {
-        return buf.get(43..54).and_then(clean);
+        return buf.get(43..54).and_then(shown);
     }
     None
 }
@@ -128,9 +125,11 @@ pub fn main_from_args(args: &[String]) -> ExitCode {
 mod tests {
     use super::*;
 
-    fn fat32(label: &[u8; 11]) -> Vec<u8> {
+    /// A FAT32 boot sector whose label field holds `label` (space-padded to 11).
+    fn fat32(label: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; READ_LEN];
-        b[71..82].copy_from_slice(label);
+        b[71..82].fill(b' ');
+        b[71..71 + label.len()].copy_from_slice(label);
         b[82..90].copy_from_slice(b"FAT32   ");
         b[510] = 0x55;
         b[511] = 0xAA;
@@ -141,7 +140,34 @@ mod tests {
     fn fat32_label() {
         assert_eq!(parse_label(&fat32(b"DEMO       ")), Some("DEMO".into()));
         assert_eq!(parse_label(&fat32(b"NO NAME    ")), None);
-        assert_eq!(parse_label(&fat32(b"A\"B\x01       ")), Some("A?B?".into()));
+    }
+
+    #[test]
+    fn hostile_labels_are_escaped() {
+        // (raw FAT32 label field, shown label): nothing that steers a
+        // terminal survives, and the quotes around the label cannot be closed.
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"A\x1b[2JB   ", Some(r"A\x1b[2JB")),
+            (b"X\x9b31mY   ", Some(r"X\x9b31mY")),
+            (b"\xc2\x9b1m     ", Some(r"\x9b1m")),
+            (b"A\"B\x01       ", Some(r"A\x22B\x01")),
+            (b"a\\b\x7f      ", Some(r"a\\b\x7f")),
+            (b"SAFE\x00\x1b[2J  ", Some("SAFE")),
+            (b"\xe2\x80\xaeGPJ.EXE  ", Some(r"\u{202e}GPJ.EXE")),
+            (
+                b"\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b",
+                Some(r"\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b\x1b"),
+            ),
+            (b"           ", None),
+        ];
+        for (raw, want) in cases {
+            let got = parse_label(&fat32(raw));
+            assert_eq!(got.as_deref(), *want, "label field {raw:?}");
+            if let Some(g) = &got {
+                assert_eq!(escape::first_unsafe(g), None, "{g:?}");
+                assert!(!g.contains('"'), "{g:?}");
+            }
+        }
     }
 
     #[test]

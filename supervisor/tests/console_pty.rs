@@ -84,7 +84,14 @@ fn console_session_on_a_pty() {
     };
 
     assert_eq!(request(&ours), Request::Up);
-    reply(&ours, Reply::Ready("airlock: console ready".into()));
+    // Readiness may carry a second line (the airlock.dma=warn warning); each
+    // line passes screen::line: the newline stays, an ESC in a line does not.
+    reply(
+        &ours,
+        Reply::Ready(
+            "airlock: console ready\nairlock: WARNING — no DMA protection: x\x1b[2J".into(),
+        ),
+    );
     let start = t.until(PROMPT);
     let banner = start.trim_start();
     assert!(
@@ -92,7 +99,9 @@ fn console_session_on_a_pty() {
         "{start:?}"
     );
     assert!(
-        start.contains("\r\nairlock: console ready\r\n"),
+        start.contains(
+            "\r\nairlock: console ready\r\nairlock: WARNING — no DMA protection: x\\x1b[2J\r\n"
+        ),
         "{start:?}"
     );
 
@@ -121,20 +130,24 @@ fn console_session_on_a_pty() {
     // status: asked of PID 1, printed as received.
     t.line("status");
     assert_eq!(request(&ours), Request::Status);
-    reply(&ours, Reply::Status("version: 9.9.9\nready: yes\n".into()));
-    assert_eq!(
-        t.until(PROMPT),
-        "status\r\nversion: 9.9.9\r\nready: yes\r\nairlock> "
-    );
-
-    // An asynchronous notice, then the prompt again.
     reply(
         &ours,
-        Reply::Notice("[usb] stick inserted: sdb (16 MiB)".into()),
+        Reply::Status("version: 9.9.9\nready: yes\nusb sticks: sdb \"\x1b]0;x\x07\"\n".into()),
     );
     assert_eq!(
         t.until(PROMPT),
-        "\r\n[usb] stick inserted: sdb (16 MiB)\r\nairlock> "
+        "status\r\nversion: 9.9.9\r\nready: yes\r\nusb sticks: sdb \"\\x1b]0;x\\x07\"\r\nairlock> "
+    );
+
+    // An asynchronous notice, then the prompt again; a notice is one line,
+    // so a newline in it is shown escaped rather than starting a new line.
+    reply(
+        &ours,
+        Reply::Notice("[usb] stick inserted: sdb (16 MiB)\nairlock: console ready".into()),
+    );
+    assert_eq!(
+        t.until(PROMPT),
+        "\r\n[usb] stick inserted: sdb (16 MiB)\\x0aairlock: console ready\r\nairlock> "
     );
 
     // No line of its own: PID 1 announces the power-off on every console

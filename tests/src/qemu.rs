@@ -95,6 +95,14 @@ pub struct VmConfig {
     pub smp: u32,
     /// Attach an e1000 and a virtio-net NIC (user-mode, restricted).
     pub nics: bool,
+    /// Emulate an Intel IOMMU with interrupt remapping (`-device
+    /// intel-iommu,intremap=on`, `kernel-irqchip=split`), as a current PC
+    /// with VT-d on has. On by default: the appliance refuses "ready"
+    /// without DMA protection (`airlock.dma=require`).
+    pub iommu: bool,
+    /// More raw disk images, attached (snapshot=on) as further virtio disks
+    /// after the boot disk (`vdb`, `vdc`, ...).
+    pub extra_disks: Vec<PathBuf>,
 }
 
 impl VmConfig {
@@ -130,7 +138,21 @@ impl VmConfig {
             memory_mib: 2048,
             smp: 2,
             nics: false,
+            iommu: true,
+            extra_disks: Vec::new(),
         }
+    }
+
+    /// With or without the emulated Intel IOMMU.
+    pub fn with_iommu(mut self, iommu: bool) -> Self {
+        self.iommu = iommu;
+        self
+    }
+
+    /// Attaches one more disk image (after the boot disk).
+    pub fn with_extra_disk(mut self, image: &Path) -> Self {
+        self.extra_disks.push(image.to_owned());
+        self
     }
 
     /// Uses another `-cpu` model.
@@ -151,7 +173,21 @@ impl VmConfig {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         // q35 + virtio-rng + UTC clock, as scripts/run-qemu boots it.
-        push(&["-machine", "q35", "-accel", "tcg", "-cpu", &self.cpu]);
+        if self.iommu {
+            // Interrupt remapping needs the split irqchip (a no-op under TCG,
+            // required under KVM); the IOMMU comes before every PCI device.
+            push(&[
+                "-machine",
+                "q35,kernel-irqchip=split",
+                "-accel",
+                "tcg",
+                "-cpu",
+                &self.cpu,
+            ]);
+            push(&["-device", "intel-iommu,intremap=on"]);
+        } else {
+            push(&["-machine", "q35", "-accel", "tcg", "-cpu", &self.cpu]);
+        }
         push(&[
             "-m",
             &self.memory_mib.to_string(),
@@ -225,6 +261,15 @@ impl VmConfig {
             a.push(drive);
             a.push("-device".into());
             a.push(format!("virtio-blk-pci,drive=disk0{bootindex}").into());
+        }
+        for (i, image) in self.extra_disks.iter().enumerate() {
+            let id = format!("disk{}", i + 1);
+            let mut drive = OsString::from(format!("if=none,id={id},format=raw,snapshot=on,file="));
+            drive.push(image);
+            a.push("-drive".into());
+            a.push(drive);
+            a.push("-device".into());
+            a.push(format!("virtio-blk-pci,drive={id}").into());
         }
         a
     }
@@ -547,7 +592,8 @@ mod tests {
         let a = joined(&direct());
         assert!(
             a.starts_with(
-                "-machine q35 -accel tcg -cpu max -m 2048 -smp 2 -display none -no-reboot"
+                "-machine q35,kernel-irqchip=split -accel tcg -cpu max \
+                 -device intel-iommu,intremap=on -m 2048 -smp 2 -display none -no-reboot"
             ),
             "{a}"
         );
@@ -574,6 +620,24 @@ mod tests {
         let a = joined(&with_disk);
         assert!(a.ends_with("-device virtio-blk-pci,drive=disk0"), "{a}");
         assert!(!a.contains("bootindex"), "{a}");
+    }
+
+    #[test]
+    fn iommu_and_extra_disks() {
+        let a = joined(&direct().with_iommu(false));
+        assert!(
+            a.starts_with("-machine q35 -accel tcg -cpu max -m 2048"),
+            "{a}"
+        );
+        assert!(!a.contains("intel-iommu"), "{a}");
+        let a = joined(&direct().with_extra_disk(Path::new("/w/other.img")));
+        assert!(
+            a.ends_with(
+                "-drive if=none,id=disk1,format=raw,snapshot=on,file=/w/other.img \
+                 -device virtio-blk-pci,drive=disk1"
+            ),
+            "{a}"
+        );
     }
 
     #[test]

@@ -82,6 +82,77 @@ pub fn make_vfat_stick(
     Ok(())
 }
 
+/// Overwrites the volume label in the FAT boot sector of a stick image
+/// with raw bytes (space-padded to 11), e.g. an ESC sequence mkfs.vfat
+/// would refuse: what a hostile stick prepared by hand carries.
+pub fn set_fat_boot_label(path: &Path, label: &[u8]) -> Result<(), StickError> {
+    use std::os::unix::fs::FileExt;
+    let write = |source| StickError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if label.len() > 11 {
+        return Err(write(std::io::Error::other(
+            "a FAT label has at most 11 bytes",
+        )));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(write)?;
+    let mut sector = [0u8; 512];
+    f.read_exact_at(&mut sector, 0).map_err(write)?;
+    // FAT32 keeps the label at 71, FAT12/16 at 43 (the type string follows it).
+    let at = if &sector[82..87] == b"FAT32" { 71 } else { 43 };
+    let mut field = [b' '; 11];
+    field[..label.len()].copy_from_slice(label);
+    f.write_all_at(&field, at).map_err(write)?;
+    f.sync_all().map_err(write)
+}
+
+/// Makes a raw GPT disk image of `size_mib` MiB with `sgdisk`: one
+/// partition per (name, type code as sgdisk takes it, unique GUID), each
+/// 4 MiB, in order.
+pub fn make_gpt_disk(
+    path: &Path,
+    size_mib: u64,
+    partitions: &[(&str, &str, &str)],
+) -> Result<(), StickError> {
+    let f = std::fs::File::create(path).map_err(|source| StickError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    f.set_len(size_mib << 20)
+        .map_err(|source| StickError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+    let mut args: Vec<String> = vec!["--clear".into()];
+    for (i, (name, code, guid)) in partitions.iter().enumerate() {
+        let n = i + 1;
+        args.extend([
+            "-n".into(),
+            format!("{n}:0:+4M"),
+            "-t".into(),
+            format!("{n}:{code}"),
+            "-u".into(),
+            format!("{n}:{guid}"),
+            "-c".into(),
+            format!("{n}:{name}"),
+        ]);
+    }
+    args.push(path.display().to_string());
+    // sgdisk lives in /usr/sbin, which a non-login PATH may lack.
+    let sgdisk = if Path::new("/usr/sbin/sgdisk").is_file() {
+        "/usr/sbin/sgdisk"
+    } else {
+        "sgdisk"
+    };
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(sgdisk, &refs)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -104,6 +175,45 @@ mod tests {
         // A bad label is refused by mkfs.vfat and reported with its reason.
         let err = make_vfat_stick(&dir.join("bad.img"), "WAY_TOO_LONG_LABEL", 16, &[]).unwrap_err();
         assert!(matches!(err, StickError::Tool { .. }), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn raw_label_bytes_land_in_the_boot_sector() {
+        let dir = std::env::temp_dir().join(format!("airlock-e2e-label-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("stick.img");
+        make_vfat_stick(&img, "PLAIN", 16, &[]).unwrap();
+        set_fat_boot_label(&img, b"T\x1b[2JEST").unwrap();
+        let b = std::fs::read(&img).unwrap();
+        let at = if &b[82..87] == b"FAT32" { 71 } else { 43 };
+        assert_eq!(&b[at..at + 11], b"T\x1b[2JEST   ");
+        assert!(set_fat_boot_label(&img, b"TWELVE BYTES").is_err());
+        let disk = dir.join("disk.img");
+        make_gpt_disk(
+            &disk,
+            16,
+            &[(
+                "airlock-state",
+                "8300",
+                "11111111-2222-4333-8444-555555555555",
+            )],
+        )
+        .unwrap();
+        let out = Command::new(if Path::new("/usr/sbin/sgdisk").is_file() {
+            "/usr/sbin/sgdisk"
+        } else {
+            "sgdisk"
+        })
+        .args(["-i", "1", &disk.display().to_string()])
+        .output()
+        .unwrap();
+        let info = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            info.contains("11111111-2222-4333-8444-555555555555")
+                && info.contains("'airlock-state'"),
+            "{info}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

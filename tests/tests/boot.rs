@@ -4,6 +4,7 @@
 
 use airlock_e2e::console::Pattern;
 use airlock_e2e::figures::{publish, Figure};
+use airlock_e2e::stick::make_gpt_disk;
 use airlock_e2e::{timeout, Artifacts, Must, Status, Vm, VmConfig};
 
 /// Direct boot (kernel + initramfs): generous for TCG on a busy 2-core host.
@@ -15,9 +16,21 @@ fn direct(name: &str) -> VmConfig {
     VmConfig::direct(name, &Artifacts::locate()).must()
 }
 
+/// The state partition's unique GUID in image/partitions.sh (STATE_GUID).
+const STATE_GUID: &str = "0e16a44c-724c-40b1-bffd-7e46645b4527";
+/// A GUID no image uses.
+const OTHER_GUID: &str = "11111111-2222-4333-8444-555555555555";
+
 #[test]
 fn boot_to_console() {
-    let mut vm = Vm::boot(&direct("boot-to-console"), timeout(DIRECT_BOOT_SECS)).must();
+    // A second disk with a partition named airlock-state (Linux data type,
+    // like ours, but another GUID): it must be ignored, with its reason.
+    let probe = direct("boot-to-console");
+    let intruder =
+        std::env::temp_dir().join(format!("airlock-e2e-intruder-{}.img", std::process::id()));
+    make_gpt_disk(&intruder, 16, &[("airlock-state", "8300", OTHER_GUID)]).must();
+    let mut vm = Vm::boot(&probe.with_extra_disk(&intruder), timeout(DIRECT_BOOT_SECS)).must();
+    let _ = std::fs::remove_file(&intruder);
     let banner = vm.console().transcript();
     assert!(
         banner.contains("Airlock"),
@@ -61,6 +74,20 @@ fn boot_to_console() {
     // The console still works after the rejections.
     let status = Status::parse(&vm.command("status").must());
     assert_eq!(status.require("ready").must(), "yes");
+
+    // The image's own state partition is mounted, the intruder ignored.
+    assert_eq!(
+        status.require("state partition").must(),
+        "/dev/vda2 mounted at /var/lib/airlock"
+    );
+    assert_eq!(
+        status.require("state binding").must(),
+        format!("PARTUUID {STATE_GUID} on vda (no LoaderDevicePartUUID: boot disk not checked)")
+    );
+    assert_eq!(
+        status.require("state ignored").must(),
+        format!("vdb1 (partition GUID {OTHER_GUID} is not this image's ({STATE_GUID}))")
+    );
 }
 
 #[test]
@@ -81,8 +108,16 @@ fn poweroff_ends_qemu() {
 
 #[test]
 fn ovmf_disk_boot() {
-    let config = VmConfig::disk("ovmf-disk-boot", &Artifacts::locate()).must();
+    // A second disk whose partition copies the state partition's name, type
+    // and GUID, but holds no ESP: not the disk systemd-boot started from.
+    let intruder =
+        std::env::temp_dir().join(format!("airlock-e2e-copycat-{}.img", std::process::id()));
+    make_gpt_disk(&intruder, 16, &[("airlock-state", "8300", STATE_GUID)]).must();
+    let config = VmConfig::disk("ovmf-disk-boot", &Artifacts::locate())
+        .must()
+        .with_extra_disk(&intruder);
     let mut vm = Vm::boot(&config, timeout(OVMF_BOOT_SECS)).must();
+    let _ = std::fs::remove_file(&intruder);
     let wall = vm.elapsed();
     // The firmware really booted it: OVMF's boot manager line precedes the banner.
     let log = vm.console().transcript();
@@ -94,6 +129,24 @@ fn ovmf_disk_boot() {
     let status = Status::parse(&vm.command("status").must());
     assert_eq!(status.require("slot").must(), "a", "booted slot");
     assert_eq!(status.require("ready").must(), "yes");
+    // Bound to the boot disk through systemd-boot's LoaderDevicePartUUID
+    // (the ESP's GUID, ESP_GUID in image/partitions.sh).
+    assert_eq!(
+        status.require("state partition").must(),
+        "/dev/vda2 mounted at /var/lib/airlock"
+    );
+    assert_eq!(
+        status.require("state binding").must(),
+        format!(
+            "PARTUUID {STATE_GUID} on the boot disk vda \
+             (LoaderDevicePartUUID f6df8968-40d2-48cd-b61c-e838db0717f0)"
+        )
+    );
+    assert_eq!(
+        status.require("state ignored").must(),
+        "vdb1 (not on the boot disk (vdb holds no ESP with LoaderDevicePartUUID \
+         f6df8968-40d2-48cd-b61c-e838db0717f0))"
+    );
     let figure = Figure {
         name: "OVMF disk boot wall time seen by the host",
         value: format!("{:.1} s", wall.as_secs_f64()),

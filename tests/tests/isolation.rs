@@ -45,6 +45,49 @@ fn no_network_with_nics() {
         inet.starts_with("refused"),
         "socket(AF_INET) must fail inside the appliance, status says {inet:?}"
     );
+    // The same boot (q35 with an emulated Intel IOMMU, the harness default):
+    // DMA goes through the IOMMU, interrupts are remapped, memfds never exec.
+    let dma = status.require("dma protection").must();
+    assert!(
+        dma.starts_with("active (dmar0; ")
+            && dma.contains(" all translated")
+            && dma.ends_with("interrupt remapping on)"),
+        "dma protection: {dma}"
+    );
+    assert_eq!(status.require("sysctl vm.memfd_noexec").must(), "2");
+}
+
+#[test]
+fn without_an_iommu_the_appliance_is_not_ready() {
+    // q35 without the emulated IOMMU: a PC with VT-d off. airlock.dma=require
+    // (image/cmdline): the console comes up but says why it is not ready.
+    let mut vm = Vm::start(&direct("without-iommu").with_iommu(false)).must();
+    let outcomes = [
+        Pattern::from("airlock: NOT READY — DMA protection absent: no IOMMU"),
+        Pattern::from(airlock_e2e::CONSOLE_READY),
+    ];
+    let (which, m) = vm
+        .console()
+        .wait_for_any(&outcomes, timeout(DIRECT_BOOT_SECS))
+        .must();
+    if which != 0 {
+        vm.dump();
+        panic!("expected NOT READY for the missing IOMMU, got {:?}", m.text);
+    }
+    vm.console()
+        .wait_for(airlock_e2e::PROMPT, timeout(30))
+        .must();
+    let status = Status::parse(&vm.command("status").must());
+    let dma = status.require("dma protection").must();
+    assert!(
+        dma.starts_with("ABSENT — no IOMMU"),
+        "dma protection: {dma}"
+    );
+    let ready = status.require("ready").must();
+    assert!(
+        ready.starts_with("no — DMA protection absent: no IOMMU"),
+        "ready: {ready}"
+    );
 }
 
 #[test]
