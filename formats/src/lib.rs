@@ -12,7 +12,9 @@
 //! - [`import`]: streaming import into the store
 //! - [`fsutil`]: atomic file replace, directory fsync
 //! - [`escape`]: untrusted text made safe for a terminal
+//! - [`audit`]: audit log entries, Merkle tree, signed checkpoints, verifier
 
+pub mod audit;
 pub mod bundle;
 pub mod escape;
 pub mod fsutil;
