@@ -19,3 +19,6 @@ pub mod note;
 pub mod receipt;
 pub mod verify;
 pub mod writer;
+
+#[cfg(test)]
+mod tests;

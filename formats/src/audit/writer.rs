@@ -171,6 +171,7 @@ impl AuditLog {
         let mut tree = None;
         let mut last = None;
         let mut segment_len = 0;
+        let mut frontier_mismatch = None;
         let count = segments.len();
         for (i, (seq, path)) in segments.iter().enumerate() {
             let seg = layout::read_segment(path)?;
@@ -194,8 +195,10 @@ impl AuditLog {
                     }
                 })?),
                 Some(t) => {
-                    if t.frontier()? != frontier {
-                        return Err(WriterError::FrontierMismatch { path: seg.path });
+                    // Checked after the last checkpoint's root, which
+                    // catches an edited entry first.
+                    if t.frontier()? != frontier && frontier_mismatch.is_none() {
+                        frontier_mismatch = Some(seg.path.clone());
                     }
                     t
                 }
@@ -267,6 +270,9 @@ impl AuditLog {
                 Some((s.index, cp, text))
             }
         };
+        if let Some(path) = frontier_mismatch {
+            return Err(WriterError::FrontierMismatch { path });
+        }
         let (seq, path) = segments
             .last()
             .cloned()
