@@ -4,6 +4,7 @@
 //! Every failure prints exactly one line `airlock: <reason>` on stderr and
 //! exits 1 (usage errors exit 2, from clap).
 
+mod audit_cmd;
 mod bundle_cmd;
 mod keys;
 mod progress;
@@ -32,6 +33,9 @@ enum Cmd {
     /// Trust files: which keys may sign what, with thresholds.
     #[command(subcommand)]
     Trust(TrustCmd),
+    /// Audit-log exports: verify, compare two exports, check a receipt.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCmd),
 }
 
 #[derive(Subcommand)]
@@ -201,6 +205,7 @@ fn main() {
         Cmd::Key(c) => keys::run(c),
         Cmd::Bundle(c) => bundle_cmd::run(c),
         Cmd::Trust(c) => trust_cmd::run(c),
+        Cmd::Audit(c) => audit_cmd::run(c),
     };
     if let Err(e) = r {
         // Exactly one line: flatten any embedded line breaks.
