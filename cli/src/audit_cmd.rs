@@ -136,9 +136,7 @@ fn run_verify(dir: &Path, key: &Path, since: Option<&Path>) -> Result<()> {
         None => None,
         Some(p) => {
             let note = read_small(p)?;
-            let m = v
-                .check_since(&note, &key)
-                .map_err(AuditCmdError::Refused)?;
+            let m = v.check_since(&note, &key).map_err(AuditCmdError::Refused)?;
             Some((p, m))
         }
     };
@@ -146,12 +144,11 @@ fn run_verify(dir: &Path, key: &Path, since: Option<&Path>) -> Result<()> {
     if let Some((p, m)) = since {
         let how = match m {
             SinceMatch::Entries => "recomputed from the entries".to_owned(),
-            SinceMatch::Checkpoint(i) => format!("equal to checkpoint {i}, chained by consistency proofs"),
+            SinceMatch::Checkpoint(i) => {
+                format!("equal to checkpoint {i}, chained by consistency proofs")
+            }
         };
-        println!(
-            "since        consistent with {} ({how})",
-            escape::path(p)
-        );
+        println!("since        consistent with {} ({how})", escape::path(p));
     }
     Ok(())
 }
@@ -285,8 +282,10 @@ fn summary_text(v: &Verified, key: &NoteVerifier) -> String {
 
 fn run_compare(a: &Path, b: &Path, key: &Path) -> Result<()> {
     let key = load_key(key)?;
-    let va = verify(a, &key).map_err(|source| AuditCmdError::CompareRefused { which: "A", source })?;
-    let vb = verify(b, &key).map_err(|source| AuditCmdError::CompareRefused { which: "B", source })?;
+    let va =
+        verify(a, &key).map_err(|source| AuditCmdError::CompareRefused { which: "A", source })?;
+    let vb =
+        verify(b, &key).map_err(|source| AuditCmdError::CompareRefused { which: "B", source })?;
     match compare(&va, &vb) {
         Comparison::Consistent { shorter, size } => {
             let longer = if shorter == "A" { "B" } else { "A" };
@@ -306,7 +305,9 @@ fn run_compare(a: &Path, b: &Path, key: &Path) -> Result<()> {
         } => {
             let other = if side == "A" { "B" } else { "A" };
             let common = match last_common {
-                Some((i, size)) => format!("last common checkpoint: {side} checkpoint {i} (size {size})"),
+                Some((i, size)) => {
+                    format!("last common checkpoint: {side} checkpoint {i} (size {size})")
+                }
                 None => "no common checkpoint".to_owned(),
             };
             Err(AuditCmdError::Fork(format!(
@@ -326,7 +327,11 @@ fn run_receipt(file: &Path, key: &Path) -> Result<()> {
     let text = String::from_utf8_lossy(&bytes);
     let r = Receipt::from_json(text.trim_end()).map_err(bad)?;
     let (e, cp) = r.verify(&key).map_err(bad)?;
-    println!("receipt OK: entry {} is in checkpoint of {}", e.seq, cp.describe());
+    println!(
+        "receipt OK: entry {} is in checkpoint of {}",
+        e.seq,
+        cp.describe()
+    );
     println!(
         "entry        {} {} {} by {} ({}){}",
         format_rfc3339(e.wall),

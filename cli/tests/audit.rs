@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use airlock_formats::audit::checkpoint::Stamp;
-use airlock_formats::audit::entry::{sha256_hex, Action, Entry, Outcome, Role, Subject, SubjectKind};
+use airlock_formats::audit::entry::{
+    sha256_hex, Action, Entry, Outcome, Role, Subject, SubjectKind,
+};
 use airlock_formats::audit::note::NoteSigner;
 use airlock_formats::audit::writer::{AuditLog, Policy};
 use std::fs;
@@ -38,8 +40,17 @@ fn ok(out: Output) -> String {
 /// Exit 1 and exactly one stderr line containing `reason`.
 fn refused(case: &str, out: Output, reason: &str) {
     let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{case}: expected refusal, got {:?}: {err}", out.status);
-    assert_eq!(err.lines().count(), 1, "{case}: exactly one reason line: {err:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{case}: expected refusal, got {:?}: {err}",
+        out.status
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{case}: exactly one reason line: {err:?}"
+    );
     assert!(
         err.starts_with("airlock: ") && err.contains(reason),
         "{case}: reason {reason:?} not in {err:?}"
@@ -295,7 +306,10 @@ fn since_catches_truncation_and_replay_of_an_older_log() {
     // The auditor kept checkpoint 2 of the old export: the new one is
     // consistent with it.
     let out = ok(fx.verify(&new, Some(&checkpoint(&old, 2))));
-    assert!(out.contains("since        consistent with") && out.contains("recomputed from the entries"), "{out}");
+    assert!(
+        out.contains("since        consistent with") && out.contains("recomputed from the entries"),
+        "{out}"
+    );
     // The old export (or a new one cut back to it) replayed to an auditor
     // who kept checkpoint 5 of the newer export.
     ok(fx.verify(&old, None));
@@ -326,12 +340,21 @@ fn fork(fx: &Fx) -> (PathBuf, PathBuf) {
     for sub in ["entries", "checkpoints"] {
         for e in fs::read_dir(fx.path(&format!("log-a/{sub}"))).unwrap() {
             let e = e.unwrap();
-            fs::copy(e.path(), fx.path(&format!("log-b/{sub}")).join(e.file_name())).unwrap();
+            fs::copy(
+                e.path(),
+                fx.path(&format!("log-b/{sub}")).join(e.file_name()),
+            )
+            .unwrap();
         }
     }
     let mut outs = Vec::new();
     for (dir, who) in [("log-a", "ivan"), ("log-b", "mallory")] {
-        let log = AuditLog::open(&fx.path(dir), &signer(1).verifier(), Policy { segment_entries: 3 }).unwrap();
+        let log = AuditLog::open(
+            &fx.path(dir),
+            &signer(1).verifier(),
+            Policy { segment_entries: 3 },
+        )
+        .unwrap();
         let mut l = Log {
             log,
             boot: BOOT_A,
@@ -370,8 +393,18 @@ fn forked_exports_are_refused_by_compare_and_since() {
         "is not consistent with this log, whose root at size 5 is",
     );
     // An export compared with an older export of the same log: no fork.
-    let out = ok(airlock(&["audit", "compare", p(&a), p(&a), "--key", p(&fx.key)]));
-    assert!(out.starts_with("consistent: A (last checkpoint size 5) is a prefix of B"), "{out}");
+    let out = ok(airlock(&[
+        "audit",
+        "compare",
+        p(&a),
+        p(&a),
+        "--key",
+        p(&fx.key),
+    ]));
+    assert!(
+        out.starts_with("consistent: A (last checkpoint size 5) is a prefix of B"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -404,8 +437,17 @@ fn receipts_verify_alone() {
     let r = l.log.receipt(&job1).unwrap();
     let file = fx.path("receipt.json");
     fs::write(&file, r.to_json()).unwrap();
-    let out = ok(airlock(&["audit", "receipt", p(&file), "--key", p(&fx.key)]));
-    assert!(out.starts_with("receipt OK: entry 2 is in checkpoint of size 10"), "{out}");
+    let out = ok(airlock(&[
+        "audit",
+        "receipt",
+        p(&file),
+        "--key",
+        p(&fx.key),
+    ]));
+    assert!(
+        out.starts_with("receipt OK: entry 2 is in checkpoint of size 10"),
+        "{out}"
+    );
     assert!(out.contains("job ok by olga (operator), job 1"), "{out}");
     fs::write(&file, r.to_json().replace("\\\"job\\\":1", "\\\"job\\\":3")).unwrap();
     refused(

@@ -138,8 +138,9 @@ fn parse_time(ext: &str) -> Option<Stamp> {
         let n: u64 = s.parse().ok()?;
         (n.to_string() == s).then_some(n)
     };
-    let boot_ok =
-        b.len() == 32 && b.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+    let boot_ok = b.len() == 32
+        && b.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
     if !boot_ok {
         return None;
     }
@@ -180,7 +181,10 @@ mod tests {
         assert_eq!(Checkpoint::parse(&t).unwrap(), sample());
         let signer = NoteSigner::from_seed("airlock.local/test/audit", &[3; 32]).unwrap();
         let note = sample().sign(&signer).unwrap();
-        assert_eq!(Checkpoint::open(note.as_bytes(), &signer.verifier()).unwrap(), sample());
+        assert_eq!(
+            Checkpoint::open(note.as_bytes(), &signer.verifier()).unwrap(),
+            sample()
+        );
     }
 
     #[test]
@@ -189,9 +193,15 @@ mod tests {
         // (body, error)
         let cases: Vec<(String, CheckpointError)> = vec![
             (t.replace("\n42\n", "\n042\n"), CheckpointError::Body),
-            (t.replace("time 1796357711 ", "time  1796357711 "), CheckpointError::Time),
+            (
+                t.replace("time 1796357711 ", "time  1796357711 "),
+                CheckpointError::Time,
+            ),
             (t.replace(" 815042", ""), CheckpointError::Time),
-            (t.replace(" 815042\n", " 815042\nextra\n"), CheckpointError::Time),
+            (
+                t.replace(" 815042\n", " 815042\nextra\n"),
+                CheckpointError::Time,
+            ),
             (t.replace("=\n", "\n"), CheckpointError::Body),
             (t.trim_end().to_owned(), CheckpointError::Body),
         ];

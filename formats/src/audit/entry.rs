@@ -382,16 +382,37 @@ pub(crate) mod tests {
         let good = sample(1).encode().unwrap();
         // (input, expected error prefix)
         let cases: Vec<(String, &str)> = vec![
-            (good.replace("{\"seq\"", "{ \"seq\""), "entry is not in canonical"),
-            (good.replace(",\"job\":7", ",\"job\":null"), "entry is not in canonical"),
+            (
+                good.replace("{\"seq\"", "{ \"seq\""),
+                "entry is not in canonical",
+            ),
+            (
+                good.replace(",\"job\":7", ",\"job\":null"),
+                "entry is not in canonical",
+            ),
             (good.replace("\"seq\":1", "\"seq\":01"), "parse entry"),
-            (good.replace("}]}", "}],\"prompt\":\"x\"}"), "parse entry: unknown field `prompt`"),
+            (
+                good.replace("}]}", "}],\"prompt\":\"x\"}"),
+                "parse entry: unknown field `prompt`",
+            ),
             (good.replace("\"operator\"", "\"root\""), "parse entry"),
             (good.replace("\"alice\"", "\"Alice\""), "account name"),
-            (good.replace("\"alice\"", "\"system\""), "account \"system\" with role operator"),
-            (good.replace("0123456789abcdef0123", "0123456789ABCDEF0123"), "boot id"),
-            (good.replace("report.pdf.gpg", "a\\u001b[2Jb"), "subject 0: name is not sanitised"),
-            (good.replace("\"result\":\"ok\"", "\"result\":\"ok\",\"clock_from\":5"), "clock_from is set on a job"),
+            (
+                good.replace("\"alice\"", "\"system\""),
+                "account \"system\" with role operator",
+            ),
+            (
+                good.replace("0123456789abcdef0123", "0123456789ABCDEF0123"),
+                "boot id",
+            ),
+            (
+                good.replace("report.pdf.gpg", "a\\u001b[2Jb"),
+                "subject 0: name is not sanitised",
+            ),
+            (
+                good.replace("\"result\":\"ok\"", "\"result\":\"ok\",\"clock_from\":5"),
+                "clock_from is set on a job",
+            ),
             ("x".repeat(MAX_LINE_LEN + 1), "line longer"),
         ];
         for (line, want) in cases {
@@ -403,7 +424,10 @@ pub(crate) mod tests {
             "\"action\":\"job\",\"result\":\"ok\"",
             "\"result\":\"ok\",\"action\":\"job\"",
         );
-        assert_eq!(Entry::parse(swapped.as_bytes()), Err(EntryError::NotCanonical));
+        assert_eq!(
+            Entry::parse(swapped.as_bytes()),
+            Err(EntryError::NotCanonical)
+        );
     }
 
     #[test]

@@ -207,10 +207,7 @@ pub struct SegmentFile {
 /// Reads a segment file. An incomplete last line is reported in `torn`,
 /// not as an error: the writer cuts it off, the verifier refuses it.
 pub fn read_segment(path: &Path) -> Result<SegmentFile> {
-    let name = path
-        .file_name()
-        .map(crate::escape::os)
-        .unwrap_or_default();
+    let name = path.file_name().map(crate::escape::os).unwrap_or_default();
     let shown_path = shown(ENTRIES_DIR, &name);
     let buf = read_bounded(path, &shown_path, MAX_SEGMENT_LEN)?;
     let mut lines = Vec::new();
@@ -300,7 +297,10 @@ pub fn list_checkpoints(root: &Path) -> Result<Vec<StoredCheckpoint>> {
             crate::audit::note::MAX_NOTE_LEN as u64,
         )?;
         let proof = if proofs.remove(&n) {
-            Some(read_proof(&dir.join(proof_name(n)), &shown(CHECKPOINTS_DIR, &proof_name(n)))?)
+            Some(read_proof(
+                &dir.join(proof_name(n)),
+                &shown(CHECKPOINTS_DIR, &proof_name(n)),
+            )?)
         } else {
             None
         };

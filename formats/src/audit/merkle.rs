@@ -238,12 +238,10 @@ impl Tree {
     /// `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
         self.check_range(size)?;
-        tlog_tiles::prove_record(size, index, self).map_err(|source| {
-            MerkleError::ProveInclusion {
-                index,
-                size,
-                source,
-            }
+        tlog_tiles::prove_record(size, index, self).map_err(|source| MerkleError::ProveInclusion {
+            index,
+            size,
+            source,
         })
     }
 
@@ -251,8 +249,11 @@ impl Tree {
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
         self.check_range(old)?;
         self.check_range(new)?;
-        tlog_tiles::prove_tree(new, old, self)
-            .map_err(|source| MerkleError::ProveConsistency { old, new, source })
+        tlog_tiles::prove_tree(new, old, self).map_err(|source| MerkleError::ProveConsistency {
+            old,
+            new,
+            source,
+        })
     }
 }
 
@@ -338,7 +339,12 @@ mod tests {
         );
         let t = tree8();
         for (i, want) in ROOTS.iter().enumerate() {
-            assert_eq!(hex(&t.root_at(i as u64 + 1).unwrap()), *want, "size {}", i + 1);
+            assert_eq!(
+                hex(&t.root_at(i as u64 + 1).unwrap()),
+                *want,
+                "size {}",
+                i + 1
+            );
         }
     }
 
@@ -388,7 +394,13 @@ mod tests {
             let root = t.root_at(*size).unwrap();
             let leaf = leaf_hash(LEAVES[*index as usize]);
             assert!(verify_inclusion(&p, *size, root, *index, leaf));
-            assert!(!verify_inclusion(&p, *size, root, *index, leaf_hash(b"other")));
+            assert!(!verify_inclusion(
+                &p,
+                *size,
+                root,
+                *index,
+                leaf_hash(b"other")
+            ));
         }
         // (old size, new size, consistency proof)
         let consistency: &[(u64, u64, &[&str])] = &[
@@ -450,7 +462,10 @@ mod tests {
                 head.push(&i.to_be_bytes()).unwrap();
             }
             let mut t = Tree::from_frontier(start, &head.frontier().unwrap()).unwrap();
-            assert_eq!(root_from_frontier(&head.frontier().unwrap()), head.root().unwrap());
+            assert_eq!(
+                root_from_frontier(&head.frontier().unwrap()),
+                head.root().unwrap()
+            );
             for i in start as u32..45 {
                 t.push(&i.to_be_bytes()).unwrap();
             }

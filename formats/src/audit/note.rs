@@ -327,7 +327,10 @@ then you don't know what your problem is.\n\
         let note = a.sign("hello\n").unwrap();
         assert_eq!(a.verifier().open(note.as_bytes()).unwrap(), "hello\n");
         let err = b.verifier().open(note.as_bytes()).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("no signature by {}", b.verifier().label())), "{err}");
+        assert!(
+            err.starts_with(&format!("no signature by {}", b.verifier().label())),
+            "{err}"
+        );
         assert!(err.contains(&a.verifier().label()), "{err}");
         let round = NoteVerifier::parse(&a.verifier().to_string()).unwrap();
         assert_eq!(round, a.verifier());

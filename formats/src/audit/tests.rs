@@ -152,7 +152,8 @@ fn exported(tmp: &Path) -> PathBuf {
 }
 
 fn seg(dir: &Path, first: u64) -> PathBuf {
-    dir.join(layout::ENTRIES_DIR).join(layout::segment_name(first))
+    dir.join(layout::ENTRIES_DIR)
+        .join(layout::segment_name(first))
 }
 
 fn cp_path(dir: &Path, index: u64) -> PathBuf {
@@ -181,7 +182,10 @@ fn story_verifies_with_summary() {
     let out = exported(tmp.path());
     let v = verify(&out, &key().verifier()).unwrap();
     let s = &v.summary;
-    assert_eq!((s.size, s.first_seq, s.checkpoints, s.unprotected), (13, 0, 5, 0));
+    assert_eq!(
+        (s.size, s.first_seq, s.checkpoints, s.unprotected),
+        (13, 0, 5, 0)
+    );
     assert_eq!(s.boots, vec![BOOT_A.to_owned(), BOOT_B.to_owned()]);
     let accounts: Vec<(&str, Vec<Role>)> = s
         .accounts
@@ -198,12 +202,26 @@ fn story_verifies_with_summary() {
     );
     assert_eq!(s.jobs.iter().copied().collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!((s.refusals, s.failures), (1, 0));
-    let steps: Vec<(u64, StepWhy)> = s.steps_back.iter().map(|b| (b.seq, b.why.clone())).collect();
+    let steps: Vec<(u64, StepWhy)> = s
+        .steps_back
+        .iter()
+        .map(|b| (b.seq, b.why.clone()))
+        .collect();
     assert_eq!(
         steps,
         vec![
-            (6, StepWhy::ClockSet { account: "bob".into() }),
-            (10, StepWhy::NewBoot { boot: BOOT_B.into() })
+            (
+                6,
+                StepWhy::ClockSet {
+                    account: "bob".into()
+                }
+            ),
+            (
+                10,
+                StepWhy::NewBoot {
+                    boot: BOOT_B.into()
+                }
+            )
         ]
     );
     assert_eq!(s.steps_back[0].from - s.steps_back[0].to, 3600 - 60);
@@ -211,7 +229,10 @@ fn story_verifies_with_summary() {
     let pubkey = fs::read_to_string(out.join(layout::PUBKEY_FILE)).unwrap();
     assert_eq!(NoteVerifier::parse(&pubkey).unwrap(), key().verifier());
     let howto = fs::read_to_string(out.join(layout::VERIFY_FILE)).unwrap();
-    assert!(howto.contains("airlock audit verify") && howto.contains("size 13"), "{howto}");
+    assert!(
+        howto.contains("airlock audit verify") && howto.contains("size 13"),
+        "{howto}"
+    );
 }
 
 #[test]
@@ -317,7 +338,10 @@ fn replayed_older_log_is_caught_only_with_since() {
     // The older export verifies on its own: truncation and replay are
     // caught only against a newer checkpoint the auditor kept.
     let v = verify(&old, &key().verifier()).unwrap();
-    let err = v.check_since(&kept, &key().verifier()).unwrap_err().to_string();
+    let err = v
+        .check_since(&kept, &key().verifier())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("is newer than this export's last checkpoint 5 (size 13): the log was truncated or an older log replayed"),
         "{err}"
@@ -325,12 +349,17 @@ fn replayed_older_log_is_caught_only_with_since() {
     // The newer one against the older one's checkpoint: consistent.
     let v = verify(&new, &key().verifier()).unwrap();
     let older = fs::read(cp_path(&old, 2)).unwrap();
-    assert_eq!(v.check_since(&older, &key().verifier()).unwrap(), SinceMatch::Entries);
+    assert_eq!(
+        v.check_since(&older, &key().verifier()).unwrap(),
+        SinceMatch::Entries
+    );
     // A --since checkpoint by another key is refused too.
     let body = String::from_utf8(older.clone()).unwrap();
     let body = body.split("\n\n").next().unwrap().to_owned() + "\n";
     let forged = other_key().sign(&body).unwrap();
-    let err = v.check_since(forged.as_bytes(), &key().verifier()).unwrap_err();
+    let err = v
+        .check_since(forged.as_bytes(), &key().verifier())
+        .unwrap_err();
     assert!(matches!(err, VerifyError::SinceCheckpoint(_)), "{err}");
 }
 
@@ -390,8 +419,14 @@ fn forks_show_when_exports_are_compared() {
         other => panic!("no fork found: {other:?}"),
     }
     let theirs = fs::read(cp_path(&b, 3)).unwrap();
-    let err = va.check_since(&theirs, &key().verifier()).unwrap_err().to_string();
-    assert!(err.contains("(size 5, root") && err.contains("a fork or a rewritten log"), "{err}");
+    let err = va
+        .check_since(&theirs, &key().verifier())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("(size 5, root") && err.contains("a fork or a rewritten log"),
+        "{err}"
+    );
     // A log compared with itself (or its older export) is consistent.
     assert_eq!(
         compare(&va, &va),
@@ -419,7 +454,10 @@ fn pruned_log_still_verifies_and_chains_old_checkpoints() {
     // Checkpoint 2 (size 5) predates the kept entries: vouched for by the
     // chain of consistency proofs.
     let old = fs::read(cp_path(&full, 2)).unwrap();
-    assert_eq!(v.check_since(&old, &key().verifier()).unwrap(), SinceMatch::Checkpoint(2));
+    assert_eq!(
+        v.check_since(&old, &key().verifier()).unwrap(),
+        SinceMatch::Checkpoint(2)
+    );
     // Reopening the pruned log works from the frontier in the header.
     drop(s);
     let mut s = Story::open(&tmp.path().join("log"), BOOT_B, T0 + 10_000, 10_000_000);
@@ -460,19 +498,31 @@ fn writer_keeps_order_and_fails_closed() {
     // Wrong seq, uptime back, a new boot id without a boot entry.
     let mut e = s.entry("alice", Role::Operator, Action::Login, Outcome::Ok);
     e.seq += 1;
-    assert!(matches!(s.log.append(&e), Err(WriterError::Sequence { want: 13, got: 14 })));
+    assert!(matches!(
+        s.log.append(&e),
+        Err(WriterError::Sequence { want: 13, got: 14 })
+    ));
     e.seq -= 1;
     e.uptime_ms = 1;
-    assert!(matches!(s.log.append(&e), Err(WriterError::UptimeBack { .. })));
+    assert!(matches!(
+        s.log.append(&e),
+        Err(WriterError::UptimeBack { .. })
+    ));
     e.boot = BOOT_A.into();
-    assert!(matches!(s.log.append(&e), Err(WriterError::BootWithoutBootEntry { .. })));
+    assert!(matches!(
+        s.log.append(&e),
+        Err(WriterError::BootWithoutBootEntry { .. })
+    ));
     // A checkpoint stamped in another boot is not signed.
     let t = Stamp {
         wall: T0,
         boot: BOOT_A.into(),
         uptime_ms: 99_999_999,
     };
-    assert!(matches!(s.log.checkpoint(&key(), t), Err(WriterError::StampBack { .. })));
+    assert!(matches!(
+        s.log.checkpoint(&key(), t),
+        Err(WriterError::StampBack { .. })
+    ));
     // A receipt per answer: entry 2 (job 1) in checkpoint 5.
     let job = fs::read_to_string(seg(&dir, 0)).unwrap();
     let line = job.lines().nth(3).unwrap();
@@ -497,6 +547,11 @@ fn writer_keeps_order_and_fails_closed() {
     drop(s);
     // A log edited on the state partition is not written to (fail closed).
     edit_lines(&seg(&dir, 4), |l| l[2] = l[2].replace("\"bob\"", "\"eve\""));
-    let err = AuditLog::open(&dir, &key().verifier(), Policy::default()).err().unwrap();
-    assert!(matches!(err, WriterError::Disagrees { index: 5, size: 13 }), "{err}");
+    let err = AuditLog::open(&dir, &key().verifier(), Policy::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, WriterError::Disagrees { index: 5, size: 13 }),
+        "{err}"
+    );
 }

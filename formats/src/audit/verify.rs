@@ -507,7 +507,13 @@ fn check_reached(
 
 /// Boot and uptime order (refused when broken) and wall-clock steps back
 /// (reported).
-fn check_time(e: &Entry, prev: Option<&Prev>, s: &mut Summary, path: &str, line: usize) -> Result<()> {
+fn check_time(
+    e: &Entry,
+    prev: Option<&Prev>,
+    s: &mut Summary,
+    path: &str,
+    line: usize,
+) -> Result<()> {
     let Some(p) = prev else {
         s.boots.push(e.boot.clone());
         return Ok(());
@@ -659,8 +665,7 @@ pub enum Comparison {
 /// Compares two verified exports of the same log: the checkpoints of the
 /// one with the smaller last checkpoint must all fit the other.
 pub fn compare(a: &Verified, b: &Verified) -> Comparison {
-    let (side, small, large) = if a.summary.last_checkpoint.size <= b.summary.last_checkpoint.size
-    {
+    let (side, small, large) = if a.summary.last_checkpoint.size <= b.summary.last_checkpoint.size {
         ("A", a, b)
     } else {
         ("B", b, a)

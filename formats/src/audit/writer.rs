@@ -60,14 +60,20 @@ pub enum WriterError {
     },
     #[error("entry has seq {got}, the next is {want}")]
     Sequence { want: u64, got: u64 },
-    #[error("entry {seq}: uptime {got} ms is before the previous entry's {prev} ms in the same boot")]
+    #[error(
+        "entry {seq}: uptime {got} ms is before the previous entry's {prev} ms in the same boot"
+    )]
     UptimeBack { seq: u64, got: u64, prev: u64 },
     #[error("entry {seq}: a new boot id must start with a boot entry")]
     BootWithoutBootEntry { seq: u64 },
     #[error("{path}: starts at seq {got}, expected {want}")]
     SegmentStart { path: String, want: u64, got: u64 },
     #[error("{path}: origin {got:?} is not {want:?}")]
-    Origin { path: String, want: String, got: String },
+    Origin {
+        path: String,
+        want: String,
+        got: String,
+    },
     #[error("{path}: header frontier: {source}")]
     Frontier { path: String, source: MerkleError },
     #[error("{path}: header frontier differs from the entries before it")]
@@ -82,11 +88,15 @@ pub enum WriterError {
         path: String,
         source: CheckpointError,
     },
-    #[error("log on disk (size {size}) disagrees with its last checkpoint {index}: refusing to write")]
+    #[error(
+        "log on disk (size {size}) disagrees with its last checkpoint {index}: refusing to write"
+    )]
     Disagrees { index: u64, size: u64 },
     #[error("refusing to sign: tree of size {size} is not consistent with checkpoint {index} (size {old})")]
     Inconsistent { index: u64, old: u64, size: u64 },
-    #[error("refusing to sign: checkpoint time ({boot}, {uptime_ms} ms) is not after the last entry's")]
+    #[error(
+        "refusing to sign: checkpoint time ({boot}, {uptime_ms} ms) is not after the last entry's"
+    )]
     StampBack { boot: String, uptime_ms: u64 },
     #[error("{0} already holds an audit log")]
     Exists(String),
@@ -139,7 +149,11 @@ impl AuditLog {
         if entries.exists() {
             return Err(WriterError::Exists(dir.display().to_string()));
         }
-        for d in [dir.to_path_buf(), entries, dir.join(layout::CHECKPOINTS_DIR)] {
+        for d in [
+            dir.to_path_buf(),
+            entries,
+            dir.join(layout::CHECKPOINTS_DIR),
+        ] {
             std::fs::create_dir_all(&d).map_err(|e| FsError::new("create directory", &d, e))?;
         }
         let mut log = Self {
@@ -183,10 +197,12 @@ impl AuditLog {
                     got: h.origin.clone(),
                 });
             }
-            let frontier = h.frontier_hashes().map_err(|source| WriterError::Frontier {
-                path: seg.path.clone(),
-                source,
-            })?;
+            let frontier = h
+                .frontier_hashes()
+                .map_err(|source| WriterError::Frontier {
+                    path: seg.path.clone(),
+                    source,
+                })?;
             let t = match tree.as_mut() {
                 None => tree.insert(Tree::from_frontier(first, &frontier).map_err(|source| {
                     WriterError::Frontier {
@@ -452,7 +468,11 @@ impl AuditLog {
         let dir = self.dir.join(layout::CHECKPOINTS_DIR);
         let r = (|| {
             if let Some(p) = &proof {
-                write_atomic(&dir, &layout::proof_name(index), layout::proof_text(p).as_bytes())?;
+                write_atomic(
+                    &dir,
+                    &layout::proof_name(index),
+                    layout::proof_text(p).as_bytes(),
+                )?;
             }
             write_atomic(&dir, &layout::checkpoint_name(index), note.as_bytes())
         })();
@@ -510,19 +530,26 @@ impl AuditLog {
             let cdir = dst.join(layout::CHECKPOINTS_DIR);
             write_atomic(&cdir, &layout::checkpoint_name(c.index), &c.note)?;
             if let Some(p) = &c.proof {
-                write_atomic(&cdir, &layout::proof_name(c.index), layout::proof_text(p).as_bytes())?;
+                write_atomic(
+                    &cdir,
+                    &layout::proof_name(c.index),
+                    layout::proof_text(p).as_bytes(),
+                )?;
             }
         }
         write_atomic(dst, layout::PUBKEY_FILE, format!("{key}\n").as_bytes())?;
-        let verify = verify_text(key, self.last_checkpoint.as_ref().map(|(_, c, n)| (c, n.as_str())));
+        let verify = verify_text(
+            key,
+            self.last_checkpoint
+                .as_ref()
+                .map(|(_, c, n)| (c, n.as_str())),
+        );
         write_atomic(dst, layout::VERIFY_FILE, verify.as_bytes())?;
         for sub in [layout::ENTRIES_DIR, layout::CHECKPOINTS_DIR] {
             let d = dst.join(sub);
             for ent in std::fs::read_dir(&d).map_err(err(&d))? {
                 let p = ent.map_err(err(&d))?.path();
-                File::open(&p)
-                    .and_then(|f| f.sync_all())
-                    .map_err(err(&p))?;
+                File::open(&p).and_then(|f| f.sync_all()).map_err(err(&p))?;
             }
             sync_dir(&d)?;
         }
@@ -590,10 +617,7 @@ pub fn verify_text(key: &NoteVerifier, last: Option<(&Checkpoint, &str)>) -> Str
     );
     match last {
         Some((cp, note)) => {
-            s.push_str(&format!(
-                "Last checkpoint: {}\n\n{note}",
-                cp.describe()
-            ));
+            s.push_str(&format!("Last checkpoint: {}\n\n{note}", cp.describe()));
         }
         None => s.push_str("This export holds no checkpoint: nothing in it is signed.\n"),
     }
