@@ -555,3 +555,49 @@ fn writer_keeps_order_and_fails_closed() {
         "{err}"
     );
 }
+
+#[test]
+fn unwritable_log_fails_closed_until_reopened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let policy = Policy { segment_entries: 1 };
+    let mut s = Story {
+        log: AuditLog::create(&dir, &key().verifier(), policy).unwrap(),
+        boot: BOOT_A,
+        wall: T0,
+        uptime: 1000,
+    };
+    s.add("system", Role::System, Action::Boot);
+    // The next entry needs a new segment file, and it cannot be created.
+    let blocker = seg(&dir, 1);
+    fs::create_dir(&blocker).unwrap();
+    let e = s.entry("alice", Role::Operator, Action::Login, Outcome::Ok);
+    let err = s.log.append(&e).unwrap_err();
+    assert!(matches!(err, WriterError::Fs(_)), "{err}");
+    // Every later append and checkpoint is refused, said plainly.
+    let err = s.log.append(&e).unwrap_err().to_string();
+    assert!(
+        err.starts_with("audit log is not writable after an earlier failure (create segment"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("actions that must be audited are refused"),
+        "{err}"
+    );
+    let t = Stamp {
+        wall: T0,
+        boot: BOOT_A.into(),
+        uptime_ms: 99_999_999,
+    };
+    assert!(matches!(
+        s.log.checkpoint(&key(), t),
+        Err(WriterError::Broken(_))
+    ));
+    drop(s);
+    fs::remove_dir(&blocker).unwrap();
+    // A segment file whose header never reached the disk is dropped.
+    fs::write(&blocker, b"{\"schema\":").unwrap();
+    let log = AuditLog::open(&dir, &key().verifier(), policy).unwrap();
+    assert_eq!(log.next_seq(), 1);
+    assert!(!blocker.exists());
+}

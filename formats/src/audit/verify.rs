@@ -393,7 +393,7 @@ pub fn verify(dir: &Path, key: &NoteVerifier) -> Result<Verified> {
         return Err(VerifyError::FrontierMismatch { path });
     }
     s.size = tree.size();
-    s.unprotected = tree.size() - last.1.size;
+    s.unprotected = tree.size().saturating_sub(last.1.size);
     Ok(Verified {
         summary: s,
         tree,

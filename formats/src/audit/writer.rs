@@ -156,29 +156,40 @@ impl AuditLog {
         ] {
             std::fs::create_dir_all(&d).map_err(|e| FsError::new("create directory", &d, e))?;
         }
-        let mut log = Self {
+        let tree = Tree::new();
+        let segment = create_segment(dir, key.name(), &tree)?;
+        sync_dir(dir)?;
+        Ok(Self {
             dir: dir.to_owned(),
             origin: key.name().to_owned(),
             policy,
-            tree: Tree::new(),
-            // Replaced by new_segment below.
-            segment: File::open(dir).map_err(|e| FsError::new("open", dir, e))?,
+            tree,
+            segment,
             segment_first: 0,
             segment_len: 0,
             last: None,
             last_checkpoint: None,
             broken: None,
-        };
-        log.new_segment()?;
-        sync_dir(dir)?;
-        Ok(log)
+        })
     }
 
     /// Opens an existing log: reads every segment strictly, cuts off an
     /// incomplete last line (an entry whose fsync never returned), and
     /// checks the tree against the last checkpoint (signed by `key`).
     pub fn open(dir: &Path, key: &NoteVerifier, policy: Policy) -> Result<Self> {
-        let segments = layout::list_segments(dir)?;
+        let mut segments = layout::list_segments(dir)?;
+        // A segment whose header never reached the disk (power cut while
+        // it was created) holds no entry: remove it.
+        if segments.len() > 1 {
+            if let Some((_, last)) = segments.last() {
+                if let Err(LayoutError::Empty { .. }) = layout::read_segment(last) {
+                    std::fs::remove_file(last)
+                        .map_err(|e| FsError::new("remove empty segment", last, e))?;
+                    sync_dir(&dir.join(layout::ENTRIES_DIR))?;
+                    segments.pop();
+                }
+            }
+        }
         let Some((&(first, _), _)) = segments.split_first() else {
             return Err(WriterError::Missing(dir.display().to_string()));
         };
@@ -323,21 +334,8 @@ impl AuditLog {
     }
 
     fn new_segment(&mut self) -> Result<()> {
-        let first = self.tree.size();
-        let header = SegmentHeader::new(&self.origin, first, &self.tree.frontier()?);
-        let dir = self.dir.join(layout::ENTRIES_DIR);
-        let path = dir.join(layout::segment_name(first));
-        let mut f = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| FsError::new("create segment", &path, e))?;
-        f.write_all(format!("{}\n", header.encode()).as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| FsError::new("write segment header", &path, e))?;
-        sync_dir(&dir)?;
-        self.segment = f;
-        self.segment_first = first;
+        self.segment = create_segment(&self.dir, &self.origin, &self.tree)?;
+        self.segment_first = self.tree.size();
         self.segment_len = 0;
         Ok(())
     }
@@ -577,6 +575,25 @@ impl AuditLog {
             proof,
         })
     }
+}
+
+/// Creates the segment file that starts at the tree's current size, with
+/// its header (the frontier) fsynced, and fsyncs the directory.
+fn create_segment(dir: &Path, origin: &str, tree: &Tree) -> Result<File> {
+    let first = tree.size();
+    let header = SegmentHeader::new(origin, first, &tree.frontier()?);
+    let dir = dir.join(layout::ENTRIES_DIR);
+    let path = dir.join(layout::segment_name(first));
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| FsError::new("create segment", &path, e))?;
+    f.write_all(format!("{}\n", header.encode()).as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| FsError::new("write segment header", &path, e))?;
+    sync_dir(&dir)?;
+    Ok(f)
 }
 
 fn remove_temp_files(dir: &Path) -> Result<()> {
