@@ -141,6 +141,20 @@ fn run_verify(dir: &Path, key: &Path, since: Option<&Path>) -> Result<()> {
         }
     };
     print!("{}", summary_text(&v, &key));
+    // The export's own copy of the key is only a convenience; say so when
+    // it is not the key the auditor trusts.
+    let own = dir.join(airlock_formats::audit::layout::PUBKEY_FILE);
+    if let Ok(bytes) = read_small(&own) {
+        let same = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| NoteVerifier::parse(t).ok())
+            .is_some_and(|k| k == key);
+        if !same {
+            println!(
+                "warning: the export's audit.pub is not the --key given (checked against --key)"
+            );
+        }
+    }
     if let Some((p, m)) = since {
         let how = match m {
             SinceMatch::Entries => "recomputed from the entries".to_owned(),

@@ -225,6 +225,14 @@ fn fresh_export_verifies_with_summary() {
         assert!(out.contains(want), "{want:?} not in\n{out}");
     }
     assert!(!out.contains("warning"), "{out}");
+    // A replaced audit.pub in the export is pointed out; --key decides.
+    let dir = fx.path("x");
+    fs::write(dir.join("audit.pub"), format!("{}\n", signer(2).verifier())).unwrap();
+    let out = ok(fx.verify(&dir, None));
+    assert!(
+        out.contains("warning: the export's audit.pub is not the --key given"),
+        "{out}"
+    );
 }
 
 #[test]
