@@ -83,6 +83,12 @@ pub enum VerifyError {
     Frontier { path: String, source: MerkleError },
     #[error("{path}: header frontier differs from the entries before it")]
     FrontierMismatch { path: String },
+    #[error("{path}: header says the first entry is {header}, the file name says {name}")]
+    SegmentName {
+        path: String,
+        header: u64,
+        name: u64,
+    },
     #[error("{path}: starts at entry {got}, but the entries before end at {want}: a segment is missing or misplaced")]
     SegmentStart { path: String, want: u64, got: u64 },
     #[error("entry {seq} ({path} line {line}): {source}")]
@@ -293,9 +299,16 @@ pub fn verify(dir: &Path, key: &NoteVerifier) -> Result<Verified> {
                 path: seg.path.clone(),
                 source,
             })?;
+        if seg.header.first_seq != *seq0 {
+            return Err(VerifyError::SegmentName {
+                path: seg.path,
+                header: seg.header.first_seq,
+                name: *seq0,
+            });
+        }
         let t = match tree.as_mut() {
             Some(t) => {
-                if seg.header.first_seq != t.size() || *seq0 != t.size() {
+                if seg.header.first_seq != t.size() {
                     return Err(VerifyError::SegmentStart {
                         path: seg.path,
                         want: t.size(),
@@ -311,13 +324,6 @@ pub fn verify(dir: &Path, key: &NoteVerifier) -> Result<Verified> {
             }
             None => {
                 let start = seg.header.first_seq;
-                if *seq0 != start {
-                    return Err(VerifyError::SegmentStart {
-                        path: seg.path,
-                        want: *seq0,
-                        got: start,
-                    });
-                }
                 let t = tree.insert(Tree::from_frontier(start, &frontier).map_err(|source| {
                     VerifyError::Frontier {
                         path: seg.path.clone(),
