@@ -129,7 +129,18 @@ fn load_key(path: &Path) -> Result<NoteVerifier> {
     NoteVerifier::parse(text).map_err(bad)
 }
 
+/// An export directory must exist (a missing one would read as empty).
+fn export_dir(dir: &Path) -> Result<&Path> {
+    std::fs::read_dir(dir)
+        .map(|_| dir)
+        .map_err(|source| AuditCmdError::Read {
+            path: escape::path(dir),
+            source,
+        })
+}
+
 fn run_verify(dir: &Path, key: &Path, since: Option<&Path>) -> Result<()> {
+    let dir = export_dir(dir)?;
     let key = load_key(key)?;
     let v = verify(dir, &key).map_err(AuditCmdError::Refused)?;
     let since = match since {
@@ -295,6 +306,7 @@ fn summary_text(v: &Verified, key: &NoteVerifier) -> String {
 }
 
 fn run_compare(a: &Path, b: &Path, key: &Path) -> Result<()> {
+    let (a, b) = (export_dir(a)?, export_dir(b)?);
     let key = load_key(key)?;
     let va =
         verify(a, &key).map_err(|source| AuditCmdError::CompareRefused { which: "A", source })?;

@@ -466,9 +466,14 @@ fn receipts_verify_alone() {
 }
 
 #[test]
-fn bad_key_file_is_one_line() {
+fn bad_key_or_missing_export_is_one_line() {
     let fx = Fx::new();
     let dir = fx.export("x");
+    refused(
+        "missing export",
+        fx.verify(&fx.path("nope"), None),
+        "nope: No such file",
+    );
     fs::write(&fx.key, "not a key\n").unwrap();
     refused("bad key", fx.verify(&dir, None), "audit key");
 }
