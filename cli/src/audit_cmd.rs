@@ -5,13 +5,12 @@
 //! Every string that came from the log is shown through
 //! `airlock_formats::escape::text`.
 
+use airlock_formats::audit::compare::{compare, Comparison};
 use airlock_formats::audit::entry::Role;
 use airlock_formats::audit::merkle::hash_to_base64;
 use airlock_formats::audit::note::{NoteError, NoteVerifier};
 use airlock_formats::audit::receipt::{Receipt, ReceiptError};
-use airlock_formats::audit::verify::{
-    compare, verify, Comparison, SinceMatch, StepWhy, Summary, Verified, VerifyError,
-};
+use airlock_formats::audit::verify::{verify, SinceMatch, StepWhy, Summary, Verified, VerifyError};
 use airlock_formats::escape;
 use airlock_formats::manifest::format_rfc3339;
 use clap::Subcommand;

@@ -7,11 +7,13 @@
 //! - [`layout`]: segment files, checkpoint files, export layout
 //! - [`writer`]: append with fsync, signed checkpoints, pruning, export
 //! - [`receipt`]: entry + checkpoint + inclusion proof
-//! - [`verify`]: the host verifier, `--since` and the fork comparison
+//! - [`verify`]: the host verifier and `--since`
+//! - [`compare`]: two exports compared (forks)
 //!
 //! The format is documented in docs/audit.md.
 
 pub mod checkpoint;
+pub mod compare;
 pub mod entry;
 pub mod layout;
 pub mod merkle;

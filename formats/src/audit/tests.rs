@@ -3,10 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::checkpoint::Stamp;
+use super::compare::{compare, Comparison};
 use super::entry::{sha256_hex, Action, Entry, Outcome, Role, Subject, SubjectKind};
 use super::layout;
 use super::note::{NoteSigner, NoteVerifier};
-use super::verify::{compare, verify, Comparison, SinceMatch, StepWhy, VerifyError};
+use super::verify::{verify, SinceMatch, StepWhy, VerifyError};
 use super::writer::{AuditLog, Policy, WriterError};
 use std::fs;
 use std::path::{Path, PathBuf};

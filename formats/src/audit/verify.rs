@@ -13,8 +13,8 @@
 //! 3. no checkpoint covers more entries than the export holds; every later
 //!    segment header's frontier matches the entries before it;
 //! 4. with `--since`, the auditor's older checkpoint is consistent with
-//!    this log ([`Verified::check_since`]); [`compare`] does the same
-//!    between two exports.
+//!    this log ([`Verified::check_since`]); [`crate::audit::compare`] does
+//!    the same between two exports.
 //!
 //! A wall-clock step back is reported, not refused: with the entry that
 //! explains it (a `clock-set` entry or the first entry of a new boot), or
@@ -648,54 +648,5 @@ impl Verified {
     /// The kept checkpoints, in order.
     pub fn checkpoints(&self) -> impl Iterator<Item = &Checkpoint> {
         self.checkpoints.iter().map(|(_, c)| c)
-    }
-}
-
-/// Result of comparing two verified exports of the same log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Comparison {
-    /// The shorter one's checkpoints all fit the longer one: one is a
-    /// prefix of the other. `shorter` is "A" or "B" (or "A" when equal).
-    Consistent { shorter: &'static str, size: u64 },
-    /// The first checkpoint of `side` that does not fit the other export,
-    /// and the last one that did.
-    Fork {
-        side: &'static str,
-        index: u64,
-        desc: String,
-        reason: String,
-        last_common: Option<(u64, u64)>,
-    },
-}
-
-/// Compares two verified exports of the same log: the checkpoints of the
-/// one with the smaller last checkpoint must all fit the other.
-pub fn compare(a: &Verified, b: &Verified) -> Comparison {
-    let (side, small, large) = if a.summary.last_checkpoint.size <= b.summary.last_checkpoint.size {
-        ("A", a, b)
-    } else {
-        ("B", b, a)
-    };
-    let mut last_common = None;
-    for (i, (_, cp)) in small.checkpoints.iter().enumerate() {
-        let index = i as u64 + 1;
-        match large.consistent_with(cp) {
-            Ok(_) => last_common = Some((index, cp.size)),
-            // Too old to check against the other's kept entries: skip.
-            Err(VerifyError::SinceUncheckable { .. }) => {}
-            Err(e) => {
-                return Comparison::Fork {
-                    side,
-                    index,
-                    desc: cp.describe(),
-                    reason: e.to_string().replace("--since checkpoint", "it"),
-                    last_common,
-                }
-            }
-        }
-    }
-    Comparison::Consistent {
-        shorter: side,
-        size: small.summary.last_checkpoint.size,
     }
 }
