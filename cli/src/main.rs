@@ -4,6 +4,7 @@
 //! Every failure prints exactly one line `airlock: <reason>` on stderr and
 //! exits 1 (usage errors exit 2, from clap).
 
+mod audit_cmd;
 mod bundle_cmd;
 mod keys;
 mod progress;
@@ -36,6 +37,9 @@ enum Cmd {
     /// Stores (host-side install targets): explicit creation and recovery.
     #[command(subcommand)]
     Store(StoreCmd),
+    /// Audit-log exports: verify, compare two exports, check a receipt.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCmd),
 }
 
 #[derive(Subcommand)]
@@ -232,6 +236,7 @@ fn main() {
         Cmd::Bundle(c) => bundle_cmd::run(c),
         Cmd::Trust(c) => trust_cmd::run(c),
         Cmd::Store(c) => store_cmd::run(c),
+        Cmd::Audit(c) => audit_cmd::run(c),
     };
     if let Err(e) = r {
         // Exactly one line, and nothing that drives the terminal: names are

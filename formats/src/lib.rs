@@ -14,7 +14,9 @@
 //! - [`fsutil`]: atomic file replace, directory fsync
 //! - [`bounded`]: reading a worker's replies under per-frame, per-job and size limits
 //! - [`escape`]: untrusted text made safe for a terminal
+//! - [`audit`]: audit log entries, Merkle tree, signed checkpoints, verifier
 
+pub mod audit;
 pub mod bounded;
 pub mod bundle;
 pub mod escape;
