@@ -58,12 +58,25 @@ pub fn lock(store: &Path) -> Result<File> {
         .mode(0o600)
         .open(&p)
         .map_err(|e| StoreError::Lock(FsError::new("open lock", &p, e)))?;
-    match rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(f),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::Locked(store.to_owned())),
-        Err(e) => Err(StoreError::Lock(FsError::new("lock", &p, e.into()))),
+    // A lock belongs to the open file description, which a child forked by
+    // another thread of this process shares until its exec closes it: such a
+    // copy holds a just-released lock for a moment. Retry briefly; a real
+    // concurrent import holds it far longer and is refused.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(f),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(StoreError::Locked(store.to_owned())),
+            Err(e) => return Err(StoreError::Lock(FsError::new("lock", &p, e.into()))),
+        }
     }
 }
+
+/// How long [`lock`] waits for a lock held elsewhere before refusing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Creates a new store: the directory (absent or empty) with an empty
 /// `state.json`. Refuses a directory that already holds anything, so an
