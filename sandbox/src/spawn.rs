@@ -386,6 +386,31 @@ impl Sandboxed {
         self.waitid(libc::WNOHANG)
     }
 
+    /// Whether the process ended within `timeout`, without reaping it.
+    pub fn ended_within(&self, timeout: Duration) -> Result<bool, WaitError> {
+        if self.status.is_some() {
+            return Ok(true);
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        loop {
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(WaitError::Poll(e));
+            }
+            return Ok(n > 0);
+        }
+    }
+
     /// Waits at most `timeout`; `None` if still running.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, WaitError> {
         if let Some(s) = self.status {
@@ -704,15 +729,29 @@ fn confirm_stage2(child: &mut Sandboxed, want: usize, within: Duration) -> Resul
         if std::time::Instant::now() >= deadline {
             return Err(SpawnError::Stage2Missing { seen, want, within });
         }
-        if let Some(status) =
-            child
-                .wait_timeout(STAGE2_POLL)
-                .map_err(|e| SpawnError::Stage2Unknown {
-                    pid,
-                    reason: e.to_string(),
-                })?
-        {
-            return Err(SpawnError::Stage2Exited { status, seen, want });
+        let ended = child
+            .ended_within(STAGE2_POLL)
+            .map_err(|e| SpawnError::Stage2Unknown {
+                pid,
+                reason: e.to_string(),
+            })?;
+        if ended {
+            // Not reaped yet: a zombie keeps its filter count until it is, so
+            // a program that installed stage 2 and ended at once (a model it
+            // refused) is told apart from one that never installed it.
+            if seccomp_filters(pid) == Ok(want) {
+                return Ok(());
+            }
+            let status =
+                child
+                    .wait_timeout(STAGE2_POLL)
+                    .map_err(|e| SpawnError::Stage2Unknown {
+                        pid,
+                        reason: e.to_string(),
+                    })?;
+            if let Some(status) = status {
+                return Err(SpawnError::Stage2Exited { status, seen, want });
+            }
         }
     }
 }
