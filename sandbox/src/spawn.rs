@@ -416,26 +416,10 @@ impl Sandboxed {
         if let Some(s) = self.status {
             return Ok(Some(s));
         }
-        let mut pfd = libc::pollfd {
-            fd: self.pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        loop {
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return Err(WaitError::Poll(e));
-            }
-            if n == 0 {
-                return Ok(None);
-            }
-            return self.wait().map(Some);
+        if self.ended_within(timeout)? {
+            self.wait().map(Some)
+        } else {
+            Ok(None)
         }
     }
 }

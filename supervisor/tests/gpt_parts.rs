@@ -8,41 +8,11 @@
 use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_airlock-init");
-
-struct Loop(String);
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
-fn attach(img: &Path) -> Loop {
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(img)
-        .output()
-        .expect("losetup (needs root)");
-    assert!(
-        out.status.success(),
-        "losetup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
-}
+mod common;
+use common::attach;
 
 fn gpt_parts(disk: &str) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN)
-        .args(["gpt-parts", disk])
-        .env_clear()
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_mode("gpt-parts", disk)
 }
 
 #[test]
