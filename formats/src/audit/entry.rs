@@ -26,6 +26,8 @@ pub const MAX_LINE_LEN: usize = 16 * 1024;
 pub const MAX_SUBJECTS: usize = 64;
 /// Longest sanitised file name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
+/// Longest `detail` text, in bytes.
+pub const MAX_DETAIL_LEN: usize = 256;
 /// The account (and role) of entries written by the appliance itself.
 pub const SYSTEM_ACCOUNT: &str = "system";
 
@@ -54,6 +56,8 @@ pub enum EntryError {
     ClockFrom(Action),
     #[error("clock-set entry without clock_from")]
     ClockSetWithoutFrom,
+    #[error("detail is empty, longer than {MAX_DETAIL_LEN} bytes or holds an unsafe character")]
+    Detail,
     #[error("encode entry: {0}")]
     Encode(String),
 }
@@ -113,6 +117,19 @@ pub enum Action {
     AuditPrune,
     /// Public keys exported to a stick.
     KeyExport,
+    /// A new document key made the active one (the old ones are kept).
+    KeyRotate,
+    /// A document key or the per-appliance tag secret granted to an
+    /// account that lacked it (an operator added after the key existed).
+    KeyGrant,
+    /// The sandbox probe suite was run (`selftest`).
+    Selftest,
+    /// A USB stick appeared; `detail` names device, size and label.
+    StickInserted,
+    StickRemoved,
+    /// A console command refused before it ran (role, not logged in);
+    /// `detail` names the command, `reason` the role it needs.
+    Command,
 }
 
 impl std::fmt::Display for Action {
@@ -198,6 +215,10 @@ pub struct Entry {
     /// clock-set only: the wall-clock time before it was set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_from: Option<u64>,
+    /// Short facts of the event (`slot=a version=0.1.0`, a command's name,
+    /// a stick's escaped label): printable text, never content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<Subject>,
 }
@@ -227,6 +248,11 @@ impl Entry {
             (Action::ClockSet, None) => return Err(EntryError::ClockSetWithoutFrom),
             (Action::ClockSet, Some(_)) | (_, None) => {}
             (a, Some(_)) => return Err(EntryError::ClockFrom(a)),
+        }
+        if let Some(d) = &self.detail {
+            if d.is_empty() || d.len() > MAX_DETAIL_LEN || escape::first_unsafe(d).is_some() {
+                return Err(EntryError::Detail);
+            }
         }
         if self.subjects.len() > MAX_SUBJECTS {
             return Err(EntryError::TooManySubjects);
@@ -356,6 +382,7 @@ pub(crate) mod tests {
             reason: None,
             job: Some(7),
             clock_from: None,
+            detail: None,
             subjects: vec![Subject {
                 kind: SubjectKind::Ciphertext,
                 name: Some("report.pdf.gpg".into()),
@@ -412,6 +439,14 @@ pub(crate) mod tests {
             (
                 good.replace("\"result\":\"ok\"", "\"result\":\"ok\",\"clock_from\":5"),
                 "clock_from is set on a job",
+            ),
+            (
+                good.replace("\"job\":7", "\"job\":7,\"detail\":\"a\\u001b[2J\""),
+                "detail is empty",
+            ),
+            (
+                good.replace("\"job\":7", "\"job\":7,\"detail\":\"\""),
+                "detail is empty",
             ),
             ("x".repeat(MAX_LINE_LEN + 1), "line longer"),
         ];

@@ -69,6 +69,7 @@ impl Story {
             reason: None,
             job: None,
             clock_from: None,
+            detail: None,
             subjects: Vec::new(),
         }
     }
