@@ -17,6 +17,20 @@ pub enum Command {
     Selftest,
     Poweroff,
     Reboot,
+    Provision,
+    Login(String),
+    Logout,
+    Whoami,
+    Accounts,
+    AccountAdd { name: String, role: String },
+    AccountRemove(String),
+    Passwd,
+    KeysShow,
+    KeysExport(Option<String>),
+    KeysRotate(Option<String>),
+    ClockSet(String),
+    AuditShow(Option<usize>),
+    AuditExport(Option<String>),
 }
 
 /// Why a line was refused. Each message is one line with a hint.
@@ -28,6 +42,16 @@ pub enum GrammarError {
     NoArguments { cmd: &'static str },
     #[error("'{cmd}' takes at most {max} argument(s); see 'help {cmd}'")]
     TooManyArguments { cmd: &'static str, max: usize },
+    #[error("'{cmd}' needs {min} argument(s): {usage}; see 'help {cmd}'")]
+    TooFewArguments {
+        cmd: &'static str,
+        min: usize,
+        usage: &'static str,
+    },
+    #[error("'{group}' needs one of: {subs}; see 'help {group}'")]
+    Subcommand { group: String, subs: String },
+    #[error("'{cmd}': {why}; see 'help {cmd}'")]
+    BadArgument { cmd: &'static str, why: &'static str },
     #[error("no command '{0}' to explain; type 'help' for the list of commands")]
     HelpUnknown(String),
     #[error(
@@ -43,36 +67,80 @@ pub enum GrammarError {
 /// One entry of the command table.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CommandSpec {
+    /// One word, or a group and a word (`keys show`).
     pub name: &'static str,
     /// Usage shown in help, e.g. `help [COMMAND]`.
     pub usage: &'static str,
-    /// Maximum number of arguments.
+    /// Fewest and most arguments after the name.
+    pub min_args: usize,
     pub max_args: usize,
     pub summary: &'static str,
     pub help: &'static str,
 }
 
-/// The commands of this stage, in the order `help` lists them.
+/// The commands, in the order `help` lists them. Who may run each is in
+/// `roles::RULES`.
 pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "help",
         usage: "help [COMMAND]",
-        max_args: 1,
+        min_args: 0,
+        max_args: 2,
         summary: "list the commands, or explain one",
         help: "Without an argument lists every command; 'help COMMAND' explains one.",
     },
     CommandSpec {
         name: "status",
         usage: "status",
+        min_args: 0,
         max_args: 0,
         summary: "show version, readiness, lockdown, devices and services",
         help: "Prints one 'key: value' line per fact: version, boot slot, uptime, readiness, \
                network interfaces, whether network sockets can be opened, security modules, \
-               Landlock ABI, seccomp, sysctl lockdown, state partition, USB sticks, services.",
+               Landlock ABI, seccomp, sysctl lockdown, state partition, USB sticks, audit log, \
+               services.",
+    },
+    CommandSpec {
+        name: "provision",
+        usage: "provision",
+        min_args: 0,
+        max_args: 0,
+        summary: "first boot: create the accounts and the appliance's keys",
+        help: "Asks for the accounts (a name and one role each: at least one operator, one \
+               officer and one auditor), each passphrase twice without echo, and the document \
+               key's algorithm (ed25519 or rsa4096); then generates the OpenPGP document key and \
+               the audit key, wrapped at rest under the accounts' passphrases.",
+    },
+    CommandSpec {
+        name: "login",
+        usage: "login NAME",
+        min_args: 1,
+        max_args: 1,
+        summary: "log in to an account (passphrase not shown)",
+        help: "Asks for NAME's passphrase without echo. Wrong passphrases cost a growing delay; \
+               after too many the account is locked for a while (see the security team's \
+               policy). Idle sessions are logged out.",
+    },
+    CommandSpec {
+        name: "logout",
+        usage: "logout",
+        min_args: 0,
+        max_args: 0,
+        summary: "end the session",
+        help: "Ends the session, locks the keys it unwrapped and signs an audit checkpoint.",
+    },
+    CommandSpec {
+        name: "whoami",
+        usage: "whoami",
+        min_args: 0,
+        max_args: 0,
+        summary: "show the account and role logged in here",
+        help: "Prints the account and role logged in on this console, and since when.",
     },
     CommandSpec {
         name: "selftest",
         usage: "selftest",
+        min_args: 0,
         max_args: 0,
         summary: "run the sandbox probe suite",
         help: "Spawns the probe through the worker's sandbox path and checks that every \
@@ -80,8 +148,100 @@ pub const COMMANDS: &[CommandSpec] = &[
                is refused and every allowed one works. Prints one line per check.",
     },
     CommandSpec {
+        name: "accounts",
+        usage: "accounts",
+        min_args: 0,
+        max_args: 0,
+        summary: "list the accounts, their roles and locks",
+        help: "One line per account: name, role, whether it is locked, keys granted.",
+    },
+    CommandSpec {
+        name: "account add",
+        usage: "account add NAME ROLE",
+        min_args: 2,
+        max_args: 2,
+        summary: "add an account (its passphrase typed here)",
+        help: "ROLE is operator, officer or auditor. The new account's passphrase is typed \
+               twice at this console without echo. An operator added later receives the \
+               document key at the next login of an existing operator.",
+    },
+    CommandSpec {
+        name: "account remove",
+        usage: "account remove NAME",
+        min_args: 1,
+        max_args: 1,
+        summary: "remove an account",
+        help: "Removes NAME and its wrapped keys. The last account of a role and your own \
+               account cannot be removed.",
+    },
+    CommandSpec {
+        name: "passwd",
+        usage: "passwd",
+        min_args: 0,
+        max_args: 0,
+        summary: "change your own passphrase",
+        help: "Asks for the current passphrase, then the new one twice, all without echo.",
+    },
+    CommandSpec {
+        name: "keys show",
+        usage: "keys show",
+        min_args: 0,
+        max_args: 0,
+        summary: "show the appliance's key fingerprints",
+        help: "Prints the OpenPGP document keys (the active one marked) and the audit key, \
+               with fingerprints grouped for reading aloud.",
+    },
+    CommandSpec {
+        name: "keys export",
+        usage: "keys export [STICK]",
+        min_args: 0,
+        max_args: 1,
+        summary: "write the public keys to a USB stick",
+        help: "Writes a new directory airlock-keys-<time> on the stick (STICK names it when \
+               several are inserted, e.g. sdb): the OpenPGP public key armored (for \
+               'gpg --import'), the audit public key and FINGERPRINTS.txt.",
+    },
+    CommandSpec {
+        name: "keys rotate",
+        usage: "keys rotate [ed25519|rsa4096]",
+        min_args: 0,
+        max_args: 1,
+        summary: "make a new document key the active one",
+        help: "Generates a new OpenPGP document key for every operator. The old keys stay, \
+               so documents encrypted to them can still be read.",
+    },
+    CommandSpec {
+        name: "clock set",
+        usage: "clock set YYYY-MM-DDTHH:MM:SSZ",
+        min_args: 1,
+        max_args: 1,
+        summary: "set the real-time clock (UTC)",
+        help: "Sets the system clock and the PC's real-time clock. The old time is recorded \
+               in the audit log.",
+    },
+    CommandSpec {
+        name: "audit show",
+        usage: "audit show [N]",
+        min_args: 0,
+        max_args: 1,
+        summary: "show the last N audit entries (default 20)",
+        help: "A table of the newest entries: sequence, time (UTC), account, role, action, \
+               result, reason and detail.",
+    },
+    CommandSpec {
+        name: "audit export",
+        usage: "audit export [STICK]",
+        min_args: 0,
+        max_args: 1,
+        summary: "write the audit log to a USB stick",
+        help: "Signs a checkpoint, then writes a new directory airlock-audit-<time> on the \
+               stick: entries, every checkpoint, the audit public key and VERIFY.txt. Verify \
+               it on a connected machine with 'airlock audit verify'.",
+    },
+    CommandSpec {
         name: "poweroff",
         usage: "poweroff",
+        min_args: 0,
         max_args: 0,
         summary: "stop everything cleanly and switch off",
         help: "Stops the services, syncs and unmounts the filesystems, then powers the PC off.",
@@ -89,14 +249,27 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "reboot",
         usage: "reboot",
+        min_args: 0,
         max_args: 0,
         summary: "stop everything cleanly and restart",
         help: "Stops the services, syncs and unmounts the filesystems, then restarts the PC.",
     },
 ];
 
-fn spec(name: &str) -> Option<&'static CommandSpec> {
+/// Two-word command groups.
+const GROUPS: &[&str] = &["account", "keys", "clock", "audit"];
+
+/// The table entry named `name`.
+pub fn spec(name: &str) -> Option<&'static CommandSpec> {
     COMMANDS.iter().find(|c| c.name == name)
+}
+
+fn subcommands(group: &str) -> String {
+    COMMANDS
+        .iter()
+        .filter_map(|c| c.name.strip_prefix(group)?.strip_prefix(' '))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Parses one line (without its newline). `Ok(None)` for a blank line.
@@ -111,13 +284,26 @@ pub fn parse(line: &str) -> Result<Option<Command>, GrammarError> {
     {
         return Err(GrammarError::NotPrintable);
     }
-    let mut words = line.split_ascii_whitespace();
-    let Some(name) = words.next() else {
+    let words: Vec<&str> = line.split_ascii_whitespace().collect();
+    let Some(first) = words.first() else {
         return Ok(None);
     };
-    let args: Vec<&str> = words.collect();
-    let Some(s) = spec(name) else {
-        return Err(GrammarError::Unknown(name.chars().take(32).collect()));
+    let short = |w: &str| w.chars().take(32).collect::<String>();
+    let (s, args) = if GROUPS.contains(first) {
+        match words.get(1).and_then(|w| spec(&format!("{first} {w}"))) {
+            Some(s) => (s, &words[2..]),
+            None => {
+                return Err(GrammarError::Subcommand {
+                    group: short(first),
+                    subs: subcommands(first),
+                })
+            }
+        }
+    } else {
+        match spec(first) {
+            Some(s) => (s, &words[1..]),
+            None => return Err(GrammarError::Unknown(short(first))),
+        }
     };
     if args.len() > s.max_args {
         return Err(if s.max_args == 0 {
@@ -129,26 +315,99 @@ pub fn parse(line: &str) -> Result<Option<Command>, GrammarError> {
             }
         });
     }
+    if args.len() < s.min_args {
+        return Err(GrammarError::TooFewArguments {
+            cmd: s.name,
+            min: s.min_args,
+            usage: s.usage,
+        });
+    }
+    let arg = |i: usize| args.get(i).map(|a| a.to_string());
     Ok(Some(match s.name {
-        "help" => match args.first() {
-            None => Command::Help(None),
-            Some(topic) => match spec(topic) {
-                Some(t) => Command::Help(Some(t)),
-                None => return Err(GrammarError::HelpUnknown(topic.chars().take(32).collect())),
-            },
+        "help" => match args.len() {
+            0 => Command::Help(None),
+            _ => {
+                let topic = args.join(" ");
+                match spec(&topic) {
+                    Some(t) => Command::Help(Some(t)),
+                    None if GROUPS.contains(&topic.as_str()) => {
+                        return Err(GrammarError::Subcommand {
+                            group: topic.clone(),
+                            subs: subcommands(&topic),
+                        })
+                    }
+                    None => return Err(GrammarError::HelpUnknown(short(&topic))),
+                }
+            }
         },
         "status" => Command::Status,
         "selftest" => Command::Selftest,
         "poweroff" => Command::Poweroff,
-        _ => Command::Reboot,
+        "reboot" => Command::Reboot,
+        "provision" => Command::Provision,
+        "login" => Command::Login(arg(0).unwrap_or_default()),
+        "logout" => Command::Logout,
+        "whoami" => Command::Whoami,
+        "accounts" => Command::Accounts,
+        "account add" => Command::AccountAdd {
+            name: arg(0).unwrap_or_default(),
+            role: arg(1).unwrap_or_default(),
+        },
+        "account remove" => Command::AccountRemove(arg(0).unwrap_or_default()),
+        "passwd" => Command::Passwd,
+        "keys show" => Command::KeysShow,
+        "keys export" => Command::KeysExport(arg(0)),
+        "keys rotate" => Command::KeysRotate(arg(0)),
+        "clock set" => Command::ClockSet(arg(0).unwrap_or_default()),
+        "audit show" => match args.first() {
+            None => Command::AuditShow(None),
+            Some(n) => match n.parse::<usize>() {
+                Ok(v) if (1..=10_000).contains(&v) => Command::AuditShow(Some(v)),
+                _ => {
+                    return Err(GrammarError::BadArgument {
+                        cmd: s.name,
+                        why: "N is a number from 1 to 10000",
+                    })
+                }
+            },
+        },
+        "audit export" => Command::AuditExport(arg(0)),
+        _ => return Err(GrammarError::Unknown(short(first))),
     }))
+}
+
+impl Command {
+    /// The table name of the command (`keys show`), for the role check.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Help(_) => "help",
+            Command::Status => "status",
+            Command::Selftest => "selftest",
+            Command::Poweroff => "poweroff",
+            Command::Reboot => "reboot",
+            Command::Provision => "provision",
+            Command::Login(_) => "login",
+            Command::Logout => "logout",
+            Command::Whoami => "whoami",
+            Command::Accounts => "accounts",
+            Command::AccountAdd { .. } => "account add",
+            Command::AccountRemove(_) => "account remove",
+            Command::Passwd => "passwd",
+            Command::KeysShow => "keys show",
+            Command::KeysExport(_) => "keys export",
+            Command::KeysRotate(_) => "keys rotate",
+            Command::ClockSet(_) => "clock set",
+            Command::AuditShow(_) => "audit show",
+            Command::AuditExport(_) => "audit export",
+        }
+    }
 }
 
 /// The text of `help` (no argument): one line per command.
 pub fn help_all() -> String {
     let mut out = String::from("Commands:\n");
     for c in COMMANDS {
-        out.push_str(&format!("  {:<16} {}\n", c.usage, c.summary));
+        out.push_str(&format!("  {:<32} {}\n", c.usage, c.summary));
     }
     out.push_str("Type 'help COMMAND' for details.\n");
     out
@@ -174,6 +433,65 @@ mod tests {
             parse("help\tstatus"),
             Ok(Some(Command::Help(Some(&COMMANDS[1]))))
         );
+    }
+
+    #[test]
+    fn session_commands_parse() {
+        let s = |x: &str| Some(x.to_string());
+        let cases: &[(&str, Command)] = &[
+            ("provision", Command::Provision),
+            ("login alice", Command::Login("alice".into())),
+            ("logout", Command::Logout),
+            ("whoami", Command::Whoami),
+            ("accounts", Command::Accounts),
+            (
+                "account add dave operator",
+                Command::AccountAdd {
+                    name: "dave".into(),
+                    role: "operator".into(),
+                },
+            ),
+            ("account remove dave", Command::AccountRemove("dave".into())),
+            ("passwd", Command::Passwd),
+            ("keys show", Command::KeysShow),
+            ("keys export", Command::KeysExport(None)),
+            ("keys export sdb", Command::KeysExport(s("sdb"))),
+            ("keys rotate rsa4096", Command::KeysRotate(s("rsa4096"))),
+            (
+                "clock set 2026-12-04T10:00:00Z",
+                Command::ClockSet("2026-12-04T10:00:00Z".into()),
+            ),
+            ("audit show", Command::AuditShow(None)),
+            ("audit show 5", Command::AuditShow(Some(5))),
+            ("audit export sdc", Command::AuditExport(s("sdc"))),
+            ("help keys show", Command::Help(spec("keys show"))),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line).as_ref(), Ok(&Some(want.clone())), "{line}");
+            assert_eq!(spec(want.name()).map(|c| c.name), Some(want.name()));
+        }
+    }
+
+    #[test]
+    fn session_command_refusals() {
+        let cases: &[(&str, &str)] = &[
+            ("login", "'login' needs 1 argument(s): login NAME; see 'help login'"),
+            ("keys", "'keys' needs one of: show, export, rotate; see 'help keys'"),
+            ("keys delete", "'keys' needs one of: show, export, rotate; see 'help keys'"),
+            ("help audit", "'audit' needs one of: show, export; see 'help audit'"),
+            (
+                "audit show lots",
+                "'audit show': N is a number from 1 to 10000; see 'help audit show'",
+            ),
+            ("audit show 0", "'audit show': N is a number from 1 to 10000; see 'help audit show'"),
+            (
+                "account add dave",
+                "'account add' needs 2 argument(s): account add NAME ROLE; see 'help account add'",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line).unwrap_err().to_string(), *want, "{line}");
+        }
     }
 
     #[test]
@@ -203,10 +521,10 @@ mod tests {
         );
         let e = parse("poweroff -f").unwrap_err();
         assert_eq!(e, GrammarError::NoArguments { cmd: "poweroff" });
-        let e = parse("help status reboot").unwrap_err();
+        let e = parse("help status reboot now").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "'help' takes at most 1 argument(s); see 'help help'"
+            "'help' takes at most 2 argument(s); see 'help help'"
         );
     }
 

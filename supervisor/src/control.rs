@@ -3,9 +3,14 @@
 //! packet: a tag byte followed by UTF-8 text.
 //!
 //! console -> PID 1: `U` console is up (banner shown), `S` status request,
-//! `P` poweroff, `R` reboot.
+//! `P` poweroff, `R` reboot; audit requests (each answered by one `d`):
+//! `A` + JSON draft (record this, `auditd::Draft`), `O` open the audit log
+//! (just provisioned), `K` + `NAME ROLE SEEDHEX` (logged in: hold the audit
+//! key, sign a checkpoint), `k` (logging out: sign a checkpoint, drop the
+//! key when no console holds it), `C` sign a checkpoint now (export).
 //! PID 1 -> console: `r` readiness line, `s` status text, `n` notice line
-//! (asynchronous, e.g. `[usb] stick inserted: sdb (16 MiB)`).
+//! (asynchronous, e.g. `[usb] stick inserted: sdb (16 MiB)`), `d` answer to
+//! an audit request: `ok[ DETAIL]` or `err REASON`.
 
 use thiserror::Error;
 
@@ -19,6 +24,16 @@ pub enum Request {
     Status,
     Poweroff,
     Reboot,
+    /// Record this draft (JSON of `auditd::Draft`).
+    Audit(String),
+    /// Open (or create) the audit log: provisioning just wrote its key.
+    AuditOpen,
+    /// `NAME ROLE SEEDHEX`: an account logged in on this console.
+    KeyHold(String),
+    /// The login on this console ended.
+    KeyDrop,
+    /// Sign a checkpoint now.
+    Checkpoint,
 }
 
 /// Messages from PID 1 to a console child.
@@ -27,6 +42,8 @@ pub enum Reply {
     Ready(String),
     Status(String),
     Notice(String),
+    /// Answer to an audit request: `ok[ DETAIL]` or `err REASON`.
+    Done(String),
 }
 
 /// Why a control message could not be decoded.
@@ -44,24 +61,46 @@ pub enum ControlError {
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
-        vec![match self {
-            Request::Up => b'U',
-            Request::Status => b'S',
-            Request::Poweroff => b'P',
-            Request::Reboot => b'R',
-        }]
+        let (tag, text) = match self {
+            Request::Up => (b'U', ""),
+            Request::Status => (b'S', ""),
+            Request::Poweroff => (b'P', ""),
+            Request::Reboot => (b'R', ""),
+            Request::Audit(t) => (b'A', t.as_str()),
+            Request::AuditOpen => (b'O', ""),
+            Request::KeyHold(t) => (b'K', t.as_str()),
+            Request::KeyDrop => (b'k', ""),
+            Request::Checkpoint => (b'C', ""),
+        };
+        let mut v = Vec::with_capacity(text.len() + 1);
+        v.push(tag);
+        v.extend_from_slice(text.as_bytes());
+        v
     }
 
     pub fn decode(b: &[u8]) -> Result<Request, ControlError> {
-        let (&tag, rest) = b.split_first().ok_or(ControlError::Empty)?;
-        if !rest.is_empty() {
-            return Err(ControlError::Payload);
+        if b.len() > MAX_MSG {
+            return Err(ControlError::TooLong(b.len()));
         }
+        let (&tag, rest) = b.split_first().ok_or(ControlError::Empty)?;
+        let text = || String::from_utf8(rest.to_vec()).map_err(|_| ControlError::Payload);
+        let none = |r: Request| {
+            if rest.is_empty() {
+                Ok(r)
+            } else {
+                Err(ControlError::Payload)
+            }
+        };
         match tag {
-            b'U' => Ok(Request::Up),
-            b'S' => Ok(Request::Status),
-            b'P' => Ok(Request::Poweroff),
-            b'R' => Ok(Request::Reboot),
+            b'U' => none(Request::Up),
+            b'S' => none(Request::Status),
+            b'P' => none(Request::Poweroff),
+            b'R' => none(Request::Reboot),
+            b'O' => none(Request::AuditOpen),
+            b'k' => none(Request::KeyDrop),
+            b'C' => none(Request::Checkpoint),
+            b'A' => Ok(Request::Audit(text()?)),
+            b'K' => Ok(Request::KeyHold(text()?)),
             t => Err(ControlError::UnknownTag(t)),
         }
     }
@@ -73,6 +112,7 @@ impl Reply {
             Reply::Ready(t) => (b'r', t),
             Reply::Status(t) => (b's', t),
             Reply::Notice(t) => (b'n', t),
+            Reply::Done(t) => (b'd', t),
         };
         let mut v = Vec::with_capacity(text.len() + 1);
         v.push(tag);
@@ -91,6 +131,7 @@ impl Reply {
             b'r' => Ok(Reply::Ready(text)),
             b's' => Ok(Reply::Status(text)),
             b'n' => Ok(Reply::Notice(text)),
+            b'd' => Ok(Reply::Done(text)),
             t => Err(ControlError::UnknownTag(t)),
         }
     }
@@ -107,6 +148,11 @@ mod tests {
             Request::Status,
             Request::Poweroff,
             Request::Reboot,
+            Request::Audit("{}".into()),
+            Request::AuditOpen,
+            Request::KeyHold("alice operator 00".into()),
+            Request::KeyDrop,
+            Request::Checkpoint,
         ] {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
         }
@@ -114,6 +160,7 @@ mod tests {
             Reply::Ready("airlock: console ready".into()),
             Reply::Status("version: 0.1.0\n".into()),
             Reply::Notice("[usb] stick removed: sdb".into()),
+            Reply::Done("ok 12".into()),
         ] {
             assert_eq!(Reply::decode(&r.encode()), Ok(r));
         }
@@ -124,6 +171,7 @@ mod tests {
         assert_eq!(Request::decode(b""), Err(ControlError::Empty));
         assert_eq!(Request::decode(b"X"), Err(ControlError::UnknownTag(b'X')));
         assert_eq!(Request::decode(b"Sx"), Err(ControlError::Payload));
+        assert_eq!(Request::decode(b"A\xff"), Err(ControlError::Payload));
         assert_eq!(Reply::decode(b"?hi"), Err(ControlError::UnknownTag(b'?')));
         let big = vec![b'n'; MAX_MSG + 1];
         assert_eq!(Reply::decode(&big), Err(ControlError::TooLong(MAX_MSG + 1)));

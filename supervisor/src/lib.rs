@@ -5,6 +5,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auditd;
 pub mod clock;
 pub mod cmdline;
 pub mod commands;
@@ -17,7 +18,9 @@ pub mod gpt;
 pub mod klog;
 pub mod mounts;
 pub mod netlock;
+pub mod prompt;
 pub mod reaper;
+pub mod roles;
 pub mod rootfs;
 pub mod rtnl;
 pub mod screen;

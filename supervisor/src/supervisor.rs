@@ -8,7 +8,9 @@
 //! service restarts. Every turn runs under `catch_unwind`: a bug is logged
 //! and the loop goes on; PID 1 never exits.
 
+use crate::auditd::{Auditd, Draft};
 use crate::clock::{boottime, secs3};
+use airlock_formats::audit::entry::{Action as AuditAction, Outcome, Role};
 use crate::cmdline::{self, Cmdline};
 use crate::control::{Reply, Request, MAX_MSG};
 use crate::events::{EventKind, EventLog};
@@ -54,6 +56,8 @@ struct Console {
     tty: String,
     service: Service,
     ctl: Option<OwnedFd>,
+    /// The account logged in on it (it handed over the audit key).
+    login: Option<(String, Role)>,
 }
 
 /// A running label reader (`airlock-init usb-label DISK`).
@@ -94,6 +98,8 @@ pub struct Supervisor {
     sigfd: Option<SignalFd>,
     self_exe: PathBuf,
     last_tick: Duration,
+    /// The audit writer (the only one).
+    audit: Auditd,
 }
 
 /// Runs PID 1. Never returns.
@@ -281,6 +287,7 @@ impl Supervisor {
                 tty: t.clone(),
                 service: Service::new(format!("console:{t}")),
                 ctl: None,
+                login: None,
             })
             .collect();
         let mut sv = Supervisor {
@@ -311,7 +318,23 @@ impl Supervisor {
                 .filter(|p| !p.to_string_lossy().ends_with(" (deleted)"))
                 .unwrap_or_else(|| PathBuf::from("/init")),
             last_tick: Duration::ZERO,
+            audit: Auditd::new(
+                Path::new(crate::auditd::AUDIT_DIR),
+                crate::auditd::boot_id(Path::new("/proc/sys")),
+                Default::default(),
+            ),
         };
+        // The first entry of every boot (queued until the log is open).
+        let boot = sv.boot_detail();
+        sv.record(Draft::system(
+            AuditAction::Boot,
+            if sv.verdict().is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            },
+            Some(boot),
+        ));
         sv.look_for_state_partition();
         sv.sticks = usb::scan(Path::new("/sys/block"), &sv.state_disk).unwrap_or_default();
         for d in sv.sticks.iter().map(|s| s.name.clone()).collect::<Vec<_>>() {
@@ -319,6 +342,93 @@ impl Supervisor {
         }
         sv.start_due_services();
         sv
+    }
+
+    /// `slot=a version=0.1.0 ready=yes lockdown=17-set-4-absent-0-failed`.
+    fn boot_detail(&self) -> String {
+        let (set, absent, failed) = sysctl::counts(&self.sysctls);
+        format!(
+            "slot={} version={} ready={} lockdown={set}-set-{absent}-absent-{failed}-failed",
+            self.cmdline.slot.as_deref().unwrap_or("unknown"),
+            crate::VERSION,
+            if self.verdict().is_ok() { "yes" } else { "no" },
+        )
+    }
+
+    /// Records a draft of PID 1 itself; a failure is logged (the writer
+    /// then refuses every audited action of the consoles).
+    fn record(&mut self, d: Draft) {
+        if let Err(e) = self.audit.record(d) {
+            log::error!("audit: {e}");
+        }
+    }
+
+    fn open_audit(&mut self) {
+        match self.audit.open() {
+            Ok(true) => log::info!("audit log: {}", self.audit.status_value()),
+            Ok(false) => log::info!("audit log: not provisioned yet"),
+            Err(e) => log::error!("audit log: {e}"),
+        }
+    }
+
+    /// Answers an audit request of console `i`: `ok[ DETAIL]` or `err REASON`.
+    fn on_audit_request(&mut self, i: usize, req: Request) -> String {
+        let r = match req {
+            Request::Audit(json) => Draft::decode(&json)
+                .and_then(|d| self.audit.record(d))
+                .map(|seq| match seq {
+                    Some(n) => format!("ok {n}"),
+                    None => "ok queued".into(),
+                }),
+            Request::AuditOpen => match self.audit.open() {
+                Ok(true) => Ok("ok".into()),
+                Ok(false) => Err(crate::auditd::AuditdError::NoLog),
+                Err(e) => Err(e),
+            },
+            Request::KeyHold(text) => {
+                let mut w = text.split(' ');
+                let (name, role, seed) = (w.next(), w.next(), w.next());
+                let role = match role {
+                    Some("operator") => Some(Role::Operator),
+                    Some("officer") => Some(Role::Officer),
+                    Some("auditor") => Some(Role::Auditor),
+                    _ => None,
+                };
+                match (name, role, seed.and_then(crate::auditd::seed_from_hex)) {
+                    (Some(n), Some(role), Some(seed)) => self
+                        .audit
+                        .hold_key(i, &seed)
+                        .and_then(|()| {
+                            if let Some(c) = self.consoles.get_mut(i) {
+                                c.login = Some((n.to_string(), role));
+                            }
+                            self.audit.checkpoint()
+                        })
+                        .map(|n| format!("ok checkpoint {n}")),
+                    _ => Err(crate::auditd::AuditdError::Draft(
+                        "key hand-over is not NAME ROLE SEEDHEX".into(),
+                    )),
+                }
+            }
+            Request::KeyDrop => {
+                let r = if self.audit.key_held() {
+                    self.audit.checkpoint().map(|n| format!("ok checkpoint {n}"))
+                } else {
+                    Ok("ok".into())
+                };
+                self.audit.release_key(i);
+                if let Some(c) = self.consoles.get_mut(i) {
+                    c.login = None;
+                }
+                r
+            }
+            Request::Checkpoint => self.audit.checkpoint().map(|n| format!("ok checkpoint {n}")),
+            _ => Ok("ok".into()),
+        };
+        match r {
+            Ok(s) => s,
+            Err(e) => format!("err {e}"),
+        }
     }
 
     /// Readiness: every lockdown step held.
@@ -413,6 +523,7 @@ impl Supervisor {
                 };
                 match mounts::mount_state(&mut self.mounts, &dev) {
                     Ok(()) => {
+                        self.open_audit();
                         self.state_partition =
                             format!("/dev/{dev} mounted at {}", mounts::STATE_MOUNT);
                         log::info!("state partition: {}", self.state_partition);
@@ -529,6 +640,12 @@ impl Supervisor {
             let line = usb::inserted_notice(s);
             log::info!("{line}");
             self.broadcast(&line);
+            let detail = usb::audit_detail(s);
+            self.record(Draft::system(
+                AuditAction::StickInserted,
+                Outcome::Ok,
+                Some(detail),
+            ));
         }
     }
 
@@ -591,6 +708,20 @@ impl Supervisor {
         else {
             return; // an orphan re-parented to us: reaped, nothing to restart
         };
+        if let Some((name, role)) = self.consoles[i].login.take() {
+            let tty = self.consoles[i].tty.clone();
+            self.record(
+                Draft::by(&name, role, AuditAction::Logout, Outcome::Ok)
+                    .reason("console-exited")
+                    .detail(tty),
+            );
+            if self.audit.key_held() {
+                if let Err(e) = self.audit.checkpoint() {
+                    log::error!("audit: {e}");
+                }
+            }
+            self.audit.release_key(i);
+        }
         let c = &mut self.consoles[i];
         c.ctl = None;
         let d = c.service.exited(now, r.status.clone(), r.code);
@@ -680,6 +811,7 @@ impl Supervisor {
             );
         }
         r.push("usb sticks", usb::status_value(&self.sticks));
+        r.push("audit log", self.audit.status_value());
         r.push(
             "supervisor rss",
             status::self_rss_kib()
@@ -693,6 +825,14 @@ impl Supervisor {
             r.push("boot problems", self.boot_problems.join("; "));
         }
         r
+    }
+
+    /// ` by alice` when an account is logged in on console `i`.
+    fn by(&self, i: usize) -> String {
+        match self.consoles.get(i).and_then(|c| c.login.as_ref()) {
+            Some((n, _)) => format!(" by {n}"),
+            None => String::new(),
+        }
     }
 
     fn on_request(&mut self, i: usize, req: Request) -> Option<(Mode, String)> {
@@ -717,9 +857,16 @@ impl Supervisor {
             }
             Request::Status => Reply::Status(self.status_report().render()),
             Request::Poweroff => {
-                return Some((Mode::Poweroff, format!("poweroff on console {tty}")))
+                return Some((Mode::Poweroff, format!("poweroff on {tty}{}", self.by(i))))
             }
-            Request::Reboot => return Some((Mode::Reboot, format!("reboot on console {tty}"))),
+            Request::Reboot => {
+                return Some((Mode::Reboot, format!("reboot on {tty}{}", self.by(i))))
+            }
+            r @ (Request::Audit(_)
+            | Request::AuditOpen
+            | Request::KeyHold(_)
+            | Request::KeyDrop
+            | Request::Checkpoint) => Reply::Done(self.on_audit_request(i, r)),
         };
         if let Some(fd) = self.consoles.get(i).and_then(|c| c.ctl.as_ref()) {
             let _ = socket::send(
@@ -780,6 +927,11 @@ impl Supervisor {
                         let line = usb::removed_notice(n);
                         log::info!("{line}");
                         self.broadcast(&line);
+                        self.record(Draft::system(
+                            AuditAction::StickRemoved,
+                            Outcome::Ok,
+                            Some(n.clone()),
+                        ));
                     }
                 }
             }
@@ -920,6 +1072,24 @@ impl Supervisor {
                 cause: cause.into(),
             },
         );
+        let action = match mode {
+            Mode::Poweroff => "poweroff",
+            Mode::Reboot => "reboot",
+        };
+        let detail = crate::screen::line(&format!("{action}: {cause}"))
+            .chars()
+            .take(airlock_formats::audit::entry::MAX_DETAIL_LEN)
+            .collect::<String>();
+        self.record(Draft::system(
+            AuditAction::Shutdown,
+            Outcome::Ok,
+            Some(detail),
+        ));
+        if self.audit.key_held() {
+            if let Err(e) = self.audit.checkpoint() {
+                log::error!("audit: shutdown checkpoint: {e}");
+            }
+        }
         let ttys: Vec<String> = self.consoles.iter().map(|c| c.tty.clone()).collect();
         shutdown::tell_consoles(&ttys, mode.message());
         let pids: Vec<i32> = self

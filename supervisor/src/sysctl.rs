@@ -218,14 +218,19 @@ pub fn failures(report: &[Applied]) -> Vec<String> {
         .collect()
 }
 
-/// `status` lines: a summary and one line per setting.
-pub fn status_lines(report: &[Applied]) -> Vec<(String, String)> {
+/// (set, absent, failed) counts of a report.
+pub fn counts(report: &[Applied]) -> (usize, usize, usize) {
     let set = report.iter().filter(|a| a.outcome == Outcome::Set).count();
     let absent = report
         .iter()
         .filter(|a| a.outcome == Outcome::Absent)
         .count();
-    let failed = report.len() - set - absent;
+    (set, absent, report.len() - set - absent)
+}
+
+/// `status` lines: a summary and one line per setting.
+pub fn status_lines(report: &[Applied]) -> Vec<(String, String)> {
+    let (set, absent, failed) = counts(report);
     let mut out = vec![(
         "lockdown".to_string(),
         if failed == 0 {

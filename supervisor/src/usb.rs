@@ -81,6 +81,16 @@ pub fn inserted_notice(s: &Stick) -> String {
     }
 }
 
+/// `sdb 16 MiB label=STICK` for the audit log (label escaped, bounded).
+pub fn audit_detail(s: &Stick) -> String {
+    let mut d = format!("{} {}", escape::text(&s.name), human_size(s.bytes));
+    if let Some(l) = &s.label {
+        d.push_str(" label=");
+        d.push_str(&screen::line(l));
+    }
+    d.chars().take(200).collect()
+}
+
 /// `[usb] stick removed: sdb`.
 pub fn removed_notice(name: &str) -> String {
     format!("[usb] stick removed: {}", escape::text(name))
