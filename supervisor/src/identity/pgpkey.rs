@@ -168,3 +168,149 @@ pub fn grouped(fingerprint: &str) -> String {
         .trim_end()
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgp::composed::{Message, SignedPublicKey};
+    use pgp::packet::Features;
+    use pgp::types::Password;
+    use std::process::Command;
+
+    #[test]
+    fn grouped_reads_like_gpg() {
+        assert_eq!(
+            grouped("0123456789ABCDEF0123456789ABCDEF01234567"),
+            "0123 4567 89AB CDEF 0123  4567 89AB CDEF 0123 4567"
+        );
+    }
+
+    fn gpg(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+        let out = Command::new("gpg")
+            .arg("--homedir")
+            .arg(home)
+            .args(["--batch", "--no-tty", "--trust-model", "always"])
+            .args(args)
+            .output()
+            .expect("run gpg");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The key as gpg 2.2 meets it: `gpg --import` accepts the armored public
+    /// key, gpg encrypts to its fingerprint, and rPGP decrypts with the
+    /// secret key parsed back from the stored bytes. The features subpacket
+    /// says SEIPD v1 only.
+    fn interop(algo: KeyAlgo) {
+        let t0 = std::time::Instant::now();
+        let key = generate(algo, "Airlock appliance <0badc0de>", 1_750_000_000).unwrap();
+        println!(
+            "{algo} key generated in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        assert_eq!(key.fingerprint.len(), 40);
+        assert!(key
+            .fingerprint
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
+        assert!(key
+            .public_armored
+            .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+        assert!(format!("{key:?}").contains("secret: \"<redacted>\""));
+
+        // features, preferences and flags as rPGP reads them back
+        let (public, _) = SignedPublicKey::from_string(&key.public_armored).unwrap();
+        public.verify_bindings().unwrap();
+        let sig = &public.details.users[0].signatures[0];
+        assert_eq!(
+            sig.features(),
+            Some(&Features::from(&[0x01][..])),
+            "SEIPD v1 only"
+        );
+        assert!(sig.preferred_aead_algs().is_empty());
+        assert_eq!(
+            sig.preferred_symmetric_algs(),
+            &[SymmetricKeyAlgorithm::AES256, SymmetricKeyAlgorithm::AES128]
+        );
+        assert_eq!(
+            sig.preferred_hash_algs(),
+            &[HashAlgorithm::Sha512, HashAlgorithm::Sha256]
+        );
+        assert_eq!(
+            sig.preferred_compression_algs(),
+            &[
+                CompressionAlgorithm::ZLIB,
+                CompressionAlgorithm::ZIP,
+                CompressionAlgorithm::Uncompressed
+            ]
+        );
+
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("pub.asc"), &key.public_armored).unwrap();
+        let pub_asc = home.path().join("pub.asc");
+        gpg(home.path(), &["--import", pub_asc.to_str().unwrap()]);
+        let listed = gpg(
+            home.path(),
+            &["--with-colons", "--fingerprint", &key.fingerprint],
+        );
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        assert!(
+            listed.contains(&format!("fpr:::::::::{}:", key.fingerprint)),
+            "{listed}"
+        );
+        assert!(listed.contains("Airlock appliance <0badc0de>"), "{listed}");
+        // gpg's own reading of the features subpacket (type 30): 01 only
+        let packets = gpg(home.path(), &["--list-packets", pub_asc.to_str().unwrap()]);
+        let packets = String::from_utf8_lossy(&packets.stdout).into_owned();
+        assert!(packets.contains("(features: 01)"), "{packets}");
+        assert!(!packets.contains("aead"), "{packets}");
+
+        let plain = home.path().join("plain.txt");
+        std::fs::write(&plain, b"a document for the appliance\n").unwrap();
+        let msg = home.path().join("msg.gpg");
+        gpg(
+            home.path(),
+            &[
+                "-r",
+                &key.fingerprint,
+                "-o",
+                msg.to_str().unwrap(),
+                "--encrypt",
+                plain.to_str().unwrap(),
+            ],
+        );
+
+        let secret = parse_secret(&key.secret).unwrap();
+        assert_eq!(fingerprint_hex(&secret), key.fingerprint);
+        let bytes = std::fs::read(&msg).unwrap();
+        let msg = Message::from_bytes(&bytes[..]).unwrap();
+        let mut msg = msg.decrypt(&Password::empty(), &secret).unwrap();
+        if msg.is_compressed() {
+            msg = msg.decompress().unwrap();
+        }
+        assert_eq!(
+            msg.as_data_vec().unwrap(),
+            b"a document for the appliance\n"
+        );
+    }
+
+    #[test]
+    fn ed25519_key_imports_into_gpg_and_decrypts_what_gpg_encrypts() {
+        interop(KeyAlgo::Ed25519);
+    }
+
+    #[test]
+    fn rsa4096_key_imports_into_gpg_and_decrypts_what_gpg_encrypts() {
+        interop(KeyAlgo::Rsa4096);
+    }
+
+    #[test]
+    fn parse_secret_refuses_garbage() {
+        assert!(parse_secret(b"not a key").is_err());
+        assert!(parse_secret(&[]).is_err());
+    }
+}
