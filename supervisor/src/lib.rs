@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod dma;
 pub mod events;
 pub mod gpt;
+pub mod identity;
 pub mod klog;
 pub mod mounts;
 pub mod netlock;
