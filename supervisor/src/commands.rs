@@ -413,6 +413,19 @@ pub fn help_all() -> String {
     out
 }
 
+/// `help` before provisioning: only what is offered then.
+pub fn help_unprovisioned() -> String {
+    let mut out = String::from("Not provisioned. Commands:\n");
+    for c in COMMANDS
+        .iter()
+        .filter(|c| matches!(c.name, "provision" | "status" | "help" | "poweroff"))
+    {
+        out.push_str(&format!("  {:<32} {}\n", c.usage, c.summary));
+    }
+    out.push_str("Type 'help COMMAND' for details.\n");
+    out
+}
+
 /// The text of `help COMMAND`.
 pub fn help_one(c: &CommandSpec) -> String {
     format!("usage: {}\n{}\n", c.usage, c.help)

@@ -4,8 +4,13 @@
 //! lines, runs the grammar and asks PID 1 (over the control socket) for
 //! what only PID 1 knows or may do: status, poweroff, reboot.
 
+use crate::auditd::Draft;
 use crate::commands::{self, Command};
 use crate::control::{Reply, Request, MAX_MSG};
+use crate::identity::policy::Policy;
+use crate::session::Login;
+use airlock_formats::audit::entry::{Action, Outcome, Role, SYSTEM_ACCOUNT};
+use std::path::PathBuf;
 use crate::services::EXIT_UNAVAILABLE;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
@@ -119,10 +124,17 @@ fn take_ctl_fd(fd: i32) -> Result<OwnedFd, ConsoleError> {
 
 /// A running console.
 pub struct Console {
-    tty_name: String,
-    tty: File,
+    pub(crate) tty_name: String,
+    pub(crate) tty: File,
     ctl: OwnedFd,
     pending: Vec<u8>,
+    /// The state partition's mount point (identity, audit log).
+    pub(crate) state_root: PathBuf,
+    /// The state root must be a mount point of its own (false in tests).
+    require_mount: bool,
+    pub(crate) policy: Policy,
+    pub(crate) login: Option<Login>,
+    last_input: Instant,
 }
 
 impl Console {
@@ -140,7 +152,9 @@ impl Console {
                 tty: tty_name.into(),
                 source,
             })?;
-        let c = Console::attach(tty_name, tty, ctl)?;
+        let mut c = Console::attach(tty_name, tty, ctl)?;
+        c.require_mount = true;
+        c.policy = load_policy();
         // Panics and stray prints of this process land on its tty.
         let _ = nix::unistd::dup2_stdout(&c.tty);
         let _ = nix::unistd::dup2_stderr(&c.tty);
@@ -171,10 +185,97 @@ impl Console {
             tty,
             ctl,
             pending: Vec::new(),
+            state_root: PathBuf::from(crate::mounts::STATE_MOUNT),
+            require_mount: false,
+            policy: Policy::default(),
+            login: None,
+            last_input: Instant::now(),
         })
     }
 
-    fn out(&mut self, text: &str) {
+    /// Uses `root` as the state partition and `policy` (tests).
+    pub fn with_state(mut self, root: &std::path::Path, policy: Policy) -> Console {
+        self.state_root = root.to_path_buf();
+        self.policy = policy;
+        self
+    }
+
+    /// The prompt: `airlock> `, or `airlock alice@operator> ` when logged in.
+    pub fn prompt(&self) -> String {
+        match &self.login {
+            Some(l) => format!("airlock {}@{}> ", l.session.name(), l.session.role()),
+            None => PROMPT.to_string(),
+        }
+    }
+
+    /// The state partition is there (mounted on its own when required).
+    pub(crate) fn state_ready(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let here = std::fs::metadata(&self.state_root)
+            .map_err(|e| format!("no state partition ({}: {e}); see 'status'", self.state_root.display()))?;
+        if self.require_mount {
+            let root = std::fs::metadata("/").map_err(|e| format!("stat /: {e}"))?;
+            if here.dev() == root.dev() {
+                return Err("no state partition is mounted; see 'status'".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the appliance is provisioned (a damaged identity counts as
+    /// provisioned, so provisioning is never offered over it).
+    pub(crate) fn provisioned(&self) -> bool {
+        if self.state_ready().is_err() {
+            return false;
+        }
+        crate::identity::vault::is_provisioned(&self.state_root).unwrap_or(true)
+    }
+
+    /// The logged-in account, or `system`.
+    pub(crate) fn who(&self) -> (String, Role) {
+        match &self.login {
+            Some(l) => (l.session.name().to_string(), l.session.role()),
+            None => (SYSTEM_ACCOUNT.to_string(), Role::System),
+        }
+    }
+
+    /// Sends an audit request and waits for PID 1's answer.
+    pub(crate) fn request_done(&mut self, r: Request) -> Result<String, String> {
+        self.send(r)
+            .map_err(|e| format!("the supervisor is not reachable: {e}"))?;
+        match self.wait_reply(Duration::from_secs(15), |r| matches!(r, Reply::Done(_))) {
+            Some(Reply::Done(t)) => match t.strip_prefix("err ") {
+                Some(why) => Err(why.to_string()),
+                None => Ok(t),
+            },
+            _ => Err("the supervisor did not answer within 15 s".into()),
+        }
+    }
+
+    /// Records a draft (fsynced by PID 1 before this returns Ok).
+    pub(crate) fn audit(&mut self, d: Draft) -> Result<(), String> {
+        self.request_done(Request::Audit(d.encode())).map(|_| ())
+    }
+
+    /// Whether audited actions may run now (the log is open and healthy).
+    pub(crate) fn audit_writable(&mut self) -> Result<(), String> {
+        self.request_done(Request::AuditCheck)
+            .map(|_| ())
+            .map_err(|e| format!("the audit log cannot be written ({e}); audited actions are refused"))
+    }
+
+    /// Records `d`, then shows `message`; says so plainly when the record
+    /// failed after the action was done.
+    pub(crate) fn audited(&mut self, d: Draft, message: &str) {
+        match self.audit(d) {
+            Ok(()) => self.out(&format!("{message}\n")),
+            Err(e) => self.out(&format!(
+                "{message}\nBUT NOT RECORDED: the audit log failed ({e}); further audited actions are refused\n"
+            )),
+        }
+    }
+
+    pub(crate) fn out(&mut self, text: &str) {
         let _ = self.tty.write_all(text.as_bytes());
     }
 
@@ -245,14 +346,32 @@ impl Console {
             Some(Reply::Ready(text)) => self.out(&format!("{}\n", crate::screen::lines(&text))),
             _ => self.out("airlock: the supervisor did not answer; commands may not work\n"),
         }
-        self.out(PROMPT);
+        if !self.provisioned() {
+            self.out("not provisioned: type 'provision' to create the accounts and keys\n");
+        }
+        let p = self.prompt();
+        self.out(&p);
         loop {
+            let idle = Duration::from_secs(self.policy.idle_logout_s);
+            let timeout = match &self.login {
+                Some(_) => {
+                    let left = idle.saturating_sub(self.last_input.elapsed());
+                    if left.is_zero() {
+                        self.end_login(Some("idle"));
+                        let p = self.prompt();
+                        self.out(&p);
+                        continue;
+                    }
+                    PollTimeout::from(u16::try_from(left.as_millis().min(60_000)).unwrap_or(60_000).max(1))
+                }
+                None => PollTimeout::NONE,
+            };
             let (tty_ev, ctl_ev) = {
                 let mut fds = [
                     PollFd::new(self.tty.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.ctl.as_fd(), PollFlags::POLLIN),
                 ];
-                match poll(&mut fds, PollTimeout::NONE) {
+                match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(nix::Error::EINTR) => continue,
                     Err(_) => return 1,
@@ -265,16 +384,19 @@ impl Console {
             if !ctl_ev.is_empty() {
                 match self.recv_reply() {
                     RecvResult::Reply(Reply::Notice(n)) => {
-                        self.out(&format!("\n{}\n{PROMPT}", crate::screen::line(&n)));
+                        let p = self.prompt();
+                        self.out(&format!("\n{}\n{p}", crate::screen::line(&n)));
                     }
                     RecvResult::Reply(Reply::Ready(n)) => {
-                        self.out(&format!("\n{}\n{PROMPT}", crate::screen::lines(&n)));
+                        let p = self.prompt();
+                        self.out(&format!("\n{}\n{p}", crate::screen::lines(&n)));
                     }
-                    RecvResult::Reply(Reply::Status(_)) | RecvResult::Nothing => {}
+                    RecvResult::Reply(Reply::Status(_) | Reply::Done(_)) | RecvResult::Nothing => {}
                     RecvResult::Closed => return 0,
                 }
             }
             if !tty_ev.is_empty() {
+                self.last_input = Instant::now();
                 let mut buf = [0u8; 4096];
                 match self.tty.read(&mut buf) {
                     Ok(0) => return EXIT_HANGUP,
@@ -289,12 +411,15 @@ impl Console {
                     let text = String::from_utf8_lossy(line.get(..pos).unwrap_or(&[])).into_owned();
                     // No prompt once a shutdown was asked for and accepted.
                     if self.handle_line(&text) {
-                        self.out(PROMPT);
+                        self.last_input = Instant::now();
+                        let p = self.prompt();
+                        self.out(&p);
                     }
                 }
                 if self.pending.len() > commands::MAX_LINE * 16 {
                     self.pending.clear();
-                    self.out(&format!("\n{}\n{PROMPT}", commands::GrammarError::TooLong));
+                    let p = self.prompt();
+                    self.out(&format!("\n{}\n{p}", commands::GrammarError::TooLong));
                 }
             }
         }
@@ -313,7 +438,30 @@ impl Console {
     }
 
     fn execute(&mut self, cmd: Command) -> bool {
+        let provisioned = self.provisioned();
+        let who = self
+            .login
+            .as_ref()
+            .map(|l| (l.session.name().to_string(), l.session.role()));
+        if let Err(refusal) =
+            crate::roles::check(cmd.name(), provisioned, who.as_ref().map(|(n, r)| (n.as_str(), *r)))
+        {
+            self.out(&format!("{refusal}\n"));
+            let (account, role) = self.who();
+            let d = if account == SYSTEM_ACCOUNT {
+                Draft::system(Action::Command, Outcome::Refused, None)
+            } else {
+                Draft::by(&account, role, Action::Command, Outcome::Refused)
+            }
+            .reason(&refusal.code())
+            .detail(format!("{}: {}", self.tty_name, cmd.name()));
+            if let Err(e) = self.audit(d) {
+                self.out(&format!("(the audit log could not record this refusal: {e})\n"));
+            }
+            return true;
+        }
         match cmd {
+            Command::Help(None) if !provisioned => self.out(&commands::help_unprovisioned()),
             Command::Help(None) => self.out(&commands::help_all()),
             Command::Help(Some(c)) => self.out(&commands::help_one(c)),
             Command::Status => {
@@ -330,7 +478,35 @@ impl Console {
                 self.out("selftest: running the sandbox probe suite, this takes a while...\n");
                 let text = crate::selftest::run(std::path::Path::new(crate::selftest::PROBE));
                 self.out(&crate::screen::lines(&text));
+                let (account, role) = self.who();
+                let failed = !text.contains(" 0 failed");
+                let mut d = Draft::by(
+                    &account,
+                    role,
+                    Action::Selftest,
+                    if failed { Outcome::Failed } else { Outcome::Ok },
+                );
+                if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) {
+                    d = d.detail(crate::screen::line(last).chars().take(200).collect::<String>());
+                }
+                if let Err(e) = self.audit(d) {
+                    self.out(&format!("(the audit log could not record the selftest: {e})\n"));
+                }
             }
+            Command::Provision => self.cmd_provision(),
+            Command::Login(name) => self.cmd_login(&name),
+            Command::Logout => self.end_login(None),
+            Command::Whoami => self.cmd_whoami(),
+            Command::Accounts => self.cmd_accounts(),
+            Command::AccountAdd { name, role } => self.cmd_account_add(&name, &role),
+            Command::AccountRemove(name) => self.cmd_account_remove(&name),
+            Command::Passwd => self.cmd_passwd(),
+            Command::KeysShow => self.cmd_keys_show(),
+            Command::KeysExport(stick) => self.cmd_keys_export(stick.as_deref()),
+            Command::KeysRotate(algo) => self.cmd_keys_rotate(algo.as_deref()),
+            Command::ClockSet(t) => self.cmd_clock_set(&t),
+            Command::AuditShow(n) => self.cmd_audit_show(n.unwrap_or(20)),
+            Command::AuditExport(stick) => self.cmd_audit_export(stick.as_deref()),
             Command::Poweroff => {
                 // PID 1 writes "airlock: powering off" on every console itself.
                 if self.send(Request::Poweroff).is_err() {
@@ -350,6 +526,24 @@ impl Console {
         }
         true
     }
+}
+
+/// The image's policy file, tightened by the kernel command line; the
+/// compiled-in defaults (and a log line) when the file is unreadable.
+fn load_policy() -> Policy {
+    use crate::identity::policy::POLICY_PATH;
+    let mut p = match Policy::from_file(std::path::Path::new(POLICY_PATH)) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("policy: {e}; using the compiled-in defaults");
+            Policy::default()
+        }
+    };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    for e in p.tighten(cmdline.split_ascii_whitespace()) {
+        log::warn!("policy: {e}");
+    }
+    p
 }
 
 enum RecvResult {

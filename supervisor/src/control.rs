@@ -7,7 +7,8 @@
 //! `A` + JSON draft (record this, `auditd::Draft`), `O` open the audit log
 //! (just provisioned), `K` + `NAME ROLE SEEDHEX` (logged in: hold the audit
 //! key, sign a checkpoint), `k` (logging out: sign a checkpoint, drop the
-//! key when no console holds it), `C` sign a checkpoint now (export).
+//! key when no console holds it), `C` sign a checkpoint now (export), `W`
+//! is the log open and writable.
 //! PID 1 -> console: `r` readiness line, `s` status text, `n` notice line
 //! (asynchronous, e.g. `[usb] stick inserted: sdb (16 MiB)`), `d` answer to
 //! an audit request: `ok[ DETAIL]` or `err REASON`.
@@ -34,6 +35,8 @@ pub enum Request {
     KeyDrop,
     /// Sign a checkpoint now.
     Checkpoint,
+    /// Is the audit log open and healthy?
+    AuditCheck,
 }
 
 /// Messages from PID 1 to a console child.
@@ -71,6 +74,7 @@ impl Request {
             Request::KeyHold(t) => (b'K', t.as_str()),
             Request::KeyDrop => (b'k', ""),
             Request::Checkpoint => (b'C', ""),
+            Request::AuditCheck => (b'W', ""),
         };
         let mut v = Vec::with_capacity(text.len() + 1);
         v.push(tag);
@@ -99,6 +103,7 @@ impl Request {
             b'O' => none(Request::AuditOpen),
             b'k' => none(Request::KeyDrop),
             b'C' => none(Request::Checkpoint),
+            b'W' => none(Request::AuditCheck),
             b'A' => Ok(Request::Audit(text()?)),
             b'K' => Ok(Request::KeyHold(text()?)),
             t => Err(ControlError::UnknownTag(t)),
@@ -153,6 +158,7 @@ mod tests {
             Request::KeyHold("alice operator 00".into()),
             Request::KeyDrop,
             Request::Checkpoint,
+            Request::AuditCheck,
         ] {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
         }

@@ -59,7 +59,7 @@ pub fn ask(
 ) -> Result<Zeroizing<String>, PromptError> {
     let saved = termios::tcgetattr(&*tty).map_err(PromptError::Termios)?;
     let mut raw = saved.clone();
-    raw.local_flags &= !(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ECHOE);
+    raw.local_flags &= !(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ECHOE | LocalFlags::ISIG);
     raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
     raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
     termios::tcsetattr(&*tty, SetArg::TCSANOW, &raw).map_err(PromptError::Termios)?;
@@ -157,7 +157,7 @@ mod tests {
         // canonical line limit before `ask` runs; written from a thread since
         // the pty buffer is smaller than the longest case.
         let mut t = termios::tcgetattr(&slave).unwrap();
-        t.local_flags &= !(LocalFlags::ICANON | LocalFlags::ECHO);
+        t.local_flags &= !(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ISIG);
         termios::tcsetattr(&slave, SetArg::TCSANOW, &t).unwrap();
         let mut w = master.try_clone().unwrap();
         let data = input.to_vec();
@@ -166,7 +166,8 @@ mod tests {
             .map(|z| z.to_string());
         let _ = writer.join();
         let mut shown = Vec::new();
-        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        let reader = master.try_clone().unwrap();
+        let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
         while poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0) > 0 {
             let mut b = [0u8; 4096];
             match master.read(&mut b) {

@@ -423,6 +423,11 @@ impl Supervisor {
                 r
             }
             Request::Checkpoint => self.audit.checkpoint().map(|n| format!("ok checkpoint {n}")),
+            Request::AuditCheck => match self.audit.open() {
+                Ok(true) => self.audit.writable().map(|()| "ok".into()),
+                Ok(false) => Err(crate::auditd::AuditdError::NoLog),
+                Err(e) => Err(e),
+            },
             _ => Ok("ok".into()),
         };
         match r {
@@ -866,7 +871,8 @@ impl Supervisor {
             | Request::AuditOpen
             | Request::KeyHold(_)
             | Request::KeyDrop
-            | Request::Checkpoint) => Reply::Done(self.on_audit_request(i, r)),
+            | Request::Checkpoint
+            | Request::AuditCheck) => Reply::Done(self.on_audit_request(i, r)),
         };
         if let Some(fd) = self.consoles.get(i).and_then(|c| c.ctl.as_ref()) {
             let _ = socket::send(
