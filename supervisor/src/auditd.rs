@@ -395,6 +395,76 @@ impl Auditd {
     }
 }
 
+impl Auditd {
+    /// Answers an audit request of console `i`: `ok[ DETAIL]` or
+    /// `err REASON`, and the change of who is logged in there (`Some(None)`:
+    /// logged out) for PID 1's bookkeeping.
+    pub fn handle(
+        &mut self,
+        i: usize,
+        req: &crate::control::Request,
+    ) -> (String, Option<Option<(String, Role)>>) {
+        use crate::control::Request;
+        let mut change = None;
+        let r = match req {
+            Request::Audit(json) => Draft::decode(json)
+                .and_then(|d| self.record(d))
+                .map(|seq| match seq {
+                    Some(n) => format!("ok {n}"),
+                    None => "ok queued".into(),
+                }),
+            Request::AuditOpen => match self.open() {
+                Ok(true) => Ok("ok".into()),
+                Ok(false) => Err(AuditdError::NoLog),
+                Err(e) => Err(e),
+            },
+            Request::AuditCheck => match self.open() {
+                Ok(true) => self.writable().map(|()| "ok".into()),
+                Ok(false) => Err(AuditdError::NoLog),
+                Err(e) => Err(e),
+            },
+            Request::KeyHold(text) => {
+                let mut w = text.split(' ');
+                let (name, role, seed) = (w.next(), w.next(), w.next());
+                let role = match role {
+                    Some("operator") => Some(Role::Operator),
+                    Some("officer") => Some(Role::Officer),
+                    Some("auditor") => Some(Role::Auditor),
+                    _ => None,
+                };
+                match (name, role, seed.and_then(seed_from_hex)) {
+                    (Some(n), Some(role), Some(seed)) => self.hold_key(i, &seed).and_then(|()| {
+                        change = Some(Some((n.to_string(), role)));
+                        self.checkpoint().map(|n| format!("ok checkpoint {n}"))
+                    }),
+                    _ => Err(AuditdError::Draft(
+                        "key hand-over is not NAME ROLE SEEDHEX".into(),
+                    )),
+                }
+            }
+            Request::KeyDrop => {
+                let r = if self.key_held() {
+                    self.checkpoint().map(|n| format!("ok checkpoint {n}"))
+                } else {
+                    Ok("ok".into())
+                };
+                self.release_key(i);
+                change = Some(None);
+                r
+            }
+            Request::Checkpoint => self.checkpoint().map(|n| format!("ok checkpoint {n}")),
+            _ => Ok("ok".into()),
+        };
+        (
+            match r {
+                Ok(s) => s,
+                Err(e) => format!("err {e}"),
+            },
+            change,
+        )
+    }
+}
+
 /// A 32-byte seed from 64 hex digits (control message), zeroized on drop.
 pub fn seed_from_hex(s: &str) -> Option<Zeroizing<[u8; 32]>> {
     let s = s.trim().as_bytes();

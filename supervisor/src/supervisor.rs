@@ -371,69 +371,14 @@ impl Supervisor {
         }
     }
 
-    /// Answers an audit request of console `i`: `ok[ DETAIL]` or `err REASON`.
+    /// Answers an audit request of console `i` (`auditd::Auditd::handle`)
+    /// and keeps track of who is logged in where.
     fn on_audit_request(&mut self, i: usize, req: Request) -> String {
-        let r = match req {
-            Request::Audit(json) => Draft::decode(&json)
-                .and_then(|d| self.audit.record(d))
-                .map(|seq| match seq {
-                    Some(n) => format!("ok {n}"),
-                    None => "ok queued".into(),
-                }),
-            Request::AuditOpen => match self.audit.open() {
-                Ok(true) => Ok("ok".into()),
-                Ok(false) => Err(crate::auditd::AuditdError::NoLog),
-                Err(e) => Err(e),
-            },
-            Request::KeyHold(text) => {
-                let mut w = text.split(' ');
-                let (name, role, seed) = (w.next(), w.next(), w.next());
-                let role = match role {
-                    Some("operator") => Some(Role::Operator),
-                    Some("officer") => Some(Role::Officer),
-                    Some("auditor") => Some(Role::Auditor),
-                    _ => None,
-                };
-                match (name, role, seed.and_then(crate::auditd::seed_from_hex)) {
-                    (Some(n), Some(role), Some(seed)) => self
-                        .audit
-                        .hold_key(i, &seed)
-                        .and_then(|()| {
-                            if let Some(c) = self.consoles.get_mut(i) {
-                                c.login = Some((n.to_string(), role));
-                            }
-                            self.audit.checkpoint()
-                        })
-                        .map(|n| format!("ok checkpoint {n}")),
-                    _ => Err(crate::auditd::AuditdError::Draft(
-                        "key hand-over is not NAME ROLE SEEDHEX".into(),
-                    )),
-                }
-            }
-            Request::KeyDrop => {
-                let r = if self.audit.key_held() {
-                    self.audit.checkpoint().map(|n| format!("ok checkpoint {n}"))
-                } else {
-                    Ok("ok".into())
-                };
-                self.audit.release_key(i);
-                if let Some(c) = self.consoles.get_mut(i) {
-                    c.login = None;
-                }
-                r
-            }
-            Request::Checkpoint => self.audit.checkpoint().map(|n| format!("ok checkpoint {n}")),
-            Request::AuditCheck => match self.audit.open() {
-                Ok(true) => self.audit.writable().map(|()| "ok".into()),
-                Ok(false) => Err(crate::auditd::AuditdError::NoLog),
-                Err(e) => Err(e),
-            },
-            _ => Ok("ok".into()),
-        };
-        match r {
-            Ok(s) => s,
-            Err(e) => format!("err {e}"),
+        let (answer, change) = self.audit.handle(i, &req);
+        if let (Some(change), Some(c)) = (change, self.consoles.get_mut(i)) {
+            c.login = change;
         }
+        answer
     }
 
     /// Readiness: every lockdown step held.
