@@ -5,7 +5,7 @@
 //! control, public values written in the same files must be found, so the
 //! search can fail. Needs root (mkfs, losetup, mount).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use airlock_formats::audit::entry::Role;
 use airlock_supervisor::identity::pgpkey::{self, KeyAlgo};
