@@ -753,3 +753,514 @@ pub fn public_keys(root: &Path) -> Result<PublicKeys, VaultError> {
         document_keys: id.document_keys,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_formats::audit::note::NoteVerifier;
+
+    const T0: u64 = 1_750_000_000;
+
+    /// Cheap argon2 so the tests stay fast; the scheme is the same.
+    fn policy() -> Policy {
+        Policy {
+            argon2_m_kib: 8_192,
+            argon2_t: 1,
+            argon2_p: 1,
+            ..Policy::default()
+        }
+    }
+
+    fn acct(name: &str, role: Role) -> NewAccount {
+        NewAccount {
+            name: name.into(),
+            role,
+            passphrase: Zeroizing::new(pass(name)),
+        }
+    }
+
+    fn pass(name: &str) -> String {
+        format!("{name}'s passphrase is long enough")
+    }
+
+    fn provisioned() -> (tempfile::TempDir, Provisioned) {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = [
+            acct("alice", Role::Operator),
+            acct("olga", Role::Officer),
+            acct("aud", Role::Auditor),
+        ];
+        let p = provision(dir.path(), &policy(), &accounts, KeyAlgo::Ed25519, T0).unwrap();
+        (dir, p)
+    }
+
+    fn login(dir: &Path, name: &str) -> Session {
+        unlock(dir, &policy(), name, &pass(name), T0).unwrap()
+    }
+
+    fn edit(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+        let path = dir.join("identity/identity.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn check_passphrase_table() {
+        let p = Policy::default();
+        let cases: &[(String, Result<(), PassphraseError>)] = &[
+            ("x".repeat(20), Ok(())),
+            (
+                "x".repeat(19),
+                Err(PassphraseError::TooShort { min: 20, got: 19 }),
+            ),
+            (
+                String::new(),
+                Err(PassphraseError::TooShort { min: 20, got: 0 }),
+            ),
+            // counted in characters, not bytes: 19 two-byte characters are too few
+            (
+                "é".repeat(19),
+                Err(PassphraseError::TooShort { min: 20, got: 19 }),
+            ),
+            ("é".repeat(20), Ok(())),
+            ("Grüße aus Köln, 2024 — ☃".into(), Ok(())),
+            ("spaces are fine too, see".into(), Ok(())),
+            ("x".repeat(1024), Ok(())),
+            (
+                "x".repeat(1025),
+                Err(PassphraseError::TooLong { max: 1024 }),
+            ),
+            ("é".repeat(513), Err(PassphraseError::TooLong { max: 1024 })),
+            (
+                format!("{}\t", "x".repeat(20)),
+                Err(PassphraseError::NotPrintable { position: 21 }),
+            ),
+            (
+                format!("ab\u{1b}[A{}", "x".repeat(20)),
+                Err(PassphraseError::NotPrintable { position: 3 }),
+            ),
+            (
+                format!("{}\u{7f}", "x".repeat(20)),
+                Err(PassphraseError::NotPrintable { position: 21 }),
+            ),
+            (
+                format!("{}\u{0}", "x".repeat(20)),
+                Err(PassphraseError::NotPrintable { position: 21 }),
+            ),
+            (
+                format!("{}\n", "x".repeat(20)),
+                Err(PassphraseError::NotPrintable { position: 21 }),
+            ),
+        ];
+        for (pw, want) in cases {
+            assert_eq!(&check_passphrase(&p, pw), want, "{pw:?}");
+        }
+    }
+
+    #[test]
+    fn provision_writes_the_identity_and_each_role_gets_its_secrets() {
+        let (dir, p) = provisioned();
+        let root = dir.path();
+        assert!(is_provisioned(root).unwrap());
+        assert_eq!(p.appliance_id.len(), 8);
+        let audit_pub = std::fs::read_to_string(root.join("audit/audit.pub")).unwrap();
+        assert_eq!(audit_pub, format!("{}\n", p.audit_verifier));
+        let verifier = NoteVerifier::parse(&audit_pub).unwrap();
+        assert_eq!(verifier.name(), format!("airlock-{}", p.appliance_id));
+
+        let op = login(root, "alice");
+        assert_eq!((op.name(), op.role()), ("alice", Role::Operator));
+        assert_eq!(op.audit_signer().unwrap().verifier(), verifier);
+        assert!(op.tag().is_some());
+        assert_eq!(op.document_keys().len(), 1);
+        assert_eq!(op.document_keys()[0].fingerprint, p.document_fingerprint);
+        assert!(op.document_keys()[0].active);
+        let key = pgpkey::parse_secret(&op.document_keys()[0].secret).unwrap();
+        assert_eq!(pgpkey::fingerprint_hex(&key), p.document_fingerprint);
+        // Debug shows no secret
+        let shown = format!("{op:?}");
+        assert!(!shown.contains(&store::hex(op.audit_seed())), "{shown}");
+        assert!(
+            !shown.contains(&format!("{:?}", op.audit_seed())),
+            "{shown}"
+        );
+
+        for name in ["olga", "aud"] {
+            let s = login(root, name);
+            assert_eq!(s.audit_seed(), op.audit_seed());
+            assert!(s.tag().is_none(), "{name}");
+            assert!(s.document_keys().is_empty(), "{name}");
+        }
+        let keys = public_keys(root).unwrap();
+        assert_eq!(keys.audit_verifier, p.audit_verifier);
+        assert_eq!(keys.document_keys.len(), 1);
+        assert!(keys.document_keys[0]
+            .public_armored
+            .contains(&"BEGIN PGP PUBLIC KEY BLOCK".to_string()));
+        // a second provisioning is refused
+        let again = provision(
+            root,
+            &policy(),
+            &[
+                acct("x", Role::Operator),
+                acct("y", Role::Officer),
+                acct("z", Role::Auditor),
+            ],
+            KeyAlgo::Ed25519,
+            T0,
+        );
+        assert!(
+            matches!(again, Err(VaultError::AlreadyProvisioned)),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn provision_refusals_table() {
+        let ok = || {
+            vec![
+                acct("alice", Role::Operator),
+                acct("olga", Role::Officer),
+                acct("aud", Role::Auditor),
+            ]
+        };
+        let with = |extra: NewAccount| {
+            let mut v = ok();
+            v.push(extra);
+            v
+        };
+        let short = NewAccount {
+            name: "bob".into(),
+            role: Role::Operator,
+            passphrase: Zeroizing::new("too short".into()),
+        };
+        let cases: Vec<(Vec<NewAccount>, &str)> = vec![
+            (
+                ok().into_iter()
+                    .filter(|a| a.role != Role::Auditor)
+                    .collect(),
+                "provision: no auditor account (at least one per role)",
+            ),
+            (
+                vec![],
+                "provision: no operator account (at least one per role)",
+            ),
+            (
+                with(acct("alice", Role::Auditor)),
+                "account alice exists already",
+            ),
+            (
+                with(acct("Bob", Role::Operator)),
+                "account name 'Bob': 1-32 of a-z 0-9 . _ -",
+            ),
+            (
+                with(acct("sys", Role::System)),
+                "account sys: role must be operator, officer or auditor",
+            ),
+            (
+                with(short),
+                "account bob: passphrase too short: 9 characters, at least 20 needed",
+            ),
+        ];
+        for (accounts, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let got = provision(dir.path(), &policy(), &accounts, KeyAlgo::Ed25519, T0)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            assert_eq!(got, Err(want.to_string()));
+            assert!(!is_provisioned(dir.path()).unwrap());
+        }
+    }
+
+    #[test]
+    fn wrong_passphrases_delay_then_lock_and_the_lock_expires() {
+        let (dir, _) = provisioned();
+        let root = dir.path();
+        let p = policy();
+        for n in 1..=5u64 {
+            let e =
+                unlock(root, &p, "alice", "a wrong passphrase, long enough", T0 + n).unwrap_err();
+            let got = match e {
+                LoginError::WrongPassphrase {
+                    failures,
+                    delay,
+                    locked_now,
+                } => Some((failures, delay, locked_now)),
+                _ => None,
+            };
+            assert_eq!(
+                got,
+                Some((n, Duration::from_millis(p.failure_delay_ms(n)), n == 5))
+            );
+        }
+        // locked: the right passphrase is not even tried
+        let e = unlock(root, &p, "alice", &pass("alice"), T0 + 100).unwrap_err();
+        assert!(
+            matches!(e, LoginError::Locked { until, failures: 5 } if until == T0 + 5 + 600),
+            "{e:?}"
+        );
+        // other accounts are unaffected
+        login(root, "olga");
+        // the lock is in tally.json, so it outlives this process
+        assert!(std::fs::read_to_string(root.join("identity/tally.json"))
+            .unwrap()
+            .contains("alice"));
+        // after lockout_s the right passphrase works and clears the tally
+        let s = unlock(root, &p, "alice", &pass("alice"), T0 + 5 + 600).unwrap();
+        assert_eq!(s.name(), "alice");
+        assert!(!std::fs::read_to_string(root.join("identity/tally.json"))
+            .unwrap()
+            .contains("alice"));
+        let e = unlock(
+            root,
+            &p,
+            "alice",
+            "a wrong passphrase, long enough",
+            T0 + 700,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, LoginError::WrongPassphrase { failures: 1, .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_name_is_refused_after_a_derivation_and_leaves_no_tally() {
+        let (dir, _) = provisioned();
+        let e = unlock(
+            dir.path(),
+            &policy(),
+            "mallory",
+            "whatever it is, it is long",
+            T0,
+        )
+        .unwrap_err();
+        assert!(matches!(e, LoginError::UnknownAccount), "{e:?}");
+        assert!(
+            !std::fs::read_to_string(dir.path().join("identity/tally.json"))
+                .unwrap()
+                .contains("mallory")
+        );
+        let none = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            unlock(none.path(), &policy(), "alice", "x", T0),
+            Err(LoginError::NotProvisioned)
+        ));
+    }
+
+    #[test]
+    fn an_unknown_name_costs_about_as_much_as_a_wrong_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Policy::default(); // the real cost, so the difference shows
+        let accounts = [
+            acct("alice", Role::Operator),
+            acct("olga", Role::Officer),
+            acct("aud", Role::Auditor),
+        ];
+        provision(dir.path(), &p, &accounts, KeyAlgo::Ed25519, T0).unwrap();
+        let t = std::time::Instant::now();
+        let _ = unlock(
+            dir.path(),
+            &p,
+            "alice",
+            "a wrong passphrase, long enough",
+            T0,
+        );
+        let wrong = t.elapsed();
+        let t = std::time::Instant::now();
+        let _ = unlock(
+            dir.path(),
+            &p,
+            "mallory",
+            "a wrong passphrase, long enough",
+            T0,
+        );
+        let unknown = t.elapsed();
+        assert!(
+            unknown * 2 > wrong,
+            "unknown {unknown:?} vs wrong {wrong:?}"
+        );
+    }
+
+    #[test]
+    fn tampered_identity_fields_fail_closed() {
+        // swapping wrapped keys between accounts: each fails under its own AAD
+        let (dir, _) = provisioned();
+        edit(dir.path(), |v| {
+            let a = v["accounts"][0]["wrapped_private"].clone();
+            v["accounts"][0]["wrapped_private"] = v["accounts"][1]["wrapped_private"].clone();
+            v["accounts"][1]["wrapped_private"] = a;
+        });
+        for name in ["alice", "olga"] {
+            let e = unlock(dir.path(), &policy(), name, &pass(name), T0).unwrap_err();
+            assert!(
+                matches!(e, LoginError::WrongPassphrase { .. }),
+                "{name}: {e:?}"
+            );
+        }
+        // same KDF string and wrapped key copied too: still bound to the name
+        let (dir, _) = provisioned();
+        edit(dir.path(), |v| {
+            for f in ["kdf", "wrapped_private", "x25519_public"] {
+                v["accounts"][1][f] = v["accounts"][0][f].clone();
+            }
+        });
+        let e = unlock(dir.path(), &policy(), "olga", &pass("alice"), T0).unwrap_err();
+        assert!(matches!(e, LoginError::WrongPassphrase { .. }), "{e:?}");
+        // a role changed in the file (auditor made operator): AAD mismatch
+        let (dir, _) = provisioned();
+        edit(dir.path(), |v| v["accounts"][2]["role"] = "operator".into());
+        let e = unlock(dir.path(), &policy(), "aud", &pass("aud"), T0).unwrap_err();
+        assert!(matches!(e, LoginError::WrongPassphrase { .. }), "{e:?}");
+        // a grant re-addressed to another account does not open
+        let (dir, _) = provisioned();
+        edit(dir.path(), |v| {
+            for g in v["grants"].as_array_mut().unwrap() {
+                if g["account"] == "alice" && g["purpose"] == "audit" {
+                    g["account"] = "aud".into();
+                } else if g["account"] == "aud" && g["purpose"] == "audit" {
+                    g["account"] = "alice".into();
+                }
+            }
+        });
+        let e = unlock(dir.path(), &policy(), "aud", &pass("aud"), T0).unwrap_err();
+        assert!(e.to_string().contains("grant audit to aud"), "{e}");
+        // an unknown field is refused
+        let (dir, _) = provisioned();
+        edit(dir.path(), |v| v["accounts"][0]["admin"] = true.into());
+        assert!(is_provisioned(dir.path()).is_err());
+    }
+
+    #[test]
+    fn officer_manages_accounts_and_pending_grants_follow_an_operator_login() {
+        let (dir, p) = provisioned();
+        let root = dir.path();
+        let officer = login(root, "olga");
+        let op = login(root, "alice");
+        // only an officer
+        let e = add_account(root, &policy(), &op, acct("bob", Role::Operator)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "needs the officer role (logged in as operator)"
+        );
+        let pending = add_account(root, &policy(), &officer, acct("bob", Role::Operator)).unwrap();
+        assert_eq!(
+            pending,
+            vec![
+                "tag".to_string(),
+                format!("document:{}", p.document_fingerprint)
+            ]
+        );
+        let e = add_account(root, &policy(), &officer, acct("bob", Role::Auditor)).unwrap_err();
+        assert_eq!(e.to_string(), "account bob exists already");
+        let bob = login(root, "bob");
+        assert!(bob.tag().is_none() && bob.document_keys().is_empty());
+        assert_eq!(bob.audit_seed(), op.audit_seed());
+        drop(bob);
+        // alice's next login grants bob what she holds
+        let granted = grant_pending(root, &op).unwrap();
+        assert_eq!(
+            granted,
+            vec![
+                ("bob".into(), "tag".into()),
+                ("bob".into(), format!("document:{}", p.document_fingerprint))
+            ]
+        );
+        assert!(grant_pending(root, &op).unwrap().is_empty());
+        assert!(matches!(
+            grant_pending(root, &officer),
+            Err(VaultError::NeedRole { .. })
+        ));
+        let bob = login(root, "bob");
+        assert_eq!(bob.tag(), op.tag());
+        assert_eq!(bob.document_keys()[0].secret, op.document_keys()[0].secret);
+
+        // removal: never yourself, never the last of a role
+        assert!(matches!(
+            remove_account(root, &officer, "olga"),
+            Err(VaultError::RemoveSelf)
+        ));
+        let e = remove_account(root, &officer, "aud").unwrap_err();
+        assert_eq!(e.to_string(), "refused: aud is the last auditor account");
+        assert!(matches!(
+            remove_account(root, &officer, "nobody"),
+            Err(VaultError::UnknownAccount(_))
+        ));
+        remove_account(root, &officer, "alice").unwrap();
+        let e = remove_account(root, &officer, "bob").unwrap_err();
+        assert_eq!(e.to_string(), "refused: bob is the last operator account");
+        let id = store::load(root).unwrap().unwrap();
+        assert!(id.account("alice").is_none());
+        assert!(id.grants.iter().all(|g| g.account != "alice"));
+        assert!(matches!(
+            unlock(root, &policy(), "alice", &pass("alice"), T0),
+            Err(LoginError::UnknownAccount)
+        ));
+        // alice's old session no longer acts
+        assert!(matches!(
+            grant_pending(root, &op),
+            Err(VaultError::StaleSession(_))
+        ));
+    }
+
+    #[test]
+    fn rotation_grants_the_new_key_to_every_operator_and_keeps_the_old() {
+        let (dir, p) = provisioned();
+        let root = dir.path();
+        let officer = login(root, "olga");
+        let op = login(root, "alice");
+        assert!(matches!(
+            rotate_document_key(root, &op, KeyAlgo::Ed25519, T0),
+            Err(VaultError::NeedRole { .. })
+        ));
+        let fpr = rotate_document_key(root, &officer, KeyAlgo::Ed25519, T0 + 60).unwrap();
+        assert_ne!(fpr, p.document_fingerprint);
+        let keys = public_keys(root).unwrap();
+        let listed: Vec<(&str, bool)> = keys
+            .document_keys
+            .iter()
+            .map(|k| (k.fingerprint.as_str(), k.active))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                (p.document_fingerprint.as_str(), false),
+                (fpr.as_str(), true)
+            ]
+        );
+        let op = login(root, "alice");
+        let held: Vec<(&str, bool)> = op
+            .document_keys()
+            .iter()
+            .map(|k| (k.fingerprint.as_str(), k.active))
+            .collect();
+        assert_eq!(held, listed);
+        // the officer still holds no document key
+        assert!(login(root, "olga").document_keys().is_empty());
+    }
+
+    #[test]
+    fn change_passphrase_rewraps_the_account_key() {
+        let (dir, _) = provisioned();
+        let root = dir.path();
+        let s = login(root, "aud");
+        let e = change_passphrase(root, &policy(), &s, "short").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VaultError::Passphrase(_, PassphraseError::TooShort { .. })
+            ),
+            "{e:?}"
+        );
+        change_passphrase(root, &policy(), &s, "a brand new passphrase for aud").unwrap();
+        assert!(matches!(
+            unlock(root, &policy(), "aud", &pass("aud"), T0),
+            Err(LoginError::WrongPassphrase { .. })
+        ));
+        let s2 = unlock(root, &policy(), "aud", "a brand new passphrase for aud", T0).unwrap();
+        assert_eq!(s2.audit_seed(), s.audit_seed());
+    }
+}
