@@ -38,6 +38,9 @@ pub const KEYBOARD_ID: &str = "kbd0";
 /// text is never dropped even under a slow TCG guest; 40 ms a key event
 /// types ~12 characters a second.
 const KEY_EVENT_PAUSE: Duration = Duration::from_millis(40);
+/// Pixels of one character cell of the console font (fbcon's 8x16 font
+/// here; up to 16x32 allowed): a blinking cursor changes at most this many.
+const CURSOR_CELL_PIXELS: usize = 16 * 32;
 
 /// Failures of starting, driving or stopping a VM.
 #[derive(Debug, thiserror::Error)]
@@ -663,23 +666,24 @@ impl Vm {
     }
 
     /// Waits (up to `within`) until the screen shows something and has not
-    /// changed for `still`; returns that frame.
+    /// changed for `still` (apart from the blinking cursor: changes of at
+    /// most one character cell are ignored); returns the latest frame.
     pub fn wait_screen_settled(
         &mut self,
         still: Duration,
         within: Duration,
     ) -> Result<Frame, VmError> {
         let deadline = Instant::now() + within;
-        let mut last = self.screen()?;
+        let mut reference = self.screen()?;
         let mut since = Instant::now();
         loop {
             std::thread::sleep(Duration::from_millis(250));
             let now = self.screen()?;
-            if now != last {
-                last = now;
+            if now.changed_from(&reference) > CURSOR_CELL_PIXELS {
+                reference = now;
                 since = Instant::now();
-            } else if last.ink() > 0 && since.elapsed() >= still {
-                return Ok(last);
+            } else if now.ink() > 0 && since.elapsed() >= still {
+                return Ok(now);
             }
             if Instant::now() >= deadline {
                 return Err(VmError::ScreenNotSettled {
