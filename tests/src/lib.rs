@@ -4,19 +4,25 @@
 //! Layout: [`artifacts`] finds out/ (never builds, never skips),
 //! [`qemu`] builds QEMU's arguments and owns the process, [`console`] is
 //! the serial expect stream, [`qmp`] the QMP client, [`stick`] makes USB
-//! stick images, [`status`] parses `status`, [`figures`] prints figures.
+//! stick images and reads them back, [`disk`] makes writable disk copies,
+//! [`keyboard`] maps text to USB keyboard strokes, [`screenshot`] checks
+//! screendumps, [`status`] parses `status`, [`figures`] prints figures.
 //! See docs/testing.md.
 
 pub mod artifacts;
 pub mod console;
+pub mod disk;
 pub mod figures;
+pub mod keyboard;
 pub mod qemu;
 pub mod qmp;
+pub mod screenshot;
 pub mod status;
 pub mod stick;
 
 pub use artifacts::Artifacts;
 pub use console::{Pattern, PROMPT};
+pub use disk::DiskCopy;
 pub use qemu::{timeout, Boot, Vm, VmConfig, CONSOLE_READY};
 pub use status::Status;
 

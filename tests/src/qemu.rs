@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::artifacts::{ArtifactError, Artifacts};
+use crate::artifacts::{self, ArtifactError, Artifacts};
 use crate::console::{self, Console, ConsoleError, Match, Pattern, PROMPT};
+use crate::keyboard::{self, KeyboardError};
 use crate::qmp::{Qmp, QmpError};
+use crate::screenshot::{self, Frame, ScreenshotError};
 
 /// OVMF firmware of Debian's `ovmf` package (4 MiB flash layout).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -24,6 +26,21 @@ pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// The line the supervisor prints when its console accepts commands.
 pub const CONSOLE_READY: &str = "airlock: console ready";
+
+/// QEMU id of the display (std VGA) that [`VmConfig::with_usb_keyboard`]
+/// adds: OVMF's GOP drives it, the kernel's efifb + fbcon show tty1 on it,
+/// and `input-send-event` names it to reach the keyboard bound to it.
+pub const DISPLAY_ID: &str = "video0";
+/// QEMU id of the emulated USB keyboard.
+pub const KEYBOARD_ID: &str = "kbd0";
+/// Pause after each key event (down or up): the guest polls the USB HID
+/// keyboard every few ms and QEMU queues at most 16 key codes, so typed
+/// text is never dropped even under a slow TCG guest; 40 ms a key event
+/// types ~12 characters a second.
+const KEY_EVENT_PAUSE: Duration = Duration::from_millis(40);
+/// Pixels of one character cell of the console font (fbcon's 8x16 font
+/// here; up to 16x32 allowed): a blinking cursor changes at most this many.
+const CURSOR_CELL_PIXELS: usize = 16 * 32;
 
 /// Failures of starting, driving or stopping a VM.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +77,26 @@ pub enum VmError {
     Qmp(#[from] QmpError),
     #[error("waiting for QEMU to exit failed: {0}")]
     Wait(#[source] std::io::Error),
+    #[error("typing needs the USB keyboard: configure the VM with VmConfig::with_usb_keyboard()")]
+    NoKeyboard,
+    #[error(transparent)]
+    Keyboard(#[from] KeyboardError),
+    #[error("{path} is a build output: boot a copy (disk::DiskCopy) with with_writable_disk, never the file in out/")]
+    WritableArtifact { path: PathBuf },
+    #[error("reading the screendump {path} failed: {source}")]
+    ReadScreendump {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the screendump {path} is not usable: {source}")]
+    Screendump {
+        path: PathBuf,
+        #[source]
+        source: ScreenshotError,
+    },
+    #[error("the screen did not settle within {secs:.0} s (still changing, or blank)")]
+    ScreenNotSettled { secs: f64 },
     #[error(
         "QEMU still running {secs:.0} s after it should have exited; last console output:\n{tail}"
     )]
@@ -103,6 +140,13 @@ pub struct VmConfig {
     /// More raw disk images, attached (snapshot=on) as further virtio disks
     /// after the boot disk (`vdb`, `vdc`, ...).
     pub extra_disks: Vec<PathBuf>,
+    /// Open the boot disk without `snapshot=on`: the guest's writes reach
+    /// the file and persist for the next VM booting it. Only for a copy
+    /// ([`crate::disk::DiskCopy`]); [`Vm::start`] refuses a file in out/.
+    pub writable_disk: bool,
+    /// A USB keyboard on the xHCI controller, bound to a named std VGA
+    /// display ([`DISPLAY_ID`]), for typing on tty1 ([`Vm::type_text`]).
+    pub usb_keyboard: bool,
 }
 
 impl VmConfig {
@@ -140,6 +184,34 @@ impl VmConfig {
             nics: false,
             iommu: true,
             extra_disks: Vec::new(),
+            writable_disk: false,
+            usb_keyboard: false,
+        }
+    }
+
+    /// Boots `image` (a copy, e.g. [`crate::disk::DiskCopy::path`]) instead
+    /// of the configured boot disk, opened writable: what the guest writes
+    /// (state partition, boot counting) persists across VMs.
+    pub fn with_writable_disk(mut self, image: &Path) -> Self {
+        match &mut self.boot {
+            Boot::Direct { disk, .. } => *disk = Some(image.to_owned()),
+            Boot::Disk { image: i } => *i = image.to_owned(),
+        }
+        self.writable_disk = true;
+        self
+    }
+
+    /// Adds the USB keyboard (and the display it is bound to).
+    pub fn with_usb_keyboard(mut self) -> Self {
+        self.usb_keyboard = true;
+        self
+    }
+
+    /// The boot disk image, if any.
+    pub fn boot_disk(&self) -> Option<&Path> {
+        match &self.boot {
+            Boot::Direct { disk, .. } => disk.as_deref(),
+            Boot::Disk { image } => Some(image),
         }
     }
 
@@ -219,6 +291,16 @@ impl VmConfig {
         push(&["-rtc", "base=utc", "-device", "virtio-rng-pci"]);
         // USB sticks are hot-plugged onto this controller through QMP.
         push(&["-device", "qemu-xhci,id=xhci"]);
+        if self.usb_keyboard {
+            // The same std VGA q35 adds by default, but named, so the
+            // keyboard can be bound to it: `input-send-event` takes a
+            // display (not an input device) and delivers to the keyboard
+            // bound to that display's console; unbound, the events could go
+            // to the PS/2 keyboard instead.
+            let vga = format!("VGA,id={DISPLAY_ID}");
+            let kbd = format!("usb-kbd,bus=xhci.0,id={KEYBOARD_ID},display={DISPLAY_ID}");
+            push(&["-vga", "none", "-device", &vga, "-device", &kbd]);
+        }
         let disk = match &self.boot {
             Boot::Direct {
                 kernel,
@@ -255,7 +337,13 @@ impl VmConfig {
         if let Some(image) = disk {
             // snapshot=on: the guest's writes (boot counting, state) go to a
             // temporary overlay, so out/airlock.img keeps matching SHA256SUMS.
-            let mut drive = OsString::from("if=none,id=disk0,format=raw,snapshot=on,file=");
+            // A writable copy drops it.
+            let snapshot = if self.writable_disk {
+                ""
+            } else {
+                "snapshot=on,"
+            };
+            let mut drive = OsString::from(format!("if=none,id=disk0,format=raw,{snapshot}file="));
             drive.push(image);
             a.push("-drive".into());
             a.push(drive);
@@ -307,11 +395,18 @@ pub struct Vm {
     sticks: u32,
     /// Keep the work directory (a failure was reported).
     keep: bool,
+    /// The USB keyboard is attached.
+    keyboard: bool,
 }
 
 impl Vm {
     /// Starts QEMU for `config` and connects to its QMP socket.
     pub fn start(config: &VmConfig) -> Result<Self, VmError> {
+        if config.writable_disk {
+            if let Some(disk) = config.boot_disk() {
+                refuse_build_output(disk)?;
+            }
+        }
         let work = std::env::temp_dir().join("airlock-e2e").join(format!(
             "{}-{}",
             config.name,
@@ -390,6 +485,7 @@ impl Vm {
             exit: None,
             sticks: 0,
             keep: false,
+            keyboard: config.usb_keyboard,
         })
     }
 
@@ -502,6 +598,101 @@ impl Vm {
         Ok(())
     }
 
+    /// Types `text` on the USB keyboard (tty1, the screen's console): each
+    /// character as key down + key up (with Shift around it for upper case
+    /// and shifted punctuation), `'\n'` as Enter, 40 ms after each event.
+    /// A character without a key is refused before anything is typed.
+    pub fn type_text(&mut self, text: &str) -> Result<(), VmError> {
+        if !self.keyboard {
+            return Err(VmError::NoKeyboard);
+        }
+        for s in keyboard::strokes(text)? {
+            let mut events = Vec::with_capacity(4);
+            if s.shift {
+                events.push((keyboard::SHIFT, true));
+            }
+            events.extend([(s.qcode, true), (s.qcode, false)]);
+            if s.shift {
+                events.push((keyboard::SHIFT, false));
+            }
+            for (qcode, down) in events {
+                self.qmp.execute(
+                    "input-send-event",
+                    Some(json!({
+                        "device": DISPLAY_ID,
+                        "events": [{
+                            "type": "key",
+                            "data": { "down": down, "key": { "type": "qcode", "data": qcode } },
+                        }],
+                    })),
+                )?;
+                std::thread::sleep(KEY_EVENT_PAUSE);
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves the screen (tty1 on the framebuffer) as a PNG at `path`
+    /// (QMP `screendump`, `format: png`), checks the file is a PNG and
+    /// returns its width and height.
+    pub fn screendump(&mut self, path: &Path) -> Result<(u32, u32), VmError> {
+        self.qmp.execute(
+            "screendump",
+            Some(json!({ "filename": path.display().to_string(), "format": "png" })),
+        )?;
+        let bytes = std::fs::read(path).map_err(|source| VmError::ReadScreendump {
+            path: path.to_owned(),
+            source,
+        })?;
+        screenshot::png_size(&bytes).map_err(|source| VmError::Screendump {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The screen's pixels now (a PPM screendump to `screen.ppm` in the
+    /// work directory, decoded), for checks such as "text appeared".
+    pub fn screen(&mut self) -> Result<Frame, VmError> {
+        let path = self.work.join("screen.ppm");
+        self.qmp.execute(
+            "screendump",
+            Some(json!({ "filename": path.display().to_string() })),
+        )?;
+        let bytes = std::fs::read(&path).map_err(|source| VmError::ReadScreendump {
+            path: path.clone(),
+            source,
+        })?;
+        Frame::from_ppm(&bytes).map_err(|source| VmError::Screendump { path, source })
+    }
+
+    /// Waits (up to `within`) until the screen shows something and has not
+    /// changed for `still` (apart from the blinking cursor: changes of at
+    /// most one character cell are ignored); returns the latest frame.
+    pub fn wait_screen_settled(
+        &mut self,
+        still: Duration,
+        within: Duration,
+    ) -> Result<Frame, VmError> {
+        let deadline = Instant::now() + within;
+        let mut reference = self.screen()?;
+        let mut since = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = self.screen()?;
+            if now.changed_from(&reference) > CURSOR_CELL_PIXELS {
+                reference = now;
+                since = Instant::now();
+            } else if now.ink() > 0 && since.elapsed() >= still {
+                return Ok(now);
+            }
+            if Instant::now() >= deadline {
+                return Err(VmError::ScreenNotSettled {
+                    secs: within.as_secs_f64(),
+                });
+            }
+        }
+    }
+
     /// Waits until QEMU exits by itself; returns its exit status.
     pub fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus, VmError> {
         let deadline = Instant::now() + within;
@@ -546,6 +737,19 @@ impl Drop for Vm {
             let _ = std::fs::remove_dir_all(&self.work);
         }
     }
+}
+
+/// A writable boot disk must not be a build output: the guest's writes
+/// would make out/airlock.img differ from SHA256SUMS.
+fn refuse_build_output(disk: &Path) -> Result<(), VmError> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let out = canon(&artifacts::out_dir());
+    if canon(disk).starts_with(&out) {
+        return Err(VmError::WritableArtifact {
+            path: disk.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// QEMU gets SIGKILL if the test process dies without running destructors
@@ -675,5 +879,55 @@ mod tests {
             "{a}"
         );
         assert!(!a.contains("-kernel"), "{a}");
+        assert!(!a.contains("usb-kbd"), "{a}");
+        assert!(!a.contains("-vga"), "{a}");
+    }
+
+    #[test]
+    fn writable_disk_drops_the_snapshot_of_the_boot_disk_only() {
+        let c = VmConfig::new(
+            "t",
+            Boot::Disk {
+                image: "/o/airlock.img".into(),
+            },
+        )
+        .with_writable_disk(Path::new("/w/copy.img"))
+        .with_extra_disk(Path::new("/w/other.img"));
+        assert_eq!(c.boot_disk(), Some(Path::new("/w/copy.img")));
+        let a = joined(&c);
+        assert!(
+            a.contains("-drive if=none,id=disk0,format=raw,file=/w/copy.img -device virtio-blk-pci,drive=disk0,bootindex=0"),
+            "{a}"
+        );
+        assert!(
+            a.contains("-drive if=none,id=disk1,format=raw,snapshot=on,file=/w/other.img"),
+            "{a}"
+        );
+        assert!(!a.contains("airlock.img"), "{a}");
+        let a = joined(&direct().with_writable_disk(Path::new("/w/copy.img")));
+        assert!(
+            a.ends_with("-drive if=none,id=disk0,format=raw,file=/w/copy.img -device virtio-blk-pci,drive=disk0"),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn writable_build_output_is_refused() {
+        let image = artifacts::out_dir().join("airlock.img");
+        let err = refuse_build_output(&image).unwrap_err();
+        assert!(matches!(err, VmError::WritableArtifact { .. }), "{err}");
+        assert!(refuse_build_output(Path::new("/tmp/airlock-e2e/disks/x.img")).is_ok());
+    }
+
+    #[test]
+    fn usb_keyboard_is_bound_to_a_named_display() {
+        let a = joined(&direct().with_usb_keyboard());
+        assert!(
+            a.contains(
+                "-device qemu-xhci,id=xhci -vga none -device VGA,id=video0 \
+                 -device usb-kbd,bus=xhci.0,id=kbd0,display=video0"
+            ),
+            "{a}"
+        );
     }
 }

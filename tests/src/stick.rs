@@ -1,6 +1,8 @@
 //! USB stick images for hot-plug tests: small FAT images made with the
-//! stock tools (`mkfs.vfat -C`, `mcopy`), like a stick prepared on a PC.
+//! stock tools (`mkfs.vfat -C`, `mcopy`), like a stick prepared on a PC,
+//! and read back with `mcopy` after the appliance wrote to them.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,11 +28,20 @@ pub enum StickError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading back {path} (copied off the stick) failed: {source}")]
+    ReadBack {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn run(tool: &'static str, args: &[&str]) -> Result<(), StickError> {
     let out = Command::new(tool)
         .args(args)
+        // mtools: do not refuse an image whose geometry looks odd (harmless
+        // for the other tools).
+        .env("MTOOLS_SKIP_CHECK", "1")
         .output()
         .map_err(|source| StickError::Spawn { tool, source })?;
     if out.status.success() {
@@ -78,6 +89,74 @@ pub fn make_vfat_stick(
         let result = run("mcopy", &["-i", &p, &staged.display().to_string(), &dest]);
         let _ = std::fs::remove_file(&staged);
         result?;
+    }
+    Ok(())
+}
+
+/// Everything on a FAT stick image, read back on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StickContents {
+    /// Every file: its path from the root (`/`-separated, as the long
+    /// name), and its bytes.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Every directory, also empty ones (e.g. a half-written export the
+    /// appliance must not leave).
+    pub dirs: BTreeSet<String>,
+}
+
+/// Reads back every file and directory of the FAT image `image` (a
+/// superfloppy as [`make_vfat_stick`] makes it) with `mcopy -s`, no root
+/// and no loop device needed. Call it once the stick is pulled
+/// ([`Vm::unplug_stick`](crate::Vm::unplug_stick)) or QEMU has exited, so
+/// the guest's writes are all in the file. Uses (and removes) the scratch
+/// directory `<image>.contents`.
+pub fn read_vfat_stick(image: &Path) -> Result<StickContents, StickError> {
+    let scratch = image.with_extension("contents");
+    let read_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StickError::ReadBack { path, source }
+    };
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).map_err(read_err(&scratch))?;
+    }
+    std::fs::create_dir_all(&scratch).map_err(read_err(&scratch))?;
+    let result = run(
+        "mcopy",
+        &[
+            "-s",
+            "-n",
+            "-i",
+            &image.display().to_string(),
+            "::/",
+            &scratch.display().to_string(),
+        ],
+    )
+    .and_then(|()| {
+        let mut contents = StickContents::default();
+        collect(&scratch, "", &mut contents)?;
+        Ok(contents)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Adds the files and directories under `dir` (shown as `prefix`).
+fn collect(dir: &Path, prefix: &str, into: &mut StickContents) -> Result<(), StickError> {
+    let read_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StickError::ReadBack { path, source }
+    };
+    for entry in std::fs::read_dir(dir).map_err(read_err(dir))? {
+        let entry = entry.map_err(read_err(dir))?;
+        let path = entry.path();
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        if entry.file_type().map_err(read_err(&path))?.is_dir() {
+            collect(&path, &format!("{name}/"), into)?;
+            into.dirs.insert(name);
+        } else {
+            let bytes = std::fs::read(&path).map_err(read_err(&path))?;
+            into.files.insert(name, bytes);
+        }
     }
     Ok(())
 }
@@ -174,6 +253,56 @@ mod tests {
         assert!(listing.to_lowercase().contains("hello"), "{listing}");
         // A bad label is refused by mkfs.vfat and reported with its reason.
         let err = make_vfat_stick(&dir.join("bad.img"), "WAY_TOO_LONG_LABEL", 16, &[]).unwrap_err();
+        assert!(matches!(err, StickError::Tool { .. }), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_and_directories_are_read_back() {
+        let dir = std::env::temp_dir().join(format!("airlock-e2e-readback-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("stick.img");
+        make_vfat_stick(&img, "BACK", 16, &[("Airlock-Key.asc", b"-----BEGIN PGP")]).unwrap();
+        let p = img.display().to_string();
+        for d in ["::/audit-export-1", "::/audit-export-1/sub", "::/empty"] {
+            run("mmd", &["-i", &p, d]).unwrap();
+        }
+        let staged = dir.join("entries");
+        std::fs::write(&staged, b"{\"seq\":1}\n").unwrap();
+        run(
+            "mcopy",
+            &[
+                "-i",
+                &p,
+                &staged.display().to_string(),
+                "::/audit-export-1/sub/entries.jsonl",
+            ],
+        )
+        .unwrap();
+        let got = read_vfat_stick(&img).unwrap();
+        let files: Vec<(&str, &[u8])> = got
+            .files
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("Airlock-Key.asc", &b"-----BEGIN PGP"[..]),
+                ("audit-export-1/sub/entries.jsonl", &b"{\"seq\":1}\n"[..]),
+            ]
+        );
+        let dirs: Vec<&str> = got.dirs.iter().map(String::as_str).collect();
+        assert_eq!(dirs, ["audit-export-1", "audit-export-1/sub", "empty"]);
+        assert!(
+            !img.with_extension("contents").exists(),
+            "scratch left behind"
+        );
+        // An empty stick reads back as nothing; a non-FAT file is an error.
+        make_vfat_stick(&img, "EMPTY", 16, &[]).unwrap();
+        assert_eq!(read_vfat_stick(&img).unwrap(), StickContents::default());
+        std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+        let err = read_vfat_stick(&img).unwrap_err();
         assert!(matches!(err, StickError::Tool { .. }), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
