@@ -99,6 +99,7 @@ impl Log {
             reason: None,
             job: None,
             clock_from: None,
+            detail: None,
             subjects: Vec::new(),
         };
         f(&mut e);

@@ -387,8 +387,8 @@ impl Console {
 fn prompt_at_line_start() -> Regex {
     static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
     RE.get_or_init(|| {
-        // A constant pattern: escaping makes it a valid regex.
-        Regex::new(&format!("(?m)^{}", regex::escape(PROMPT))).unwrap_or_else(|_| unreachable!())
+        // A constant pattern: `airlock> ` or, logged in, `airlock alice@operator> `.
+        Regex::new(r"(?m)^airlock(?: [a-z0-9._-]+@[a-z]+)?> ").unwrap_or_else(|_| unreachable!())
     })
     .clone()
 }
