@@ -17,6 +17,7 @@ pub mod keyboard;
 pub mod qemu;
 pub mod qmp;
 pub mod screenshot;
+pub mod session;
 pub mod status;
 pub mod stick;
 

@@ -7,6 +7,7 @@
 //! the host CLI and renders as a report in headless Chromium.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use airlock_e2e::session::{self, Account};
 use airlock_e2e::stick::{make_vfat_stick, read_vfat_stick};
 use airlock_e2e::{timeout, Artifacts, Boot, DiskCopy, Must, Vm, VmConfig};
 use std::path::{Path, PathBuf};
@@ -31,25 +32,19 @@ fn config(disk: &Path) -> VmConfig {
 }
 
 fn send(vm: &mut Vm, line: &str) {
-    vm.console().send_line(line).must();
+    session::send(vm, line).must();
 }
 
 fn answer(vm: &mut Vm, question: &str, line: &str) {
-    vm.wait_for(question, timeout(120)).must();
-    send(vm, line);
+    session::answer(vm, question, line).must();
 }
 
-fn login(vm: &mut Vm, (name, role, pass): (&str, &str, &str)) {
-    send(vm, &format!("login {name}"));
-    answer(vm, &format!("Passphrase for {name}: "), pass);
-    vm.wait_for(format!("logged in as {name} ({role})"), timeout(120))
-        .must();
-    vm.wait_for(format!("airlock {name}@{role}> "), timeout(30))
-        .must();
+fn login(vm: &mut Vm, who: Account<'_>) {
+    session::login(vm, who).must();
 }
 
 fn logout(vm: &mut Vm, name: &str) {
-    let out = vm.command("logout").must();
+    let out = session::logout(vm).must();
     assert!(out.contains(&format!("{name} logged out")), "{out}");
 }
 
@@ -75,7 +70,7 @@ impl<T> MustSome<T> for Option<T> {
 /// returns its files under the one new directory starting with `prefix`.
 fn stick_export(
     vm: &mut Vm,
-    who: (&str, &str, &str),
+    who: Account<'_>,
     cmd: &str,
     prefix: &str,
     host_dir: &Path,
@@ -117,25 +112,15 @@ fn provision_roles_lockout_idle_and_audit_export() {
     let disk = DiskCopy::new(&Artifacts::locate().disk_image().must(), "identity").must();
     let cfg = config(disk.path());
     let mut vm = Vm::boot(&cfg, timeout(120)).must();
-    vm.wait_for("not provisioned: type 'provision'", timeout(60))
-        .must();
+    let banner = vm.console().transcript();
+    assert!(banner.contains("not provisioned: type 'provision'"), "{banner}");
 
     // Before provisioning only provision, status, help and poweroff.
     let out = vm.command("audit show").must();
     assert!(out.contains("not provisioned: only provision, status, help and poweroff"), "{out}");
 
     // Provisioning at the console.
-    send(&mut vm, "provision");
-    answer(&mut vm, "[ed25519]: ", "");
-    for (name, role, pass) in [ALICE, BOB, CAROL] {
-        answer(&mut vm, "when done): ", name);
-        answer(&mut vm, "(operator, officer, auditor): ", role);
-        answer(&mut vm, "not shown): ", pass);
-        answer(&mut vm, "Repeat the passphrase: ", pass);
-    }
-    answer(&mut vm, "when done): ", "");
-    answer(&mut vm, "Type yes to go on: ", "yes");
-    vm.wait_for("Log in with 'login NAME'.", timeout(600)).must();
+    session::provision(&mut vm, &[ALICE, BOB, CAROL]).must();
     let transcript = vm.console().transcript();
     for (_, _, pass) in [ALICE, BOB, CAROL] {
         assert!(!transcript.contains(pass), "a passphrase was echoed");

@@ -6,7 +6,12 @@
 
 use std::time::{Duration, Instant};
 
+use airlock_e2e::session;
 use airlock_e2e::{timeout, Artifacts, Must, Status, Vm, VmConfig};
+
+const ALICE: session::Account<'static> = ("alice", "operator", "alice types on the keyboard 1");
+const BOB: session::Account<'static> = ("bob", "officer", "bob minds the models on it 2");
+const CAROL: session::Account<'static> = ("carol", "auditor", "carol audits the console 3");
 
 /// OVMF → systemd-boot → UKI under TCG.
 const OVMF_BOOT_SECS: u64 = 600;
@@ -68,6 +73,24 @@ fn tty1_typed_on_a_usb_keyboard() {
         "the keyboard's `status` reached the serial console:\n{serial}"
     );
 
+    // A login typed on tty1's USB keyboard; its audit entry names tty1.
+    session::provision(&mut vm, &[ALICE, BOB, CAROL]).must();
+    vm.type_text(&format!("login {}\n", ALICE.0)).must();
+    std::thread::sleep(Duration::from_secs(2));
+    vm.type_text(&format!("{}\n", ALICE.2)).must();
+    std::thread::sleep(Duration::from_secs(20));
+    vm.type_text("whoami\n").must();
+    let after = vm
+        .wait_screen_settled(Duration::from_secs(2), timeout(60))
+        .must();
+    session::login(&mut vm, CAROL).must();
+    let log = vm.command("audit show 10").must();
+    assert!(
+        log.lines().any(|l| l.contains("alice") && l.contains(" login ") && l.contains(" ok ") && l.contains("tty1")),
+        "no login of alice on tty1 in the audit log:\n{log}"
+    );
+    session::logout(&mut vm).must();
+
     // The screenshot for the manual: a real PNG of the whole screen.
     let png = vm.work_file("tty1-console.png");
     let (w, h) = vm.screendump(&png).must();
@@ -85,8 +108,9 @@ fn tty1_typed_on_a_usb_keyboard() {
         eprintln!("screenshot updated: {}", dest.display());
     }
 
-    // `poweroff` typed on tty1 powers the PC off: the effect of the
-    // keyboard, seen without a login.
+    // `poweroff` typed on tty1 powers the PC off.
+    vm.type_text("logout\n").must();
+    std::thread::sleep(Duration::from_secs(3));
     vm.type_text("poweroff\n").must();
     vm.wait_for("airlock: powering off", timeout(60)).must();
     let status = vm.wait_exit(timeout(120)).must();
