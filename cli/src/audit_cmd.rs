@@ -63,8 +63,10 @@ pub enum AuditCmd {
     /// naming the first bad entry or checkpoint; the command then exits 1.
     Report {
         export_dir: PathBuf,
+        /// The audit public key recorded at provisioning, as for `verify`.
         #[arg(long, value_name = "AUDIT_PUB")]
         key: PathBuf,
+        /// A checkpoint file kept from an earlier export, as for `verify`.
         #[arg(long, value_name = "OLD_CHECKPOINT")]
         since: Option<PathBuf>,
         /// The HTML file to write (replaced atomically if it exists).

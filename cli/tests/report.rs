@@ -462,6 +462,31 @@ fn refused_exports_get_a_red_page_and_exit_1() {
     );
 }
 
+/// A pruned export: the page lists the kept entries only, and the root
+/// check of what it lists starts from the first segment's frontier.
+#[test]
+fn pruned_export_report() {
+    let fx = Fx::new();
+    let dir = fx.export_of("pruned", |d| {
+        let mut l = story(d);
+        assert_eq!(l.log.prune(6).unwrap(), 2);
+        l
+    });
+    let out = fx.path("r.html");
+    ok(report(&dir, &fx.key, None, &out));
+    let html = fs::read_to_string(&out).unwrap();
+    assert_all_in(
+        section(&html, "verdict"),
+        &[
+            "Audit log verified",
+            "<td>4 (seq 6..9), 6 older pruned</td>",
+        ],
+    );
+    let all = section(&html, "entries");
+    assert_eq!(all.matches("<tr id=\"e").count(), 4, "{all}");
+    assert!(all.contains("<tr id=\"e6\">") && !all.contains("<tr id=\"e5\">"));
+}
+
 #[test]
 fn since_and_argument_errors() {
     let fx = Fx::new();

@@ -133,6 +133,7 @@ tr.refused td{background:#fdecea}tr.failed td{background:#fff4e0}
 .verdict table th{background:transparent;border:0;padding:2px 12px 2px 0}
 .verdict table td{border:0;padding:2px 0}
 .warn{color:#8a4b00;font-weight:bold}
+.reason{font-size:15px;font-weight:bold}
 .unverified{border:2px dashed #c62828;padding:6px 12px;font-weight:bold;color:#b71c1c}
 .muted{color:#666}
 .kind{display:inline-block;min-width:76px;color:#555}

@@ -198,7 +198,7 @@ fn refused(r: &Report, reason: &str) -> Html {
         "",
         Html::raw("\u{2718} NOT VERIFIED: audit log refused"),
     ));
-    out.push(Html::tag("p", "", code(reason)));
+    out.push(Html::tag("p", "reason", Html::text(reason)));
     let mut t = Kv::new();
     t.row("origin", code(r.origin));
     t.row("key", code(r.key_label));
