@@ -1,10 +1,12 @@
-//! `airlock audit verify|compare|receipt`: the auditor's checks of an
-//! audit-log export, offline on the connected machine (format and rules:
-//! docs/audit.md; the checks themselves: `airlock_formats::audit::verify`).
+//! `airlock audit verify|compare|receipt|report`: the auditor's checks of
+//! an audit-log export, offline on the connected machine (format and rules:
+//! docs/audit.md; the checks themselves: `airlock_formats::audit::verify`;
+//! the HTML page of `report`: `crate::report`).
 //!
 //! Every string that came from the log is shown through
 //! `airlock_formats::escape::text`.
 
+use crate::report;
 use airlock_formats::audit::compare::{compare, Comparison};
 use airlock_formats::audit::entry::Role;
 use airlock_formats::audit::merkle::hash_to_base64;
@@ -12,6 +14,7 @@ use airlock_formats::audit::note::{NoteError, NoteVerifier};
 use airlock_formats::audit::receipt::{Receipt, ReceiptError};
 use airlock_formats::audit::verify::{verify, SinceMatch, StepWhy, Summary, Verified, VerifyError};
 use airlock_formats::escape;
+use airlock_formats::fsutil::{write_atomic, FsError};
 use airlock_formats::manifest::format_rfc3339;
 use clap::Subcommand;
 use std::io::Read;
@@ -52,6 +55,24 @@ pub enum AuditCmd {
         #[arg(long, value_name = "AUDIT_PUB")]
         key: PathBuf,
     },
+    /// Verify an export exactly like `verify` and write one self-contained
+    /// HTML page for the auditor (inline CSS and SVG, no script, nothing
+    /// fetched): the verdict first, activity per day, accounts and roles,
+    /// refusals and lockouts, imports, jobs with their hashes, boots, every
+    /// entry. A refused export still gets its page, with a red verdict
+    /// naming the first bad entry or checkpoint; the command then exits 1.
+    Report {
+        export_dir: PathBuf,
+        /// The audit public key recorded at provisioning, as for `verify`.
+        #[arg(long, value_name = "AUDIT_PUB")]
+        key: PathBuf,
+        /// A checkpoint file kept from an earlier export, as for `verify`.
+        #[arg(long, value_name = "OLD_CHECKPOINT")]
+        since: Option<PathBuf>,
+        /// The HTML file to write (replaced atomically if it exists).
+        #[arg(short = 'o', long = "out", value_name = "REPORT_HTML")]
+        out: PathBuf,
+    },
 }
 
 /// Errors of the audit commands; each names the failing step.
@@ -77,6 +98,12 @@ pub enum AuditCmdError {
     Fork(String),
     #[error("receipt {path} refused: {source}")]
     Receipt { path: String, source: ReceiptError },
+    #[error("report {path}: the file name is not UTF-8")]
+    ReportName { path: String },
+    #[error("write report: {0}")]
+    WriteReport(FsError),
+    #[error("audit log refused: {reason} (the report with this verdict is in {path})")]
+    ReportRefused { reason: String, path: String },
 }
 
 type Result<T> = std::result::Result<T, AuditCmdError>;
@@ -94,6 +121,12 @@ pub fn run(cmd: AuditCmd) -> std::result::Result<(), String> {
             key,
         } => run_compare(&export_a, &export_b, &key),
         AuditCmd::Receipt { file, key } => run_receipt(&file, &key),
+        AuditCmd::Report {
+            export_dir,
+            key,
+            since,
+            out,
+        } => run_report(&export_dir, &key, since.as_deref(), &out),
     };
     // Messages quote the log (origins, accounts, parse errors): escaped.
     r.map_err(|e| escape::text(&e.to_string()).into_owned())
@@ -138,43 +171,137 @@ fn export_dir(dir: &Path) -> Result<&Path> {
         })
 }
 
-fn run_verify(dir: &Path, key: &Path, since: Option<&Path>) -> Result<()> {
-    let dir = export_dir(dir)?;
-    let key = load_key(key)?;
-    let v = verify(dir, &key).map_err(AuditCmdError::Refused)?;
+/// What `verify` found beyond the summary.
+struct Checked {
+    v: Verified,
+    /// `--since`: "consistent with FILE (how)".
+    since: Option<String>,
+    /// The export's own audit.pub is not the key given.
+    own_key_differs: bool,
+}
+
+/// The checks of `verify` (and `report`): the export against the key,
+/// then `--since`.
+fn check(dir: &Path, key: &NoteVerifier, since: Option<(&Path, &[u8])>) -> Result<Checked> {
+    let v = verify(dir, key).map_err(AuditCmdError::Refused)?;
     let since = match since {
         None => None,
-        Some(p) => {
-            let note = read_small(p)?;
-            let m = v.check_since(&note, &key).map_err(AuditCmdError::Refused)?;
-            Some((p, m))
+        Some((p, note)) => {
+            let how = match v.check_since(note, key).map_err(AuditCmdError::Refused)? {
+                SinceMatch::Entries => "recomputed from the entries".to_owned(),
+                SinceMatch::Checkpoint(i) => {
+                    format!("equal to checkpoint {i}, chained by consistency proofs")
+                }
+            };
+            Some(format!("consistent with {} ({how})", escape::path(p)))
         }
     };
-    print!("{}", summary_text(&v, &key));
     // The export's own copy of the key is only a convenience; say so when
     // it is not the key the auditor trusts.
     let own = dir.join(airlock_formats::audit::layout::PUBKEY_FILE);
-    if let Ok(bytes) = read_small(&own) {
-        let same = std::str::from_utf8(&bytes)
+    let own_key_differs = read_small(&own).is_ok_and(|bytes| {
+        !std::str::from_utf8(&bytes)
             .ok()
             .and_then(|t| NoteVerifier::parse(t).ok())
-            .is_some_and(|k| k == key);
-        if !same {
-            println!(
-                "warning: the export's audit.pub is not the --key given (checked against --key)"
-            );
-        }
+            .is_some_and(|k| &k == key)
+    });
+    Ok(Checked {
+        v,
+        since,
+        own_key_differs,
+    })
+}
+
+const OWN_KEY_WARNING: &str =
+    "the export's audit.pub is not the --key given (checked against --key)";
+
+/// Reads the `--since` checkpoint file, if given.
+fn read_since(since: Option<&Path>) -> Result<Option<(&Path, Vec<u8>)>> {
+    since.map(|p| read_small(p).map(|n| (p, n))).transpose()
+}
+
+fn print_checked(c: &Checked, key: &NoteVerifier) {
+    print!("{}", summary_text(&c.v, key));
+    if c.own_key_differs {
+        println!("warning: {OWN_KEY_WARNING}");
     }
-    if let Some((p, m)) = since {
-        let how = match m {
-            SinceMatch::Entries => "recomputed from the entries".to_owned(),
-            SinceMatch::Checkpoint(i) => {
-                format!("equal to checkpoint {i}, chained by consistency proofs")
-            }
-        };
-        println!("since        consistent with {} ({how})", escape::path(p));
+    if let Some(s) = &c.since {
+        println!("since        {s}");
     }
+}
+
+fn run_verify(dir: &Path, key: &Path, since: Option<&Path>) -> Result<()> {
+    let dir = export_dir(dir)?;
+    let key = load_key(key)?;
+    let since = read_since(since)?;
+    let c = check(dir, &key, since.as_ref().map(|(p, n)| (*p, &n[..])))?;
+    print_checked(&c, &key);
     Ok(())
+}
+
+/// `report`: verify, then write the page whatever the verdict; exit 1
+/// after writing it when the export was refused. Problems with the
+/// arguments themselves (key, export directory, `--since` file, output)
+/// write no page.
+fn run_report(dir: &Path, key: &Path, since: Option<&Path>, out: &Path) -> Result<()> {
+    let dir = export_dir(dir)?;
+    let key = load_key(key)?;
+    let since = read_since(since)?;
+    let shown_out = escape::path(out);
+    let (parent, name) = match (out.parent(), out.file_name().map(|n| n.to_str())) {
+        (Some(p), Some(Some(n))) => (
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            },
+            n,
+        ),
+        _ => return Err(AuditCmdError::ReportName { path: shown_out }),
+    };
+    let loaded = report::load::Loaded::read(dir);
+    let checked = match check(dir, &key, since.as_ref().map(|(p, n)| (*p, &n[..]))) {
+        Ok(c) => match loaded.check_against(&c.v.summary) {
+            Ok(()) => Ok(c),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(AuditCmdError::Refused(e)) => Err(e.to_string()),
+        Err(e) => return Err(e),
+    };
+    let verdict = match &checked {
+        Ok(c) => report::Verdict::Verified(Box::new(report::Good {
+            summary: c.v.summary.clone(),
+            key_label: key.label(),
+            since: c.since.clone(),
+            warnings: if c.own_key_differs {
+                vec![OWN_KEY_WARNING.to_owned()]
+            } else {
+                Vec::new()
+            },
+        })),
+        Err(reason) => report::Verdict::Refused {
+            reason: reason.clone(),
+        },
+    };
+    let page = report::render(&report::Report {
+        export: &escape::path(dir),
+        origin: key.name(),
+        key_label: &key.label(),
+        verdict: &verdict,
+        loaded: &loaded,
+    });
+    write_atomic(parent, name, page.as_bytes()).map_err(AuditCmdError::WriteReport)?;
+    match checked {
+        Ok(c) => {
+            print_checked(&c, &key);
+            println!("report       {shown_out}");
+            Ok(())
+        }
+        Err(reason) => Err(AuditCmdError::ReportRefused {
+            reason,
+            path: shown_out,
+        }),
+    }
 }
 
 fn role_name(r: Role) -> String {

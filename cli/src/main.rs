@@ -8,6 +8,7 @@ mod audit_cmd;
 mod bundle_cmd;
 mod keys;
 mod progress;
+mod report;
 mod store_cmd;
 mod trust_cmd;
 
@@ -37,7 +38,8 @@ enum Cmd {
     /// Stores (host-side install targets): explicit creation and recovery.
     #[command(subcommand)]
     Store(StoreCmd),
-    /// Audit-log exports: verify, compare two exports, check a receipt.
+    /// Audit-log exports: verify, compare two exports, check a receipt,
+    /// write an HTML report.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCmd),
 }
