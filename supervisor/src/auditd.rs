@@ -407,12 +407,14 @@ impl Auditd {
         use crate::control::Request;
         let mut change = None;
         let r = match req {
-            Request::Audit(json) => Draft::decode(json)
-                .and_then(|d| self.record(d))
-                .map(|seq| match seq {
-                    Some(n) => format!("ok {n}"),
-                    None => "ok queued".into(),
-                }),
+            Request::Audit(json) => {
+                Draft::decode(json)
+                    .and_then(|d| self.record(d))
+                    .map(|seq| match seq {
+                        Some(n) => format!("ok {n}"),
+                        None => "ok queued".into(),
+                    })
+            }
             Request::AuditOpen => match self.open() {
                 Ok(true) => Ok("ok".into()),
                 Ok(false) => Err(AuditdError::NoLog),
@@ -520,7 +522,12 @@ mod tests {
         let (signer, seed) = setup(&dir);
         assert!(a.open().unwrap());
         let seq = a
-            .record(Draft::by("alice", Role::Operator, Action::Login, Outcome::Ok))
+            .record(Draft::by(
+                "alice",
+                Role::Operator,
+                Action::Login,
+                Outcome::Ok,
+            ))
             .unwrap();
         assert_eq!(seq, Some(1));
         // A wrong seed is refused; the right one signs.
@@ -530,7 +537,9 @@ mod tests {
         ));
         a.hold_key(0, &seed).unwrap();
         assert_eq!(a.checkpoint().unwrap(), 1);
-        assert!(a.status_value().starts_with("2 entries, checkpoint 1 at size 2, key held"));
+        assert!(a
+            .status_value()
+            .starts_with("2 entries, checkpoint 1 at size 2, key held"));
         a.release_key(0);
         assert!(!a.key_held());
         // The directory is an export-shaped log: the host verifier reads it.

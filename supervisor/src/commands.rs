@@ -22,7 +22,10 @@ pub enum Command {
     Logout,
     Whoami,
     Accounts,
-    AccountAdd { name: String, role: String },
+    AccountAdd {
+        name: String,
+        role: String,
+    },
     AccountRemove(String),
     Passwd,
     KeysShow,
@@ -51,7 +54,10 @@ pub enum GrammarError {
     #[error("'{group}' needs one of: {subs}; see 'help {group}'")]
     Subcommand { group: String, subs: String },
     #[error("'{cmd}': {why}; see 'help {cmd}'")]
-    BadArgument { cmd: &'static str, why: &'static str },
+    BadArgument {
+        cmd: &'static str,
+        why: &'static str,
+    },
     #[error("no command '{0}' to explain; type 'help' for the list of commands")]
     HelpUnknown(String),
     #[error(
@@ -488,15 +494,30 @@ mod tests {
     #[test]
     fn session_command_refusals() {
         let cases: &[(&str, &str)] = &[
-            ("login", "'login' needs 1 argument(s): login NAME; see 'help login'"),
-            ("keys", "'keys' needs one of: show, export, rotate; see 'help keys'"),
-            ("keys delete", "'keys' needs one of: show, export, rotate; see 'help keys'"),
-            ("help audit", "'audit' needs one of: show, export; see 'help audit'"),
+            (
+                "login",
+                "'login' needs 1 argument(s): login NAME; see 'help login'",
+            ),
+            (
+                "keys",
+                "'keys' needs one of: show, export, rotate; see 'help keys'",
+            ),
+            (
+                "keys delete",
+                "'keys' needs one of: show, export, rotate; see 'help keys'",
+            ),
+            (
+                "help audit",
+                "'audit' needs one of: show, export; see 'help audit'",
+            ),
             (
                 "audit show lots",
                 "'audit show': N is a number from 1 to 10000; see 'help audit show'",
             ),
-            ("audit show 0", "'audit show': N is a number from 1 to 10000; see 'help audit show'"),
+            (
+                "audit show 0",
+                "'audit show': N is a number from 1 to 10000; see 'help audit show'",
+            ),
             (
                 "account add dave",
                 "'account add' needs 2 argument(s): account add NAME ROLE; see 'help account add'",

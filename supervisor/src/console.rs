@@ -8,10 +8,9 @@ use crate::auditd::Draft;
 use crate::commands::{self, Command};
 use crate::control::{Reply, Request, MAX_MSG};
 use crate::identity::policy::Policy;
+use crate::services::EXIT_UNAVAILABLE;
 use crate::session::Login;
 use airlock_formats::audit::entry::{Action, Outcome, Role, SYSTEM_ACCOUNT};
-use std::path::PathBuf;
-use crate::services::EXIT_UNAVAILABLE;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
 use nix::sys::termios::{
@@ -20,6 +19,7 @@ use nix::sys::termios::{
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -211,8 +211,12 @@ impl Console {
     /// The state partition is there (mounted on its own when required).
     pub(crate) fn state_ready(&self) -> Result<(), String> {
         use std::os::unix::fs::MetadataExt;
-        let here = std::fs::metadata(&self.state_root)
-            .map_err(|e| format!("no state partition ({}: {e}); see 'status'", self.state_root.display()))?;
+        let here = std::fs::metadata(&self.state_root).map_err(|e| {
+            format!(
+                "no state partition ({}: {e}); see 'status'",
+                self.state_root.display()
+            )
+        })?;
         if self.require_mount {
             let root = std::fs::metadata("/").map_err(|e| format!("stat /: {e}"))?;
             if here.dev() == root.dev() {
@@ -261,7 +265,9 @@ impl Console {
     pub(crate) fn audit_writable(&mut self) -> Result<(), String> {
         self.request_done(Request::AuditCheck)
             .map(|_| ())
-            .map_err(|e| format!("the audit log cannot be written ({e}); audited actions are refused"))
+            .map_err(|e| {
+                format!("the audit log cannot be written ({e}); audited actions are refused")
+            })
     }
 
     /// Records `d`, then shows `message`; says so plainly when the record
@@ -362,7 +368,11 @@ impl Console {
                         self.out(&p);
                         continue;
                     }
-                    PollTimeout::from(u16::try_from(left.as_millis().min(60_000)).unwrap_or(60_000).max(1))
+                    PollTimeout::from(
+                        u16::try_from(left.as_millis().min(60_000))
+                            .unwrap_or(60_000)
+                            .max(1),
+                    )
                 }
                 None => PollTimeout::NONE,
             };
@@ -443,9 +453,11 @@ impl Console {
             .login
             .as_ref()
             .map(|l| (l.session.name().to_string(), l.session.role()));
-        if let Err(refusal) =
-            crate::roles::check(cmd.name(), provisioned, who.as_ref().map(|(n, r)| (n.as_str(), *r)))
-        {
+        if let Err(refusal) = crate::roles::check(
+            cmd.name(),
+            provisioned,
+            who.as_ref().map(|(n, r)| (n.as_str(), *r)),
+        ) {
             self.out(&format!("{refusal}\n"));
             let (account, role) = self.who();
             let d = if account == SYSTEM_ACCOUNT {
@@ -456,7 +468,9 @@ impl Console {
             .reason(&refusal.code())
             .detail(format!("{}: {}", self.tty_name, cmd.name()));
             if let Err(e) = self.audit(d) {
-                self.out(&format!("(the audit log could not record this refusal: {e})\n"));
+                self.out(&format!(
+                    "(the audit log could not record this refusal: {e})\n"
+                ));
             }
             return true;
         }
@@ -487,10 +501,17 @@ impl Console {
                     if failed { Outcome::Failed } else { Outcome::Ok },
                 );
                 if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) {
-                    d = d.detail(crate::screen::line(last).chars().take(200).collect::<String>());
+                    d = d.detail(
+                        crate::screen::line(last)
+                            .chars()
+                            .take(200)
+                            .collect::<String>(),
+                    );
                 }
                 if let Err(e) = self.audit(d) {
-                    self.out(&format!("(the audit log could not record the selftest: {e})\n"));
+                    self.out(&format!(
+                        "(the audit log could not record the selftest: {e})\n"
+                    ));
                 }
             }
             Command::Provision => self.cmd_provision(),

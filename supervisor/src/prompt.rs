@@ -59,14 +59,12 @@ pub fn ask(
 ) -> Result<Zeroizing<String>, PromptError> {
     let saved = termios::tcgetattr(&*tty).map_err(PromptError::Termios)?;
     let mut raw = saved.clone();
-    raw.local_flags &= !(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ECHOE | LocalFlags::ISIG);
+    raw.local_flags &=
+        !(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ECHOE | LocalFlags::ISIG);
     raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
     raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
     termios::tcsetattr(&*tty, SetArg::TCSANOW, &raw).map_err(PromptError::Termios)?;
-    let guard = Restore {
-        tty: &*tty,
-        saved,
-    };
+    let guard = Restore { tty: &*tty, saved };
     let mut out = guard.tty;
     let _ = out.write_all(question.as_bytes());
     let mut buf: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(64));
@@ -162,8 +160,7 @@ mod tests {
         let mut w = master.try_clone().unwrap();
         let data = input.to_vec();
         let writer = std::thread::spawn(move || w.write_all(&data));
-        let r = ask(&mut slave, "Q: ", echo, max, Duration::from_secs(2))
-            .map(|z| z.to_string());
+        let r = ask(&mut slave, "Q: ", echo, max, Duration::from_secs(2)).map(|z| z.to_string());
         let _ = writer.join();
         let mut shown = Vec::new();
         let reader = master.try_clone().unwrap();
@@ -184,9 +181,20 @@ mod tests {
         let mut long_line = long.clone();
         long_line.push(b'\r');
         // (input, echo, max, expected answer or error)
-        let cases: Vec<(&[u8], bool, usize, Result<&str, PromptError>)> = vec![
-            (b"correct horse battery\r", false, 64, Ok("correct horse battery")),
-            ("pässwörd ünïcode ok\r".as_bytes(), false, 64, Ok("pässwörd ünïcode ok")),
+        type Case<'a> = (&'a [u8], bool, usize, Result<&'a str, PromptError>);
+        let cases: Vec<Case> = vec![
+            (
+                b"correct horse battery\r",
+                false,
+                64,
+                Ok("correct horse battery"),
+            ),
+            (
+                "pässwörd ünïcode ok\r".as_bytes(),
+                false,
+                64,
+                Ok("pässwörd ünïcode ok"),
+            ),
             (b"abcd\x7f\x7fxy\r", true, 64, Ok("abxy")),
             (b"junk\x15fresh\r", false, 64, Ok("fresh")),
             (b"secret\x03", false, 64, Err(PromptError::Cancelled)),
@@ -198,9 +206,17 @@ mod tests {
         for (input, echo, max, want) in cases {
             let (got, shown) = run(input, echo, max);
             let want = want.map(str::to_string);
-            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&input[..input.len().min(40)]));
+            assert_eq!(
+                got,
+                want,
+                "{:?}",
+                String::from_utf8_lossy(&input[..input.len().min(40)])
+            );
             if !echo {
-                assert!(!shown.contains("secret") && !shown.contains("horse"), "echoed: {shown}");
+                assert!(
+                    !shown.contains("secret") && !shown.contains("horse"),
+                    "echoed: {shown}"
+                );
             }
         }
         let (_, shown) = run(b"alice\r", true, 64);

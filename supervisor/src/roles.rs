@@ -41,25 +41,101 @@ const AUDITOR: &[Role] = &[Role::Auditor];
 /// The table (every command of `commands::COMMANDS` has exactly one line;
 /// a test checks it).
 pub const RULES: &[Rule] = &[
-    Rule { command: "help", who: Who::Anyone, why: "explains the commands, reveals nothing" },
-    Rule { command: "status", who: Who::Anyone, why: "lockdown and readiness must be checkable by whoever stands at the PC" },
-    Rule { command: "poweroff", who: Who::Anyone, why: "whoever stands at the PC can pull the plug; a clean stop is better (audited)" },
-    Rule { command: "provision", who: Who::Unprovisioned, why: "first boot only: creates the accounts and keys" },
-    Rule { command: "reboot", who: Who::AnyoneProvisioned, why: "as poweroff; offered once provisioned" },
-    Rule { command: "login", who: Who::AnyoneProvisioned, why: "the way in; failures are delayed, counted and audited" },
-    Rule { command: "logout", who: Who::AnyAccount, why: "ends your own session" },
-    Rule { command: "whoami", who: Who::AnyAccount, why: "shows your own session" },
-    Rule { command: "passwd", who: Who::AnyAccount, why: "your own passphrase only" },
-    Rule { command: "keys show", who: Who::AnyAccount, why: "fingerprints are public; every role compares them" },
-    Rule { command: "selftest", who: Who::Roles(&[Role::Operator, Role::Officer]), why: "runs the sandbox probe: operators before jobs, officers after changes" },
-    Rule { command: "accounts", who: Who::Roles(OFFICER), why: "account management is the officer's" },
-    Rule { command: "account add", who: Who::Roles(OFFICER), why: "account management is the officer's" },
-    Rule { command: "account remove", who: Who::Roles(OFFICER), why: "account management is the officer's" },
-    Rule { command: "keys export", who: Who::Roles(OFFICER), why: "the officer hands the public keys to the people who encrypt to it" },
-    Rule { command: "keys rotate", who: Who::Roles(OFFICER), why: "key changes are the officer's; operators only use the key" },
-    Rule { command: "clock set", who: Who::Roles(OFFICER), why: "time stamps the evidence: changed only by the officer, audited with the old time" },
-    Rule { command: "audit show", who: Who::Roles(AUDITOR), why: "the log is read by the auditor, not by those it records" },
-    Rule { command: "audit export", who: Who::Roles(AUDITOR), why: "the log is read by the auditor, not by those it records" },
+    Rule {
+        command: "help",
+        who: Who::Anyone,
+        why: "explains the commands, reveals nothing",
+    },
+    Rule {
+        command: "status",
+        who: Who::Anyone,
+        why: "lockdown and readiness must be checkable by whoever stands at the PC",
+    },
+    Rule {
+        command: "poweroff",
+        who: Who::Anyone,
+        why: "whoever stands at the PC can pull the plug; a clean stop is better (audited)",
+    },
+    Rule {
+        command: "provision",
+        who: Who::Unprovisioned,
+        why: "first boot only: creates the accounts and keys",
+    },
+    Rule {
+        command: "reboot",
+        who: Who::AnyoneProvisioned,
+        why: "as poweroff; offered once provisioned",
+    },
+    Rule {
+        command: "login",
+        who: Who::AnyoneProvisioned,
+        why: "the way in; failures are delayed, counted and audited",
+    },
+    Rule {
+        command: "logout",
+        who: Who::AnyAccount,
+        why: "ends your own session",
+    },
+    Rule {
+        command: "whoami",
+        who: Who::AnyAccount,
+        why: "shows your own session",
+    },
+    Rule {
+        command: "passwd",
+        who: Who::AnyAccount,
+        why: "your own passphrase only",
+    },
+    Rule {
+        command: "keys show",
+        who: Who::AnyAccount,
+        why: "fingerprints are public; every role compares them",
+    },
+    Rule {
+        command: "selftest",
+        who: Who::Roles(&[Role::Operator, Role::Officer]),
+        why: "runs the sandbox probe: operators before jobs, officers after changes",
+    },
+    Rule {
+        command: "accounts",
+        who: Who::Roles(OFFICER),
+        why: "account management is the officer's",
+    },
+    Rule {
+        command: "account add",
+        who: Who::Roles(OFFICER),
+        why: "account management is the officer's",
+    },
+    Rule {
+        command: "account remove",
+        who: Who::Roles(OFFICER),
+        why: "account management is the officer's",
+    },
+    Rule {
+        command: "keys export",
+        who: Who::Roles(OFFICER),
+        why: "the officer hands the public keys to the people who encrypt to it",
+    },
+    Rule {
+        command: "keys rotate",
+        who: Who::Roles(OFFICER),
+        why: "key changes are the officer's; operators only use the key",
+    },
+    Rule {
+        command: "clock set",
+        who: Who::Roles(OFFICER),
+        why: "time stamps the evidence: changed only by the officer, audited with the old time",
+    },
+    Rule {
+        command: "audit show",
+        who: Who::Roles(AUDITOR),
+        why: "the log is read by the auditor, not by those it records",
+    },
+    Rule {
+        command: "audit export",
+        who: Who::Roles(AUDITOR),
+        why: "the log is read by the auditor, not by those it records",
+    },
 ];
 
 /// Keeps the operator role referenced until jobs arrive (issue 11 adds
@@ -151,7 +227,11 @@ pub fn table() -> String {
             Who::AnyoneProvisioned => "anyone (provisioned)".to_string(),
             Who::Unprovisioned => "anyone (not provisioned)".to_string(),
             Who::AnyAccount => "any account".to_string(),
-            Who::Roles(rs) => rs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "),
+            Who::Roles(rs) => rs
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         out.push_str(&format!("{:<16} {:<26} {}\n", r.command, who, r.why));
     }
@@ -190,7 +270,8 @@ mod tests {
         let off = Some(("bob", Role::Officer));
         let aud = Some(("carol", Role::Auditor));
         // (command, provisioned, session, expected refusal code or "ok")
-        let cases: &[(&'static str, bool, Option<(&str, Role)>, &str)] = &[
+        type Case<'a> = (&'static str, bool, Option<(&'a str, Role)>, &'a str);
+        let cases: &[Case] = &[
             ("provision", false, None, "ok"),
             ("status", false, None, "ok"),
             ("help", false, None, "ok"),

@@ -136,7 +136,9 @@ impl Console {
                 "Passphrase for {name} (at least {min} characters, not shown): "
             )) {
                 Ok(p) => p,
-                Err(e @ (PromptError::TooLong(_) | PromptError::ControlChar | PromptError::NotUtf8)) => {
+                Err(
+                    e @ (PromptError::TooLong(_) | PromptError::ControlChar | PromptError::NotUtf8),
+                ) => {
                     self.out(&format!("{e}\n"));
                     continue;
                 }
@@ -148,7 +150,9 @@ impl Console {
             }
             let again = match self.ask_secret("Repeat the passphrase: ") {
                 Ok(p) => p,
-                Err(e @ (PromptError::TooLong(_) | PromptError::ControlChar | PromptError::NotUtf8)) => {
+                Err(
+                    e @ (PromptError::TooLong(_) | PromptError::ControlChar | PromptError::NotUtf8),
+                ) => {
                     self.out(&format!("{e}\n"));
                     continue;
                 }
@@ -176,7 +180,9 @@ impl Console {
         );
         let default = self.policy.document_key;
         let algo = loop {
-            match self.ask(&format!("Document key algorithm, ed25519 or rsa4096 [{default}]: ")) {
+            match self.ask(&format!(
+                "Document key algorithm, ed25519 or rsa4096 [{default}]: "
+            )) {
                 Ok(a) if a.is_empty() => break default,
                 Ok(a) => match a.parse::<KeyAlgo>() {
                     Ok(k) => break k,
@@ -200,7 +206,10 @@ impl Console {
                 if missing.is_empty() {
                     break;
                 }
-                self.out(&format!("still needed: an account of each role: {}\n", missing.join(", ")));
+                self.out(&format!(
+                    "still needed: an account of each role: {}\n",
+                    missing.join(", ")
+                ));
                 continue;
             }
             if validate_account(&name).is_err() {
@@ -223,7 +232,9 @@ impl Console {
             let passphrase = match self.new_passphrase(&name) {
                 Ok(p) => p,
                 Err(why) => {
-                    return self.out(&format!("provisioning cancelled ({why}); nothing was written\n"))
+                    return self.out(&format!(
+                        "provisioning cancelled ({why}); nothing was written\n"
+                    ))
                 }
             };
             accounts.push(NewAccount {
@@ -250,7 +261,9 @@ impl Console {
             Ok(p) => {
                 drop(accounts);
                 if let Err(e) = self.request_done(crate::control::Request::AuditOpen) {
-                    self.out(&format!("WARNING: the audit log could not be opened: {e}\n"));
+                    self.out(&format!(
+                        "WARNING: the audit log could not be opened: {e}\n"
+                    ));
                 }
                 let detail = format!(
                     "accounts={} document={algo}:{}",
@@ -261,9 +274,11 @@ impl Console {
                         .join(","),
                     p.document_fingerprint
                 );
-                let _ = self.audit(
-                    Draft::system(Action::Provision, Outcome::Ok, Some(detail.chars().take(256).collect())),
-                );
+                let _ = self.audit(Draft::system(
+                    Action::Provision,
+                    Outcome::Ok,
+                    Some(detail.chars().take(256).collect()),
+                ));
                 self.out(&format!(
                     "Provisioned appliance {}.\ndocument key ({algo}): {}\naudit key:            {}\n\
                      Log in with 'login NAME'.\n",
@@ -274,7 +289,8 @@ impl Console {
             }
             Err(e) => {
                 let _ = self.audit(
-                    Draft::system(Action::Provision, Outcome::Failed, None).reason("provision-failed"),
+                    Draft::system(Action::Provision, Outcome::Failed, None)
+                        .reason("provision-failed"),
                 );
                 self.out(&format!("provisioning failed: {e}; nothing was kept\n"));
             }
@@ -327,7 +343,9 @@ impl Console {
                 let role = session.role();
                 let d = Draft::by(name, role, Action::Login, Outcome::Ok).detail(tty.clone());
                 if let Err(e) = self.audit(d) {
-                    self.out(&format!("login refused: the audit log cannot record it: {e}\n"));
+                    self.out(&format!(
+                        "login refused: the audit log cannot record it: {e}\n"
+                    ));
                     return;
                 }
                 let hold = format!(
@@ -363,7 +381,11 @@ impl Console {
                 locked_now,
             }) => {
                 drop(pass);
-                let _ = self.audit(attempt(role_of).reason("wrong-passphrase").detail(tty.clone()));
+                let _ = self.audit(
+                    attempt(role_of)
+                        .reason("wrong-passphrase")
+                        .detail(tty.clone()),
+                );
                 if locked_now {
                     let _ = self.audit(
                         Draft::by(name, role_of, Action::Lockout, Outcome::Ok)
@@ -415,8 +437,13 @@ impl Console {
         let Some(l) = self.login.take() else {
             return;
         };
-        let mut d = Draft::by(l.session.name(), l.session.role(), Action::Logout, Outcome::Ok)
-            .detail(self.tty_name.clone());
+        let mut d = Draft::by(
+            l.session.name(),
+            l.session.role(),
+            Action::Logout,
+            Outcome::Ok,
+        )
+        .detail(self.tty_name.clone());
         if let Some(w) = why {
             d = d.reason(w);
         }
@@ -462,17 +489,21 @@ impl Console {
         for a in &id.accounts {
             let lock = match t.accounts.get_mut(&a.name) {
                 Some(e) => match tally::check(e, &self.policy, now).0 {
-                    tally::Verdict::Locked { until, .. } => format!("locked until {} UTC", utc(until)),
-                    tally::Verdict::Open if e.failures > 0 => format!("{} failed login(s)", e.failures),
+                    tally::Verdict::Locked { until, .. } => {
+                        format!("locked until {} UTC", utc(until))
+                    }
+                    tally::Verdict::Open if e.failures > 0 => {
+                        format!("{} failed login(s)", e.failures)
+                    }
                     tally::Verdict::Open => "ok".into(),
                 },
                 None => "ok".into(),
             };
             let pending = a.role == Role::Operator
-                && id
-                    .document_keys
-                    .iter()
-                    .any(|k| id.grant(&a.name, &vault::document_purpose(&k.fingerprint)).is_none());
+                && id.document_keys.iter().any(|k| {
+                    id.grant(&a.name, &vault::document_purpose(&k.fingerprint))
+                        .is_none()
+                });
             text.push_str(&format!(
                 "{:<20} {:<9} {}{}\n",
                 a.name,
@@ -500,7 +531,9 @@ impl Console {
         }
         let passphrase = match self.new_passphrase(name) {
             Ok(p) => p,
-            Err(why) => return self.out(&format!("account add cancelled ({why}); nothing changed\n")),
+            Err(why) => {
+                return self.out(&format!("account add cancelled ({why}); nothing changed\n"))
+            }
         };
         let Some(l) = &self.login else { return };
         let (me, my_role) = (l.session.name().to_string(), l.session.role());
@@ -517,7 +550,8 @@ impl Console {
         match r {
             Ok(pending) => {
                 self.audited(
-                    Draft::by(&me, my_role, Action::AccountAdd, Outcome::Ok).detail(format!("{name} {role}")),
+                    Draft::by(&me, my_role, Action::AccountAdd, Outcome::Ok)
+                        .detail(format!("{name} {role}")),
                     &format!("account {name} ({role}) added"),
                 );
                 if !pending.is_empty() {
@@ -581,7 +615,8 @@ impl Console {
             ),
             Err(e) => {
                 let _ = self.audit(
-                    Draft::by(&name, role, Action::PassphraseChange, Outcome::Failed).reason("passwd-failed"),
+                    Draft::by(&name, role, Action::PassphraseChange, Outcome::Failed)
+                        .reason("passwd-failed"),
                 );
                 self.out(&format!("passwd failed: {e}\n"));
             }
@@ -598,11 +633,18 @@ impl Console {
                         if d.active { "ACTIVE" } else { "old" },
                         d.algorithm,
                         utc(d.created),
-                        if d.active { "" } else { ", kept for old documents" },
+                        if d.active {
+                            ""
+                        } else {
+                            ", kept for old documents"
+                        },
                         pgpkey::grouped(&d.fingerprint)
                     ));
                 }
-                t.push_str(&format!("audit key:\n  {}\n  {}\n", k.audit_fingerprint, k.audit_verifier));
+                t.push_str(&format!(
+                    "audit key:\n  {}\n  {}\n",
+                    k.audit_fingerprint, k.audit_verifier
+                ));
                 self.out(&t);
             }
             Err(e) => self.out(&format!("keys show: {e}\n")),
@@ -664,7 +706,10 @@ impl Console {
             files.push((name, d.public_armored.clone().into_bytes()));
         }
         fps.push_str(&format!("audit key: {}\n", keys.audit_fingerprint));
-        files.push((layout::PUBKEY_FILE.into(), format!("{}\n", keys.audit_verifier).into_bytes()));
+        files.push((
+            layout::PUBKEY_FILE.into(),
+            format!("{}\n", keys.audit_verifier).into_bytes(),
+        ));
         fps.push_str(
             "\nImport the document key with: gpg --import document-key.asc\n\
              Compare the fingerprints aloud with the appliance's 'keys show'.\n",
@@ -674,12 +719,17 @@ impl Console {
         let (me, role) = self.who();
         match crate::stickwrite::write_new_dir(stick, &dir, &files) {
             Ok(w) => self.audited(
-                Draft::by(&me, role, Action::KeyExport, Outcome::Ok).detail(format!("{} {dir}", w.device)),
-                &format!("public keys written to {}: {dir}/ (stick can be pulled)", w.device),
+                Draft::by(&me, role, Action::KeyExport, Outcome::Ok)
+                    .detail(format!("{} {dir}", w.device)),
+                &format!(
+                    "public keys written to {}: {dir}/ (stick can be pulled)",
+                    w.device
+                ),
             ),
             Err(e) => {
                 let _ = self.audit(
-                    Draft::by(&me, role, Action::KeyExport, Outcome::Failed).reason("export-failed"),
+                    Draft::by(&me, role, Action::KeyExport, Outcome::Failed)
+                        .reason("export-failed"),
                 );
                 self.out(&format!("keys export failed: {e}\n"));
             }
@@ -718,7 +768,8 @@ impl Console {
                 );
             }
             Err(e) => {
-                let mut d = Draft::by(&me, role, Action::ClockSet, Outcome::Failed).reason("settime-failed");
+                let mut d = Draft::by(&me, role, Action::ClockSet, Outcome::Failed)
+                    .reason("settime-failed");
                 d.clock_from = Some(old);
                 let _ = self.audit(d);
                 self.out(&format!("clock set failed: {e}\n"));
@@ -764,7 +815,9 @@ impl Console {
         }
         // A fresh checkpoint first, so every entry so far is protected.
         if let Err(e) = self.request_done(crate::control::Request::Checkpoint) {
-            return self.out(&format!("audit export refused: no checkpoint could be signed: {e}\n"));
+            return self.out(&format!(
+                "audit export refused: no checkpoint could be signed: {e}\n"
+            ));
         }
         let src = store::audit_dir(&self.state_root);
         let files = match crate::stickwrite::log_files(&src) {

@@ -89,7 +89,10 @@ fn choose(want: Option<&str>) -> Result<String, StickWriteError> {
             [one] => Ok(one.name.clone()),
             many => Err(StickWriteError::Several(
                 many.len(),
-                many.iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", "),
+                many.iter()
+                    .map(|s| s.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             )),
         },
     }
@@ -218,7 +221,11 @@ pub fn log_files(src: &Path) -> Result<Vec<(String, Vec<u8>)>, StickWriteError> 
     let mut out = Vec::new();
     for (_, path) in layout::list_segments(src).map_err(|e| err(src, e.to_string()))? {
         let bytes = std::fs::read(&path).map_err(|e| err(&path, e.to_string()))?;
-        let cut = bytes.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+        let cut = bytes
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -235,12 +242,20 @@ pub fn log_files(src: &Path) -> Result<Vec<(String, Vec<u8>)>, StickWriteError> 
     let mut last = None;
     for c in &cps {
         out.push((
-            format!("{}/{}", layout::CHECKPOINTS_DIR, layout::checkpoint_name(c.index)),
+            format!(
+                "{}/{}",
+                layout::CHECKPOINTS_DIR,
+                layout::checkpoint_name(c.index)
+            ),
             c.note.clone(),
         ));
         if let Some(p) = &c.proof {
             out.push((
-                format!("{}/{}", layout::CHECKPOINTS_DIR, layout::proof_name(c.index)),
+                format!(
+                    "{}/{}",
+                    layout::CHECKPOINTS_DIR,
+                    layout::proof_name(c.index)
+                ),
                 layout::proof_text(p).into_bytes(),
             ));
         }
@@ -276,18 +291,26 @@ mod tests {
             ("sub/b.txt".to_string(), b"two".to_vec()),
         ];
         write_into(t.path(), "sdz1", "export-1", &files).unwrap();
-        assert_eq!(std::fs::read(t.path().join("export-1/sub/b.txt")).unwrap(), b"two");
+        assert_eq!(
+            std::fs::read(t.path().join("export-1/sub/b.txt")).unwrap(),
+            b"two"
+        );
         assert!(!t.path().join("export-1.partial").exists());
         // The same name again is refused and changes nothing.
         let e = write_into(t.path(), "sdz1", "export-1", &files).unwrap_err();
-        assert_eq!(e.to_string(), "sdz1 already holds export-1; nothing was written");
+        assert_eq!(
+            e.to_string(),
+            "sdz1 already holds export-1; nothing was written"
+        );
         // A file that cannot be created (a name that is a directory
         // already in the set) fails and leaves no partial directory.
         let bad = vec![
             ("x".to_string(), b"1".to_vec()),
             ("x/y".to_string(), b"2".to_vec()),
         ];
-        let e = write_into(t.path(), "sdz1", "export-2", &bad).unwrap_err().to_string();
+        let e = write_into(t.path(), "sdz1", "export-2", &bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nothing was left on it"), "{e}");
         assert!(!t.path().join("export-2.partial").exists());
         assert!(!t.path().join("export-2").exists());

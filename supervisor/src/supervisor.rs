@@ -10,7 +10,6 @@
 
 use crate::auditd::{Auditd, Draft};
 use crate::clock::{boottime, secs3};
-use airlock_formats::audit::entry::{Action as AuditAction, Outcome, Role};
 use crate::cmdline::{self, Cmdline};
 use crate::control::{Reply, Request, MAX_MSG};
 use crate::events::{EventKind, EventLog};
@@ -23,6 +22,7 @@ use crate::signals::{self, Action};
 use crate::status::{self, Report};
 use crate::sysctl;
 use crate::usb::{self, Stick};
+use airlock_formats::audit::entry::{Action as AuditAction, Outcome, Role};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};

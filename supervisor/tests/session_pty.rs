@@ -68,7 +68,11 @@ impl Term {
 /// PID 1's side: readiness, status and every audit request, answered by a
 /// real `Auditd` on `root/audit`.
 fn pid1(ctl: OwnedFd, audit_dir: PathBuf, stop: Arc<AtomicBool>) {
-    let mut a = Auditd::new(&audit_dir, "0123456789abcdef0123456789abcdef".into(), Default::default());
+    let mut a = Auditd::new(
+        &audit_dir,
+        "0123456789abcdef0123456789abcdef".into(),
+        Default::default(),
+    );
     let mut buf = vec![0u8; 70_000];
     while !stop.load(Ordering::Relaxed) {
         let mut fds = [PollFd::new(ctl.as_fd(), PollFlags::POLLIN)];
@@ -141,7 +145,10 @@ fn provisioning_logins_roles_lockout_and_idle_on_a_pty() {
     t.until("not provisioned: only provision, status, help and poweroff are offered");
     t.line("help");
     let help = t.until("Type 'help COMMAND'");
-    assert!(help.contains("provision") && !help.contains("audit export"), "{help}");
+    assert!(
+        help.contains("provision") && !help.contains("audit export"),
+        "{help}"
+    );
 
     // Provisioning at the prompts: a too short passphrase, a mismatch.
     t.line("provision");
@@ -174,9 +181,27 @@ fn provisioning_logins_roles_lockout_and_idle_on_a_pty() {
 
     // Each role logs in; another role's command is refused with the role named.
     let cases = [
-        ("alice", PASS_A, "operator", "audit show", "'audit show' needs the auditor role; you are logged in as alice (operator)"),
-        ("bob", PASS_B, "officer", "audit export", "'audit export' needs the auditor role; you are logged in as bob (officer)"),
-        ("carol", PASS_C, "auditor", "keys rotate", "'keys rotate' needs the officer role; you are logged in as carol (auditor)"),
+        (
+            "alice",
+            PASS_A,
+            "operator",
+            "audit show",
+            "'audit show' needs the auditor role; you are logged in as alice (operator)",
+        ),
+        (
+            "bob",
+            PASS_B,
+            "officer",
+            "audit export",
+            "'audit export' needs the auditor role; you are logged in as bob (officer)",
+        ),
+        (
+            "carol",
+            PASS_C,
+            "auditor",
+            "keys rotate",
+            "'keys rotate' needs the officer role; you are logged in as carol (auditor)",
+        ),
     ];
     for (name, pass, role, other, refusal) in cases {
         t.line(&format!("login {name}"));
@@ -197,7 +222,10 @@ fn provisioning_logins_roles_lockout_and_idle_on_a_pty() {
     // Five wrong passphrases lock bob; the right one is then refused too.
     for i in 1..=5 {
         t.line("login bob");
-        t.answer("Passphrase for bob: ", &format!("wrong passphrase number {i} xx"));
+        t.answer(
+            "Passphrase for bob: ",
+            &format!("wrong passphrase number {i} xx"),
+        );
         if i < 5 {
             t.until("login refused: wrong name or passphrase (wait");
         } else {
@@ -226,7 +254,13 @@ fn provisioning_logins_roles_lockout_and_idle_on_a_pty() {
     t.until("airlock carol@auditor> ");
     t.line("audit show 50");
     let table = t.until("airlock carol@auditor> ");
-    for want in ["provision", "lockout", "role-auditor-required", "wrong-passphrase", "unknown-account"] {
+    for want in [
+        "provision",
+        "lockout",
+        "role-auditor-required",
+        "wrong-passphrase",
+        "unknown-account",
+    ] {
         assert!(table.contains(want), "audit show lacks {want}: {table}");
     }
     t.until("carol logged out after 0 minutes without input");

@@ -82,7 +82,10 @@ fn stick_export(
     login(vm, who);
     let out = vm.command(cmd).must();
     assert!(out.contains("written to"), "{cmd}: {out}");
-    assert!(out.contains("(stick can be pulled)") || out.contains("verify it"), "{out}");
+    assert!(
+        out.contains("(stick can be pulled)") || out.contains("verify it"),
+        "{out}"
+    );
     logout(vm, who.0);
     vm.unplug_stick(&stick).must();
     vm.wait_for("[usb] stick removed", timeout(60)).must();
@@ -97,7 +100,10 @@ fn stick_export(
     let mut top: Option<String> = None;
     for (path, bytes) in &contents.files {
         let (dir, rest) = path.split_once('/').must_some();
-        assert!(dir.starts_with(prefix), "unexpected file {path} on the stick");
+        assert!(
+            dir.starts_with(prefix),
+            "unexpected file {path} on the stick"
+        );
         top = Some(dir.to_owned());
         let to = host_dir.join(rest);
         std::fs::create_dir_all(to.parent().must_some()).must();
@@ -113,11 +119,17 @@ fn provision_roles_lockout_idle_and_audit_export() {
     let cfg = config(disk.path());
     let mut vm = Vm::boot(&cfg, timeout(120)).must();
     let banner = vm.console().transcript();
-    assert!(banner.contains("not provisioned: type 'provision'"), "{banner}");
+    assert!(
+        banner.contains("not provisioned: type 'provision'"),
+        "{banner}"
+    );
 
     // Before provisioning only provision, status, help and poweroff.
     let out = vm.command("audit show").must();
-    assert!(out.contains("not provisioned: only provision, status, help and poweroff"), "{out}");
+    assert!(
+        out.contains("not provisioned: only provision, status, help and poweroff"),
+        "{out}"
+    );
 
     // Provisioning at the console.
     session::provision(&mut vm, &[ALICE, BOB, CAROL]).must();
@@ -128,7 +140,13 @@ fn provision_roles_lockout_idle_and_audit_export() {
 
     // The officer exports the public keys; stock gpg imports the document key.
     let work = vm.work_dir().to_path_buf();
-    let keys = stick_export(&mut vm, BOB, "keys export", "airlock-keys-", &work.join("keys"));
+    let keys = stick_export(
+        &mut vm,
+        BOB,
+        "keys export",
+        "airlock-keys-",
+        &work.join("keys"),
+    );
     let gnupg = work.join("gnupg");
     std::fs::create_dir_all(&gnupg).must();
     let imp = Command::new("gpg")
@@ -139,7 +157,10 @@ fn provision_roles_lockout_idle_and_audit_export() {
         .output()
         .must();
     let gpg_says = String::from_utf8_lossy(&imp.stderr).to_string();
-    assert!(imp.status.success(), "gpg --import refused the key: {gpg_says}");
+    assert!(
+        imp.status.success(),
+        "gpg --import refused the key: {gpg_says}"
+    );
     assert!(gpg_says.contains("imported: 1"), "{gpg_says}");
     let fprs = std::fs::read_to_string(keys.join("FINGERPRINTS.txt")).must();
     assert!(fprs.contains("active document key (ed25519)"), "{fprs}");
@@ -147,9 +168,21 @@ fn provision_roles_lockout_idle_and_audit_export() {
 
     // Each role is refused another role's command, with the role named.
     let refusals = [
-        (ALICE, "audit show", "'audit show' needs the auditor role; you are logged in as alice (operator)"),
-        (BOB, "audit export", "'audit export' needs the auditor role; you are logged in as bob (officer)"),
-        (CAROL, "keys rotate", "'keys rotate' needs the officer role; you are logged in as carol (auditor)"),
+        (
+            ALICE,
+            "audit show",
+            "'audit show' needs the auditor role; you are logged in as alice (operator)",
+        ),
+        (
+            BOB,
+            "audit export",
+            "'audit export' needs the auditor role; you are logged in as bob (officer)",
+        ),
+        (
+            CAROL,
+            "keys rotate",
+            "'keys rotate' needs the officer role; you are logged in as carol (auditor)",
+        ),
     ];
     for (who, cmd, want) in refusals {
         login(&mut vm, who);
@@ -161,7 +194,11 @@ fn provision_roles_lockout_idle_and_audit_export() {
     // Five wrong passphrases lock alice.
     for i in 1..=5 {
         send(&mut vm, "login alice");
-        answer(&mut vm, "Passphrase for alice: ", &format!("not alice's passphrase, try {i}"));
+        answer(
+            &mut vm,
+            "Passphrase for alice: ",
+            &format!("not alice's passphrase, try {i}"),
+        );
         let want = if i < 5 {
             "login refused: wrong name or passphrase (wait"
         } else {
@@ -180,7 +217,13 @@ fn provision_roles_lockout_idle_and_audit_export() {
     .must();
 
     // The auditor's export verifies on the host and renders as a report.
-    let export = stick_export(&mut vm, CAROL, "audit export", "airlock-audit-", &work.join("export"));
+    let export = stick_export(
+        &mut vm,
+        CAROL,
+        "audit export",
+        "airlock-audit-",
+        &work.join("export"),
+    );
     let cli = airlock_cli();
     let v = Command::new(&cli)
         .args(["audit", "verify"])
@@ -189,7 +232,8 @@ fn provision_roles_lockout_idle_and_audit_export() {
         .arg(&audit_pub)
         .output()
         .must();
-    let verdict = String::from_utf8_lossy(&v.stdout).to_string() + &String::from_utf8_lossy(&v.stderr);
+    let verdict =
+        String::from_utf8_lossy(&v.stdout).to_string() + &String::from_utf8_lossy(&v.stderr);
     assert!(v.status.success(), "audit verify failed: {verdict}");
     for want in ["alice", "bob", "carol"] {
         assert!(verdict.contains(want), "summary lacks {want}: {verdict}");
@@ -204,15 +248,28 @@ fn provision_roles_lockout_idle_and_audit_export() {
         .arg(&report)
         .output()
         .must();
-    assert!(r.status.success(), "audit report: {}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        r.status.success(),
+        "audit report: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     let dom = Command::new("chromium")
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-        .arg(format!("--user-data-dir={}", work.join("chromium").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            work.join("chromium").display()
+        ))
         .arg(format!("file://{}", report.display()))
         .output()
         .must();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    for want in ["lockout", "wrong-passphrase", "role-auditor-required", "key-export", "alice"] {
+    for want in [
+        "lockout",
+        "wrong-passphrase",
+        "role-auditor-required",
+        "key-export",
+        "alice",
+    ] {
         assert!(dom.contains(want), "the rendered report lacks {want}");
     }
 
@@ -221,7 +278,6 @@ fn provision_roles_lockout_idle_and_audit_export() {
     vm.wait_exit(timeout(120)).must();
     drop(vm);
     let mut vm = Vm::boot(&cfg, timeout(120)).must();
-    vm.wait_console_ready(timeout(60)).must();
     send(&mut vm, "login alice");
     answer(&mut vm, "Passphrase for alice: ", ALICE.2);
     vm.wait_for("login refused: alice is locked until", timeout(120))

@@ -86,7 +86,10 @@ fn tty1_typed_on_a_usb_keyboard() {
     session::login(&mut vm, CAROL).must();
     let log = vm.command("audit show 10").must();
     assert!(
-        log.lines().any(|l| l.contains("alice") && l.contains(" login ") && l.contains(" ok ") && l.contains("tty1")),
+        log.lines().any(|l| l.contains("alice")
+            && l.contains(" login ")
+            && l.contains(" ok ")
+            && l.contains("tty1")),
         "no login of alice on tty1 in the audit log:\n{log}"
     );
     session::logout(&mut vm).must();
