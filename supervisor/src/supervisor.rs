@@ -143,6 +143,16 @@ pub fn run_pid1() -> ! {
     }
 }
 
+/// The audit writer's segment size from the image's policy file (the
+/// compiled-in default when the file is unreadable; the console says why).
+fn audit_policy() -> airlock_formats::audit::writer::Policy {
+    use crate::identity::policy::{Policy, POLICY_PATH};
+    let p = Policy::from_file(Path::new(POLICY_PATH)).unwrap_or_default();
+    airlock_formats::audit::writer::Policy {
+        segment_entries: p.audit_segment_entries.max(1),
+    }
+}
+
 /// Says `line` on the console and in the kernel log, then sleeps forever
 /// (pid 1 must never exit).
 fn halt(line: &str) -> ! {
@@ -321,7 +331,7 @@ impl Supervisor {
             audit: Auditd::new(
                 Path::new(crate::auditd::AUDIT_DIR),
                 crate::auditd::boot_id(Path::new("/proc/sys")),
-                Default::default(),
+                audit_policy(),
             ),
         };
         // The first entry of every boot (queued until the log is open).

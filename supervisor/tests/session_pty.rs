@@ -219,6 +219,34 @@ fn provisioning_logins_roles_lockout_and_idle_on_a_pty() {
         t.until("airlock> ");
     }
 
+    // The officer adds an operator; the document key follows at the next
+    // login of an existing operator; the last officer cannot be removed.
+    t.line("login bob");
+    t.answer("Passphrase for bob: ", PASS_B);
+    t.until("airlock bob@officer> ");
+    t.line("account add dave operator");
+    t.answer("not shown): ", "dave's passphrase is long enough");
+    t.answer(
+        "Repeat the passphrase: ",
+        "dave's passphrase is long enough",
+    );
+    t.until("account dave (operator) added");
+    t.until("pending for dave:");
+    t.line("accounts");
+    t.until("document key pending");
+    t.line("account remove bob");
+    t.until("account remove refused:");
+    t.line("clock set 2026-13-01T00:00:00Z");
+    t.until("clock set: give the time as YYYY-MM-DDTHH:MM:SSZ (UTC)");
+    t.line("logout");
+    t.until("bob logged out");
+    t.line("login alice");
+    t.answer("Passphrase for alice: ", PASS_A);
+    t.until("granted document:");
+    t.until("to dave");
+    t.line("logout");
+    t.until("alice logged out");
+
     // Five wrong passphrases lock bob; the right one is then refused too.
     for i in 1..=5 {
         t.line("login bob");
