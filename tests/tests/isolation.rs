@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use airlock_e2e::console::Pattern;
+use airlock_e2e::session;
 use airlock_e2e::{timeout, Artifacts, Must, Status, Vm, VmConfig};
 
 const DIRECT_BOOT_SECS: u64 = 240;
@@ -92,7 +93,14 @@ fn without_an_iommu_the_appliance_is_not_ready() {
 
 #[test]
 fn sandbox_probe_in_appliance() {
-    let mut vm = Vm::boot(&direct("sandbox-probe"), timeout(DIRECT_BOOT_SECS)).must();
+    // `selftest` is for operators and officers: a provisioned disk, a login.
+    let disk = session::provisioned_disk("sandbox-probe").must();
+    let mut vm = Vm::boot(
+        &direct("sandbox-probe").with_writable_disk(disk.path()),
+        timeout(DIRECT_BOOT_SECS),
+    )
+    .must();
+    session::login(&mut vm, session::OFFICER).must();
     let mark = vm.console().mark();
     vm.console().send_line("selftest").must();
     let m = vm
@@ -117,7 +125,7 @@ fn sandbox_probe_in_appliance() {
         "no passing Landlock check in the probe output:\n{output}"
     );
     vm.console()
-        .wait_for(airlock_e2e::PROMPT, timeout(30))
+        .wait_for("airlock otto@officer> ", timeout(30))
         .must();
 
     // Landlock is enforced by this kernel (the probe requires it hard).
