@@ -185,6 +185,8 @@ pub struct Auditd {
     /// Consoles (by index) that handed over the key and still hold a login.
     holders: BTreeSet<usize>,
     policy: Policy,
+    /// Segments kept (0: all); see [`Auditd::with_retention`].
+    keep_segments: u64,
 }
 
 impl Auditd {
@@ -199,7 +201,14 @@ impl Auditd {
             signer: None,
             holders: BTreeSet::new(),
             policy,
+            keep_segments: 0,
         }
+    }
+
+    /// Keeps only the newest `keep` segments (0: all), pruned at checkpoints.
+    pub fn with_retention(mut self, keep: u64) -> Auditd {
+        self.keep_segments = keep;
+        self
     }
 
     /// The public key file of the log (written by provisioning).
@@ -363,12 +372,54 @@ impl Auditd {
             uptime_ms: c.uptime_ms,
         };
         match log.checkpoint(signer, stamp) {
-            Ok(i) => Ok(i),
+            Ok(i) => {
+                self.retain();
+                Ok(i)
+            }
             Err(e) => {
                 let e = AuditdError::Checkpoint(e.to_string());
                 log::error!("audit: {e}");
                 Err(e)
             }
+        }
+    }
+
+    /// Removes the segments older than the newest `keep_segments` (all
+    /// covered by the checkpoint just signed) and records it.
+    fn retain(&mut self) {
+        let keep = usize::try_from(self.keep_segments).unwrap_or(usize::MAX);
+        if keep == 0 {
+            return;
+        }
+        let LogState::Open(log) = &mut self.state else {
+            return;
+        };
+        let segs = match layout::list_segments(&self.dir) {
+            Ok(s) => s,
+            Err(e) => return log::warn!("audit retention: {e}"),
+        };
+        if segs.len() <= keep {
+            return;
+        }
+        let below = segs
+            .get(segs.len() - keep)
+            .map(|(first, _)| *first)
+            .unwrap_or(0);
+        match log.prune(below) {
+            Ok(0) => {}
+            Ok(n) => {
+                let d = Draft::system(
+                    Action::AuditPrune,
+                    Outcome::Ok,
+                    Some(format!(
+                        "{n} segment(s) below seq {below} removed, {keep} kept"
+                    )),
+                );
+                if let Err(e) = self.record(d) {
+                    log::error!("audit retention: {e}");
+                }
+            }
+            Err(e) => log::warn!("audit retention: {e}"),
         }
     }
 
@@ -583,6 +634,43 @@ mod tests {
             .to_string();
         assert!(e.starts_with("the audit log failed earlier"), "{e}");
         assert!(b.writable().is_err());
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_segments_and_the_log_verifies() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("audit");
+        let (signer, seed) = setup(&dir);
+        let mut a =
+            Auditd::new(&dir, "0".repeat(32), Policy { segment_entries: 4 }).with_retention(2);
+        assert!(a.open().unwrap());
+        a.record(Draft::system(Action::Boot, Outcome::Ok, None))
+            .unwrap();
+        a.hold_key(0, &seed).unwrap();
+        for _ in 0..20 {
+            a.record(Draft::by(
+                "alice",
+                Role::Operator,
+                Action::Login,
+                Outcome::Ok,
+            ))
+            .unwrap();
+            a.checkpoint().unwrap();
+        }
+        let segs = layout::list_segments(&dir).unwrap();
+        assert!(segs.len() <= 3, "{} segments kept", segs.len());
+        let v = verify(&dir, &signer.verifier()).unwrap();
+        assert!(v.summary.first_seq > 0, "nothing was pruned");
+        let last = last_actions(&dir);
+        assert!(last.contains(&Action::AuditPrune), "{last:?}");
+    }
+
+    fn last_actions(dir: &Path) -> Vec<Action> {
+        crate::session::last_entries(dir, 50)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
     }
 
     #[test]

@@ -332,6 +332,13 @@ impl Supervisor {
                 Path::new(crate::auditd::AUDIT_DIR),
                 crate::auditd::boot_id(Path::new("/proc/sys")),
                 audit_policy(),
+            )
+            .with_retention(
+                crate::identity::policy::Policy::from_file(Path::new(
+                    crate::identity::policy::POLICY_PATH,
+                ))
+                .map(|p| p.audit_keep_segments)
+                .unwrap_or(0),
             ),
         };
         // The first entry of every boot (queued until the log is open).

@@ -76,6 +76,9 @@ pub struct Policy {
     pub idle_logout_s: u64,
     /// Entries per audit-log segment (the unit of retention).
     pub audit_segment_entries: u64,
+    /// Segments kept on the appliance; older ones, once a signed checkpoint
+    /// covers them, are removed at the next checkpoint (0: keep all).
+    pub audit_keep_segments: u64,
     /// Algorithm of the document key made at provisioning and rotation.
     pub document_key: KeyAlgo,
 }
@@ -92,6 +95,7 @@ impl Default for Policy {
             failure_delay_base_ms: 1_000,
             idle_logout_s: 600,
             audit_segment_entries: 4_096,
+            audit_keep_segments: 0,
             document_key: KeyAlgo::Ed25519,
         }
     }
@@ -185,6 +189,15 @@ const RULES: &[Rule] = &[
         max: 1_048_576,
         tighten: Tighten::Never,
         field: |p| &mut p.audit_segment_entries,
+    },
+    // 0 keeps everything; removing evidence is the security team's choice,
+    // never the command line's
+    Rule {
+        key: "audit_keep_segments",
+        min: 0,
+        max: 1_000_000,
+        tighten: Tighten::Never,
+        field: |p| &mut p.audit_keep_segments,
     },
 ];
 
