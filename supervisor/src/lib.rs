@@ -33,6 +33,7 @@ pub mod shutdown;
 pub mod signals;
 pub mod state;
 pub mod status;
+pub mod stickread;
 pub mod stickwrite;
 pub mod supervisor;
 pub mod sysctl;

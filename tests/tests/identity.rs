@@ -48,6 +48,15 @@ fn logout(vm: &mut Vm, name: &str) {
     assert!(out.contains(&format!("{name} logged out")), "{out}");
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` of UNIX seconds.
+fn utc_iso(secs: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .must();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The host CLI built with this workspace (target/<triple>/release/airlock).
 fn airlock_cli() -> PathBuf {
     let exe = std::env::current_exe().must();
@@ -165,6 +174,21 @@ fn provision_roles_lockout_idle_and_audit_export() {
     let fprs = std::fs::read_to_string(keys.join("FINGERPRINTS.txt")).must();
     assert!(fprs.contains("active document key (ed25519)"), "{fprs}");
     let audit_pub = keys.join("audit.pub");
+
+    // The officer sets the clock (2 minutes ahead): system clock and RTC.
+    login(&mut vm, BOB);
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .must()
+        .as_secs()
+        + 120;
+    let out = vm.command(&format!("clock set {}", utc_iso(ahead))).must();
+    assert!(out.contains("clock set to"), "{out}");
+    assert!(
+        !out.contains("was not written"),
+        "the RTC was not written: {out}"
+    );
+    logout(&mut vm, BOB.0);
 
     // Each role is refused another role's command, with the role named.
     let refusals = [
