@@ -75,10 +75,11 @@ fn bundle(k: &Keys, src_file: &Path, out: &Path, version: u64) {
         }],
         section: Section::Model {
             gguf: None,
-            architecture: "llama".into(),
-            context_length: 256,
+            architecture: Some("llama".into()),
+            context_length: Some(256),
             chat_template: None,
         },
+        split: None,
     };
     pack::pack(&spec, out, &mut |_| {}).unwrap();
     let bytes = fs::read(out.join(MANIFEST_FILE)).unwrap();
@@ -100,6 +101,7 @@ fn system_bundle(k: &Keys, dir: &Path, version: u64) -> PathBuf {
             source: src,
         }],
         section: Section::System { uki: None },
+        split: None,
     };
     pack::pack(&spec, &out, &mut |_| {}).unwrap();
     let bytes = fs::read(out.join(MANIFEST_FILE)).unwrap();
