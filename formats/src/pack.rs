@@ -480,3 +480,183 @@ pub enum PackSignError {
     #[error("write signature: {0}")]
     Write(#[from] FsError),
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::gguf::tests::Writer;
+
+    #[test]
+    fn split_sizes() {
+        for (arg, want) in [
+            ("1048576", 1_048_576),
+            ("1K", 1024),
+            ("1KiB", 1024),
+            ("3900M", 3900 << 20),
+            ("4095M", 4095 << 20),
+            ("4GB", 4_000_000_000),
+            ("4294967295", FAT32_MAX_FILE),
+        ] {
+            assert_eq!(parse_size(arg).unwrap(), want, "{arg}");
+        }
+        for (arg, why) in [
+            ("4G", "more than a FAT32 file can hold"),
+            ("4294967296", "more than a FAT32 file can hold"),
+            ("0", "at least 1 byte"),
+            ("", "not a number"),
+            ("-1", "not a number"),
+            ("1T", "unknown unit"),
+            ("1 M", "unknown unit"),
+            ("99999999999999999999", "not a number"),
+            ("99999999999G", "too large"),
+        ] {
+            let e = parse_size(arg).unwrap_err().to_string();
+            assert!(e.contains(why), "{arg}: {e}");
+        }
+    }
+
+    fn gguf_file(dir: &Path, w: &Writer) -> PathBuf {
+        let p = dir.join("m.gguf");
+        fs::write(&p, &w.0).unwrap();
+        p
+    }
+
+    fn model_spec(source: PathBuf, section: Section) -> PackSpec {
+        PackSpec {
+            name: "m".into(),
+            version: 1,
+            description: String::new(),
+            created: Some("2026-01-01T00:00:00Z".into()),
+            inputs: vec![Input {
+                path: "model.gguf".into(),
+                source,
+            }],
+            section,
+            split: None,
+        }
+    }
+
+    fn none() -> Section {
+        Section::Model {
+            gguf: None,
+            architecture: None,
+            context_length: None,
+            chat_template: None,
+        }
+    }
+
+    #[test]
+    fn model_fields_from_gguf() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::new(3, 0, 3);
+        w.string("general.architecture", "llama")
+            .u32("llama.context_length", 2048)
+            .string("tokenizer.chat_template", "{{ m }}");
+        let src = gguf_file(dir.path(), &w);
+        // Nothing given: all three from the GGUF, the template as a payload.
+        let out = dir.path().join("a");
+        let m = pack(&model_spec(src.clone(), none()), &out, &mut |_| {}).unwrap();
+        let md = m.model.unwrap();
+        assert_eq!(
+            (md.architecture.as_str(), md.context_length),
+            ("llama", 2048)
+        );
+        assert_eq!(md.chat_template.as_deref(), Some(CHAT_TEMPLATE_FILE));
+        assert_eq!(fs::read(out.join(CHAT_TEMPLATE_FILE)).unwrap(), b"{{ m }}");
+        assert_eq!(m.files.len(), 2);
+        // Given values win; a given template is not replaced.
+        let out = dir.path().join("b");
+        let section = Section::Model {
+            gguf: None,
+            architecture: Some("qwen2".into()),
+            context_length: Some(512),
+            chat_template: Some("model.gguf".into()),
+        };
+        let m = pack(&model_spec(src, section), &out, &mut |_| {}).unwrap();
+        let md = m.model.unwrap();
+        assert_eq!(
+            (md.architecture.as_str(), md.context_length),
+            ("qwen2", 512)
+        );
+        assert!(!out.join(CHAT_TEMPLATE_FILE).exists());
+    }
+
+    #[test]
+    fn model_fields_missing_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut no_arch = Writer::new(3, 0, 1);
+        no_arch.u32("llama.context_length", 2048);
+        let mut no_ctx = Writer::new(3, 0, 1);
+        no_ctx.string("general.architecture", "llama");
+        let junk = Writer(b"not a gguf file".to_vec());
+        for (what, w, want) in [
+            (
+                "no architecture",
+                &no_arch,
+                "the GGUF has no general.architecture: give --architecture",
+            ),
+            (
+                "no context length",
+                &no_ctx,
+                "the GGUF has no llama.context_length: give --context-length",
+            ),
+            ("not a GGUF", &junk, "not a GGUF file"),
+        ] {
+            let src = gguf_file(dir.path(), w);
+            let out = dir.path().join("out");
+            let e = pack(&model_spec(src, none()), &out, &mut |_| {})
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{what}: {e}");
+            assert!(!out.exists(), "{what}");
+        }
+        // Everything given: a file that is no GGUF still packs (no template).
+        let src = gguf_file(dir.path(), &junk);
+        let section = Section::Model {
+            gguf: None,
+            architecture: Some("llama".into()),
+            context_length: Some(256),
+            chat_template: None,
+        };
+        let m = pack(
+            &model_spec(src, section),
+            &dir.path().join("ok"),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(m.model.unwrap().chat_template, None);
+    }
+
+    #[test]
+    fn split_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("big.gguf");
+        fs::write(&src, vec![7u8; 2001]).unwrap();
+        let section = Section::Model {
+            gguf: None,
+            architecture: Some("llama".into()),
+            context_length: Some(256),
+            chat_template: None,
+        };
+        let mut spec = model_spec(src, section);
+        spec.split = Some(2);
+        let out = dir.path().join("out");
+        let e = pack(&spec, &out, &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("would make 1001 parts (at most 1000)"), "{e}");
+        assert!(!out.exists());
+        spec.split = Some(1000);
+        let m = pack(&spec, &out, &mut |_| {}).unwrap();
+        let sizes: Vec<u64> = m.files[0].parts().iter().map(|p| p.size).collect();
+        assert_eq!(sizes, [1000, 1000, 1]);
+        // The bundle on disk holds the parts, which `bundle::open` accepts.
+        let b = crate::bundle::open(&out).unwrap();
+        assert!(b.is_split(&b.manifest.files[0]));
+        b.verify_payloads(&mut |_| {}).unwrap();
+        spec.split = Some(FAT32_MAX_FILE + 1);
+        let e = pack(&spec, &dir.path().join("x"), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be 1 to 4294967295 bytes"), "{e}");
+    }
+}
