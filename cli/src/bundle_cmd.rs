@@ -53,6 +53,7 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
             context_length,
             chat_template,
             uki,
+            split,
             out,
             files,
         } => (|| {
@@ -64,12 +65,8 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
             let section = match kind {
                 Kind::Model => Section::Model {
                     gguf,
-                    architecture: architecture.ok_or_else(|| {
-                        BundleCmdError::Usage("model bundles need --architecture".into())
-                    })?,
-                    context_length: context_length.ok_or_else(|| {
-                        BundleCmdError::Usage("model bundles need --context-length".into())
-                    })?,
+                    architecture,
+                    context_length,
                     chat_template,
                 },
                 Kind::System => {
@@ -101,11 +98,36 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
                 created,
                 inputs,
                 section,
+                split,
             };
             let bar = Bar::new(total, "pack");
             let m = pack::pack(&spec, &out, &mut |n| bar.inc(n));
             bar.done();
             let m = m?;
+            if let Some(md) = &m.model {
+                println!(
+                    "model {}: architecture {}, context {}, chat template {}",
+                    escape::text(&md.gguf),
+                    escape::text(&md.architecture),
+                    md.context_length,
+                    md.chat_template
+                        .as_deref()
+                        .map_or("none".into(), escape::text)
+                );
+            }
+            for f in m.files.iter().filter(|f| !f.parts().is_empty()) {
+                println!(
+                    "split {} ({} bytes) into {} parts: {}",
+                    escape::text(&f.path),
+                    f.size,
+                    f.parts().len(),
+                    f.parts()
+                        .iter()
+                        .map(|p| escape::text(&p.path).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             println!(
                 "packed {} {} version {} into {} ({} files, {} bytes); sign it with `airlock bundle sign {} --key KEY`",
                 m.kind,
@@ -287,6 +309,15 @@ fn print_details(b: &bundle::Bundle) {
             escape::text(&f.sha256),
             escape::text(&f.path)
         );
+        // A split payload: its parts, indented under the joined file.
+        for p in f.parts() {
+            println!(
+                "      {:>12}  {}  part {}",
+                p.size,
+                escape::text(&p.sha256),
+                escape::text(&p.path)
+            );
+        }
     }
 }
 

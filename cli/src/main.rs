@@ -70,6 +70,11 @@ pub enum KeyCmd {
     },
 }
 
+/// `--split SIZE` (see [`airlock_formats::pack::parse_size`]).
+fn parse_split(arg: &str) -> Result<u64, String> {
+    airlock_formats::pack::parse_size(arg).map_err(|e| e.to_string())
+}
+
 #[derive(Args, Clone, Default)]
 pub struct PassArgs {
     /// Read the secret key passphrase from the first line of this file
@@ -84,14 +89,23 @@ pub enum BundleCmd {
     ///
     /// FILE is a path (payload named after its file name) or
     /// PATH_IN_BUNDLE=PATH. Output is the bundle directory to create,
-    /// conventionally NAME_VERSION.airlock.
+    /// conventionally NAME_VERSION.airlock. For a model, the architecture,
+    /// context length and chat template not given here are read from the
+    /// GGUF file's own metadata. With --split, a file larger than SIZE is
+    /// written as parts (FILE.part000, FILE.part001, …) that fit a FAT32
+    /// stick; the import joins them and checks each part and the whole.
     Pack {
+        /// What the bundle carries: model or system.
         #[arg(long)]
         kind: airlock_formats::manifest::Kind,
+        /// Bundle name: 1-64 of a-z 0-9 . _ -, starting with a letter or digit
+        /// (it names the directory in the store).
         #[arg(long)]
         name: String,
+        /// Version (at least 1); an import of a lower version than installed is refused.
         #[arg(long)]
         version: u64,
+        /// Free text shown at verification and import (at most 4096 bytes).
         #[arg(long, default_value = "")]
         description: String,
         /// Creation time (RFC 3339 UTC); default now, or SOURCE_DATE_EPOCH.
@@ -100,21 +114,28 @@ pub enum BundleCmd {
         /// model: payload path of the GGUF file (default: the only *.gguf).
         #[arg(long)]
         gguf: Option<String>,
-        /// model: architecture, e.g. llama.
+        /// model: architecture, e.g. llama (default: the GGUF's general.architecture).
         #[arg(long)]
         architecture: Option<String>,
-        /// model: context length in tokens.
+        /// model: context length in tokens (default: the GGUF's ARCH.context_length).
         #[arg(long)]
         context_length: Option<u64>,
-        /// model: payload path of a chat template file.
+        /// model: payload path of a chat template file (default: the GGUF's
+        /// tokenizer.chat_template, written as chat_template.jinja, if it has one).
         #[arg(long)]
         chat_template: Option<String>,
         /// system: payload path of the UKI (default: the only *.efi).
         #[arg(long)]
         uki: Option<String>,
+        /// Write files larger than SIZE as parts of at most SIZE bytes: bytes,
+        /// or K/M/G (KiB, MiB, GiB) or KB/MB/GB (decimal); at most 4 GiB - 1
+        /// (FAT32's limit), e.g. 4095M or 4GB. Default: never split.
+        #[arg(long, value_name = "SIZE", value_parser = parse_split)]
+        split: Option<u64>,
         /// Bundle directory to create.
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
+        /// Payload files: PATH (named after its file name) or PATH_IN_BUNDLE=PATH.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
     },

@@ -1301,3 +1301,120 @@ fn crafted_names_are_escaped_in_every_message() {
         assert!(text.contains(&want), "{what}: {want:?} not in {text:?}");
     }
 }
+
+/// A GGUF header (magic, v3, 0 tensors, 3 keys) followed by filler bytes.
+fn gguf_bytes(filler: usize) -> Vec<u8> {
+    let mut v = b"GGUF".to_vec();
+    v.extend(3u32.to_le_bytes());
+    v.extend(0u64.to_le_bytes());
+    v.extend(3u64.to_le_bytes());
+    let s = |v: &mut Vec<u8>, x: &str| {
+        v.extend((x.len() as u64).to_le_bytes());
+        v.extend(x.as_bytes());
+    };
+    s(&mut v, "general.architecture");
+    v.extend(8u32.to_le_bytes());
+    s(&mut v, "llama");
+    s(&mut v, "llama.context_length");
+    v.extend(4u32.to_le_bytes());
+    v.extend(4096u32.to_le_bytes());
+    s(&mut v, "tokenizer.chat_template");
+    v.extend(8u32.to_le_bytes());
+    s(&mut v, "{{ messages }}");
+    v.extend((0..filler).map(|i| (i % 251) as u8));
+    v
+}
+
+/// `bundle pack` without model options reads them from the GGUF; with
+/// `--split` the model travels as parts, `verify` lists them, and
+/// `install` joins them into one file.
+#[test]
+fn pack_split_gguf_defaults_install_joined() {
+    let fx = Fx::new();
+    let model = fx.path("model.gguf");
+    let bytes = gguf_bytes(2_500_000);
+    fs::write(&model, &bytes).unwrap();
+    let out = fx.path("tiny_2.airlock");
+    let shown = ok(airlock(&[
+        "bundle",
+        "pack",
+        "--kind",
+        "model",
+        "--name",
+        "tiny",
+        "--version",
+        "2",
+        "--split",
+        "1M",
+        p(&model),
+        "-o",
+        p(&out),
+    ]));
+    assert!(
+        shown.contains("architecture llama, context 4096, chat template chat_template.jinja"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "split model.gguf ({} bytes) into 3 parts: model.gguf.part000, model.gguf.part001, model.gguf.part002",
+            bytes.len()
+        )),
+        "{shown}"
+    );
+    assert!(!out.join("model.gguf").exists());
+    fx.sign(&out, "m1", &[]);
+    fx.sign(&out, "m2", &[]);
+    let v = ok(fx.verify(&out));
+    assert!(v.contains("part model.gguf.part002"), "{v}");
+    let store = fx.path("store");
+    ok(airlock(&["store", "init", p(&store)]));
+    ok(fx.install(&out, &store));
+    assert_eq!(
+        fs::read(store.join("model/tiny/2/model.gguf")).unwrap(),
+        bytes
+    );
+    assert!(!store.join("model/tiny/2/model.gguf.part000").exists());
+    // Refusals of the option itself.
+    for (size, why) in [
+        ("4G", "more than a FAT32 file can hold"),
+        ("0", "at least 1 byte"),
+    ] {
+        let o = airlock(&[
+            "bundle",
+            "pack",
+            "--kind",
+            "model",
+            "--name",
+            "x",
+            "--version",
+            "1",
+            "--split",
+            size,
+            p(&model),
+            "-o",
+            p(&fx.path("x")),
+        ]);
+        assert!(!o.status.success());
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(why), "{size}: {e}");
+    }
+}
+
+/// Every `bundle pack` option has a help text.
+#[test]
+fn pack_options_have_help() {
+    let help = ok(airlock(&["bundle", "pack", "-h"]));
+    let lines: Vec<&str> = help.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.trim_start().starts_with('-') {
+            continue;
+        }
+        // Help on the same line, or on the next, indented deeper.
+        let same = line.trim().split_once("  ").is_some();
+        let next = lines
+            .get(i + 1)
+            .is_some_and(|n| n.starts_with("          ") && !n.trim().is_empty());
+        assert!(same || next, "{line} has no help: {help}");
+    }
+    assert!(help.contains("--split <SIZE>"), "{help}");
+}

@@ -15,6 +15,7 @@ use crate::state::{Decision, State, StateError};
 use crate::stream::{self, StreamError};
 use crate::trust::{Candidate, Role, Tally, TrustError, TrustFile};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read};
@@ -94,6 +95,32 @@ pub enum BundleError {
         expected: String,
         actual: String,
     },
+    #[error(
+        "part {} of payload {}: SHA-256 mismatch (manifest {expected}, read {actual})",
+        escape::text(part),
+        escape::text(path)
+    )]
+    PartHashMismatch {
+        path: String,
+        part: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "payload {} joined from {parts} parts: SHA-256 mismatch (manifest {expected}, read {actual})",
+        escape::text(path)
+    )]
+    JoinedHashMismatch {
+        path: String,
+        parts: usize,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "payload {} is present both joined and as parts (refused)",
+        escape::text(.0)
+    )]
+    BothForms(String),
     #[error("{0}")]
     State(#[from] StateError),
 }
@@ -126,6 +153,9 @@ pub struct Bundle {
     pub manifest_sha256: String,
     /// Signature files (name, bytes) as read.
     pub signatures: Vec<(String, Vec<u8>)>,
+    /// Split payloads present as their parts (a bundle on a stick); a split
+    /// payload not in here is present joined (a version in the store).
+    split_on_disk: BTreeSet<String>,
 }
 
 /// Opens `path` and checks everything except signatures and payload
@@ -141,7 +171,7 @@ pub fn open(path: &Path) -> Result<Bundle> {
         let bytes = read_small(&root, file, minisig::MAX_FILE_LEN)?;
         signatures.push((file.clone(), bytes));
     }
-    check_listing(&scan, &manifest)?;
+    let split_on_disk = check_listing(&scan, &manifest)?;
     let manifest_sha256 = manifest::manifest_hash(&manifest_bytes);
     Ok(Bundle {
         root,
@@ -150,6 +180,7 @@ pub fn open(path: &Path) -> Result<Bundle> {
         manifest_bytes,
         manifest_sha256,
         signatures,
+        split_on_disk,
     })
 }
 
@@ -240,14 +271,59 @@ impl Bundle {
         Ok(File::from(fd))
     }
 
+    /// Whether `entry` is present as its parts (to be joined) rather than
+    /// as one file.
+    pub fn is_split(&self, entry: &FileEntry) -> bool {
+        self.split_on_disk.contains(&entry.path)
+    }
+
     /// Reads one payload exactly once, hashing it (and writing it to `sink`
-    /// if given); fails on any size or hash difference.
+    /// if given); fails on any size or hash difference. A payload present
+    /// as parts is read part by part, each part's hash checked when it
+    /// ends, and written joined to `sink`; the joined hash is checked last.
     pub fn stream_payload(
         &self,
         entry: &FileEntry,
-        sink: Option<&mut File>,
+        mut sink: Option<&mut File>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
+        if self.is_split(entry) {
+            let mut joined = Sha256::new();
+            for p in entry.parts() {
+                let as_file = FileEntry::whole(&p.path, p.size, &p.sha256);
+                let mut src = self.open_payload(&as_file)?;
+                let digest = stream::stream_also(
+                    &mut src,
+                    p.size,
+                    sink.as_deref_mut(),
+                    Some(&mut joined),
+                    progress,
+                )
+                .map_err(|source| BundleError::Stream {
+                    path: p.path.clone(),
+                    source,
+                })?;
+                let actual = manifest::hex(&digest);
+                if actual != p.sha256 {
+                    return Err(BundleError::PartHashMismatch {
+                        path: entry.path.clone(),
+                        part: p.path.clone(),
+                        expected: p.sha256.clone(),
+                        actual,
+                    });
+                }
+            }
+            let actual = manifest::hex(&joined.finalize());
+            if actual != entry.sha256 {
+                return Err(BundleError::JoinedHashMismatch {
+                    path: entry.path.clone(),
+                    parts: entry.parts().len(),
+                    expected: entry.sha256.clone(),
+                    actual,
+                });
+            }
+            return Ok(());
+        }
         let mut src = self.open_payload(entry)?;
         let digest = stream::stream(&mut src, entry.size, sink, progress).map_err(|source| {
             BundleError::Stream {
@@ -430,19 +506,40 @@ fn read_limited(root: &OwnedFd, name: &str, max: usize) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn check_listing(scan: &Scan, m: &Manifest) -> Result<()> {
-    let listed: BTreeMap<&str, &FileEntry> = m.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    if let Some(extra) = scan.files.keys().find(|p| !listed.contains_key(p.as_str())) {
+/// Checks that the files found are exactly those listed, with their sizes.
+/// A split payload may be present joined (one file, as in the store) or as
+/// all its parts (as on a stick), not both. Returns the payloads present as
+/// parts.
+fn check_listing(scan: &Scan, m: &Manifest) -> Result<BTreeSet<String>> {
+    // In manifest order, so the first missing file reported is the first listed.
+    let mut expected: Vec<(&str, u64)> = Vec::new();
+    let mut split = BTreeSet::new();
+    for f in &m.files {
+        let joined = scan.files.contains_key(&f.path);
+        if f.parts().is_empty() || joined {
+            if f.parts().iter().any(|p| scan.files.contains_key(&p.path)) {
+                return Err(BundleError::BothForms(f.path.clone()));
+            }
+            expected.push((&f.path, f.size));
+        } else {
+            split.insert(f.path.clone());
+            for p in f.parts() {
+                expected.push((&p.path, p.size));
+            }
+        }
+    }
+    let names: BTreeSet<&str> = expected.iter().map(|(p, _)| *p).collect();
+    if let Some(extra) = scan.files.keys().find(|p| !names.contains(p.as_str())) {
         return Err(BundleError::Unlisted(extra.clone()));
     }
-    for f in &m.files {
-        match scan.files.get(&f.path) {
-            None => return Err(BundleError::Missing(f.path.clone())),
-            Some(&actual) if actual != f.size => {
+    for &(path, size) in &expected {
+        match scan.files.get(path) {
+            None => return Err(BundleError::Missing(path.to_owned())),
+            Some(&actual) if actual != size => {
                 return Err(BundleError::Size {
-                    path: f.path.clone(),
+                    path: path.to_owned(),
                     actual,
-                    expected: f.size,
+                    expected: size,
                 })
             }
             Some(_) => {}
@@ -451,11 +548,11 @@ fn check_listing(scan: &Scan, m: &Manifest) -> Result<()> {
     // Every directory must lead to a listed file.
     for d in &scan.dirs {
         let prefix = format!("{d}/");
-        if !m.files.iter().any(|f| f.path.starts_with(&prefix)) {
+        if !names.iter().any(|f| f.starts_with(&prefix)) {
             return Err(BundleError::UnlistedDir(d.clone()));
         }
     }
-    Ok(())
+    Ok(split)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! - [`minisig`]: minisign keys and signatures (prehashed `ED` only)
 //! - [`trust`]: trust file, roles, thresholds, root rotation
 //! - [`state`]: anti-rollback state
-//! - [`pack`]: building and signing bundles (host side)
+//! - [`pack`]: building and signing bundles (host side), splitting large payloads
+//! - [`gguf`]: strict GGUF header reader (architecture, context length, chat template)
 //! - [`bundle`]: bundle directory scan and verification
 //! - [`stream`]: read-once hash+copy pipeline
 //! - [`import`]: streaming import into the store
@@ -21,6 +22,7 @@ pub mod bounded;
 pub mod bundle;
 pub mod escape;
 pub mod fsutil;
+pub mod gguf;
 pub mod import;
 pub mod manifest;
 pub mod minisig;

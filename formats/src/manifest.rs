@@ -26,6 +26,8 @@ pub const MAX_PATH_DEPTH: usize = 8;
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest description.
 pub const MAX_DESCRIPTION_LEN: usize = 4096;
+/// Most parts one split payload may have (`.part000` … `.part999`).
+pub const MAX_PARTS: usize = 1000;
 
 /// Errors of this module; each names the failing check.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,21 @@ pub enum ManifestError {
     Architecture,
     #[error("manifest.json: path \"{}\" is a prefix directory of another payload", crate::escape::text(.0))]
     PathPrefix(String),
+    #[error(
+        "manifest.json: payload \"{}\" is split into {count} parts (2-{MAX_PARTS} allowed)",
+        crate::escape::text(path)
+    )]
+    PartCount { path: String, count: usize },
+    #[error(
+        "manifest.json: parts of payload \"{}\" add up to {sum} bytes, the payload is {size}",
+        crate::escape::text(path)
+    )]
+    PartSizes { path: String, sum: u64, size: u64 },
+    #[error(
+        "manifest.json: part \"{}\" is empty (0 bytes)",
+        crate::escape::text(.0)
+    )]
+    EmptyPart(String),
 }
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -122,6 +139,41 @@ pub struct FileEntry {
     /// Size in bytes.
     pub size: u64,
     /// SHA-256, lower-case hex.
+    pub sha256: String,
+    /// When present, the payload travels as these parts (in order, each a
+    /// file of the bundle directory) and is joined into `path` on import;
+    /// `size` and `sha256` are then those of the joined file. Absent in
+    /// unsplit entries (omitted on output, so older manifests are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<Part>>,
+}
+
+impl FileEntry {
+    /// An unsplit entry.
+    pub fn whole(path: impl Into<String>, size: u64, sha256: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            size,
+            sha256: sha256.into(),
+            parts: None,
+        }
+    }
+
+    /// The parts this entry travels as (empty when it is not split).
+    pub fn parts(&self) -> &[Part] {
+        self.parts.as_deref().unwrap_or_default()
+    }
+}
+
+/// One part of a split payload (a file of the bundle directory on the stick).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Part {
+    /// Relative path inside the bundle, `/`-separated.
+    pub path: String,
+    /// Size in bytes (at least 1).
+    pub size: u64,
+    /// SHA-256 of this part alone, lower-case hex.
     pub sha256: String,
 }
 
@@ -210,32 +262,51 @@ impl Manifest {
         if self.files.len() > MAX_FILES {
             return Err(ManifestError::TooManyFiles);
         }
+        // `seen`: the payload paths (what the kind section may name);
+        // `all`: those and every part path (one namespace: a part is a file
+        // of the bundle directory next to the others).
         let mut seen = BTreeSet::new();
+        let mut all = BTreeSet::new();
+        let part_count: usize = self.files.iter().map(|f| f.parts().len()).sum();
+        if self.files.len() + part_count > MAX_FILES {
+            return Err(ManifestError::TooManyFiles);
+        }
         for f in &self.files {
-            validate_path(&f.path)?;
-            if !seen.insert(f.path.as_str()) {
-                return Err(ManifestError::DuplicatePath(f.path.clone()));
-            }
-            if f.sha256.len() != 64
-                || !f
-                    .sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(ManifestError::Sha256 {
-                    path: f.path.clone(),
-                });
+            validate_entry(&f.path, &f.sha256, &mut all)?;
+            seen.insert(f.path.as_str());
+            if let Some(parts) = &f.parts {
+                if !(2..=MAX_PARTS).contains(&parts.len()) {
+                    return Err(ManifestError::PartCount {
+                        path: f.path.clone(),
+                        count: parts.len(),
+                    });
+                }
+                let mut sum: u64 = 0;
+                for p in parts {
+                    validate_entry(&p.path, &p.sha256, &mut all)?;
+                    if p.size == 0 {
+                        return Err(ManifestError::EmptyPart(p.path.clone()));
+                    }
+                    sum = sum.saturating_add(p.size);
+                }
+                if sum != f.size {
+                    return Err(ManifestError::PartSizes {
+                        path: f.path.clone(),
+                        sum,
+                        size: f.size,
+                    });
+                }
             }
         }
         // A path may not also be a directory of another path ("a" and "a/b").
-        for f in &self.files {
-            let dir = format!("{}/", f.path);
-            if seen
+        for p in &all {
+            let dir = format!("{p}/");
+            if all
                 .range(dir.as_str()..)
                 .next()
-                .is_some_and(|p| p.starts_with(&dir))
+                .is_some_and(|q| q.starts_with(&dir))
             {
-                return Err(ManifestError::PathPrefix(f.path.clone()));
+                return Err(ManifestError::PathPrefix((*p).to_owned()));
             }
         }
         let listed = |field: &'static str, p: &str| -> Result<()> {
@@ -295,6 +366,24 @@ impl Manifest {
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
+}
+
+/// Path rules, uniqueness (in `all`) and hash syntax of one payload or part.
+fn validate_entry<'a>(path: &'a str, sha256: &str, all: &mut BTreeSet<&'a str>) -> Result<()> {
+    validate_path(path)?;
+    if !all.insert(path) {
+        return Err(ManifestError::DuplicatePath(path.to_owned()));
+    }
+    if sha256.len() != 64
+        || !sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(ManifestError::Sha256 {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// SHA-256 of the manifest bytes, lower-case hex (the manifest's identity).
@@ -441,11 +530,7 @@ mod tests {
             version: 3,
             created: "2026-11-22T03:00:00Z".into(),
             description: "test".into(),
-            files: vec![FileEntry {
-                path: "model.gguf".into(),
-                size: 1,
-                sha256: "0".repeat(64),
-            }],
+            files: vec![FileEntry::whole("model.gguf", 1, "0".repeat(64))],
             model: Some(ModelSection {
                 gguf: "model.gguf".into(),
                 architecture: "llama".into(),
@@ -567,6 +652,135 @@ mod tests {
         let mut m = sample();
         m.schema = "v0".into();
         assert!(err_of(&m).contains("schema"));
+    }
+
+    /// A model payload of 5 bytes split into parts of 3 and 2 bytes.
+    fn split_sample() -> Manifest {
+        let mut m = sample();
+        m.files[0].size = 5;
+        m.files[0].parts = Some(vec![
+            Part {
+                path: "model.gguf.part000".into(),
+                size: 3,
+                sha256: "1".repeat(64),
+            },
+            Part {
+                path: "model.gguf.part001".into(),
+                size: 2,
+                sha256: "2".repeat(64),
+            },
+        ]);
+        m
+    }
+
+    /// A manifest written before parts existed parses and re-serialises to
+    /// the same bytes (no `parts` key appears).
+    #[test]
+    fn unsplit_manifest_bytes_unchanged() {
+        let old = concat!(
+            "{\n",
+            "  \"schema\": \"airlock-bundle/1\",\n",
+            "  \"kind\": \"model\",\n",
+            "  \"name\": \"tiny-llama\",\n",
+            "  \"version\": 3,\n",
+            "  \"created\": \"2026-11-22T03:00:00Z\",\n",
+            "  \"description\": \"test\",\n",
+            "  \"files\": [\n",
+            "    {\n",
+            "      \"path\": \"model.gguf\",\n",
+            "      \"size\": 1,\n",
+            "      \"sha256\": \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+            "    }\n",
+            "  ],\n",
+            "  \"model\": {\n",
+            "    \"gguf\": \"model.gguf\",\n",
+            "    \"architecture\": \"llama\",\n",
+            "    \"context_length\": 512\n",
+            "  }\n",
+            "}\n"
+        );
+        let m = Manifest::parse(old.as_bytes()).unwrap();
+        assert_eq!(m, sample());
+        assert_eq!(m.to_bytes().unwrap(), old.as_bytes());
+    }
+
+    #[test]
+    fn split_roundtrip() {
+        let m = split_sample();
+        let bytes = m.to_bytes().unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains("\"parts\": ["));
+        assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+        assert_eq!(m.total_size(), 5);
+    }
+
+    #[test]
+    fn split_rules() {
+        type Edit = fn(&mut FileEntry);
+        let cases: &[(&str, Edit, &str)] = &[
+            (
+                "one part",
+                |f| {
+                    f.parts.as_mut().unwrap().truncate(1);
+                    f.size = 3;
+                },
+                "split into 1 parts",
+            ),
+            ("no parts", |f| f.parts = Some(vec![]), "split into 0 parts"),
+            (
+                "sizes do not add up",
+                |f| f.size = 6,
+                "add up to 5 bytes, the payload is 6",
+            ),
+            (
+                "empty part",
+                |f| {
+                    let p = f.parts.as_mut().unwrap();
+                    p[1].size = 0;
+                    f.size = 3;
+                },
+                "part \"model.gguf.part001\" is empty",
+            ),
+            (
+                "part named like the payload",
+                |f| f.parts.as_mut().unwrap()[0].path = "model.gguf".into(),
+                "duplicate payload path \"model.gguf\"",
+            ),
+            (
+                "two parts with one name",
+                |f| f.parts.as_mut().unwrap()[1].path = "model.gguf.part000".into(),
+                "duplicate payload path \"model.gguf.part000\"",
+            ),
+            (
+                "part hash not hex",
+                |f| f.parts.as_mut().unwrap()[1].sha256 = "X".repeat(64),
+                "\"model.gguf.part001\" sha256 is not 64",
+            ),
+            (
+                "part path escapes",
+                |f| f.parts.as_mut().unwrap()[1].path = "../p1".into(),
+                "`..` component",
+            ),
+            (
+                "part is a directory of the payload",
+                |f| f.parts.as_mut().unwrap()[1].path = "model.gguf/p1".into(),
+                "prefix directory",
+            ),
+        ];
+        for (what, edit, want) in cases {
+            let mut m = split_sample();
+            edit(&mut m.files[0]);
+            let e = err_of(&m);
+            assert!(e.contains(want), "{what}: {e}");
+        }
+        // Unknown fields are refused inside a part too.
+        let mut v = serde_json::to_value(split_sample()).unwrap();
+        v["files"][0]["parts"][0]["offset"] = serde_json::json!(0);
+        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("unknown field `offset`"), "{e}");
+        // A part is not a payload the model section may name.
+        let mut m = split_sample();
+        m.model.as_mut().unwrap().gguf = "model.gguf.part000".into();
+        assert!(err_of(&m).contains("not a listed payload file"));
     }
 
     #[test]

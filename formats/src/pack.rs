@@ -1,13 +1,19 @@
 //! Packing: build an (unsigned) bundle directory from payload files,
-//! hashing each file while copying it, and write its manifest.
+//! hashing each file while copying it, and write its manifest. A payload
+//! larger than the split size is written as parts (`PATH.part000`, …) that
+//! each fit a FAT32 file; the manifest lists the parts and the joined file.
+//! A model's architecture, context length and chat template default to
+//! what its GGUF header says ([`crate::gguf`]).
 
 use crate::fsutil::{sync_dir, FsError};
+use crate::gguf::{self, GgufError, GgufInfo};
 use crate::manifest::{
-    self, FileEntry, Kind, Manifest, ManifestError, ModelSection, SystemSection,
+    self, FileEntry, Kind, Manifest, ManifestError, ModelSection, Part, SystemSection,
 };
 use crate::stream::{self, StreamError};
+use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -28,9 +34,73 @@ pub enum PackError {
     NoName(String),
     #[error("{0}")]
     Section(String),
+    #[error("split size {0}")]
+    SplitSize(String),
+    #[error(
+        "input {path}: {size} bytes in parts of {split} would make {parts} parts (at most {max})",
+        max = manifest::MAX_PARTS
+    )]
+    TooManyParts {
+        path: String,
+        size: u64,
+        split: u64,
+        parts: u64,
+    },
+    #[error("read GGUF metadata of {path}: {source}")]
+    Gguf { path: String, source: GgufError },
 }
 
 type Result<T> = std::result::Result<T, PackError>;
+
+/// Largest file FAT32 can hold (4 GiB - 1): the largest split size.
+pub const FAT32_MAX_FILE: u64 = (4 << 30) - 1;
+/// Payload path of a chat template taken from the GGUF's metadata.
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
+
+/// Path of part `index` of the payload `path`: `PATH.part000`, `PATH.part001`, …
+/// (three digits: [`manifest::MAX_PARTS`] is 1000). The parts sort in order
+/// and name the file they belong to.
+pub fn part_path(path: &str, index: u64) -> String {
+    format!("{path}.part{index:03}")
+}
+
+/// Parses a split size: bytes, or a number with `K`/`M`/`G` (binary:
+/// KiB, MiB, GiB; `KiB`/`MiB`/`GiB` also accepted) or `KB`/`MB`/`GB`
+/// (decimal). At least 1 byte and at most [`FAT32_MAX_FILE`]; so `4G`
+/// (4 GiB, one byte too many for FAT32) is refused, `4GB` or `4095M` fit.
+pub fn parse_size(arg: &str) -> Result<u64> {
+    let bad = |why: &str| PackError::SplitSize(format!("{}: {why}", crate::escape::text(arg)));
+    let digits = arg.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = arg.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| bad("not a number of bytes (e.g. 3900M, 4GB, 1048576)"))?;
+    // Unit suffixes (policy as data).
+    let mult: u64 = match unit {
+        "" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => {
+            return Err(bad(
+                "unknown unit (K, M, G = KiB, MiB, GiB; KB, MB, GB decimal)",
+            ))
+        }
+    };
+    let size = n.checked_mul(mult).ok_or_else(|| bad("too large"))?;
+    if size == 0 {
+        return Err(bad("must be at least 1 byte"));
+    }
+    if size > FAT32_MAX_FILE {
+        return Err(bad(&format!(
+            "{size} bytes is more than a FAT32 file can hold ({FAT32_MAX_FILE} bytes, 4 GiB - 1); use e.g. 4095M or 4GB"
+        )));
+    }
+    Ok(size)
+}
 
 /// One payload to pack: where it goes in the bundle, where it comes from.
 #[derive(Clone, Debug)]
@@ -64,8 +134,13 @@ pub enum Section {
     Model {
         /// Payload path of the GGUF file; `None` = the only `*.gguf` payload.
         gguf: Option<String>,
-        architecture: String,
-        context_length: u64,
+        /// `None` = the GGUF's `general.architecture`.
+        architecture: Option<String>,
+        /// `None` = the GGUF's `<architecture>.context_length`.
+        context_length: Option<u64>,
+        /// Payload path of the chat template; `None` = the GGUF's
+        /// `tokenizer.chat_template` written as [`CHAT_TEMPLATE_FILE`] when
+        /// it has one (else no template).
         chat_template: Option<String>,
     },
     System {
@@ -84,6 +159,9 @@ pub struct PackSpec {
     pub created: Option<String>,
     pub inputs: Vec<Input>,
     pub section: Section,
+    /// Largest payload file written; a larger input is written as parts
+    /// ([`part_path`]). `None` = never split.
+    pub split: Option<u64>,
 }
 
 /// Creates the bundle directory `out` (must not exist): copies each input
@@ -94,6 +172,13 @@ pub fn pack(spec: &PackSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Resul
         manifest::validate_path(&i.path)?;
     }
     manifest::validate_name(&spec.name)?;
+    if let Some(split) = spec.split {
+        if split == 0 || split > FAT32_MAX_FILE {
+            return Err(PackError::SplitSize(format!(
+                "{split}: must be 1 to {FAT32_MAX_FILE} bytes"
+            )));
+        }
+    }
     if out.exists() {
         return Err(PackError::Exists(crate::escape::path(out)));
     }
@@ -106,79 +191,25 @@ pub fn pack(spec: &PackSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Resul
 }
 
 fn pack_into(spec: &PackSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Manifest> {
+    // The kind section first: it may read the GGUF's header and add the
+    // chat template as a payload written from memory.
+    let (kind, model, system, extra) = section(spec)?;
     let mut files = Vec::new();
     for i in &spec.inputs {
-        let mut src = File::open(&i.source).map_err(|e| FsError::new("open", &i.source, e))?;
-        let meta = src
-            .metadata()
-            .map_err(|e| FsError::new("stat", &i.source, e))?;
-        if !meta.is_file() {
-            return Err(PackError::NotRegular(crate::escape::path(&i.source)));
-        }
-        let dst = out.join(&i.path);
-        if let Some(parent) = dst.parent() {
-            fs::create_dir_all(parent).map_err(|e| FsError::new("create", parent, e))?;
-        }
-        let mut sink = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&dst)
-            .map_err(|e| FsError::new("create", &dst, e))?;
-        let digest =
-            stream::stream(&mut src, meta.len(), Some(&mut sink), progress).map_err(|source| {
-                PackError::Stream {
-                    path: crate::escape::path(&i.source),
-                    source,
-                }
-            })?;
-        sink.sync_all()
-            .map_err(|e| FsError::new("fsync", &dst, e))?;
-        files.push(FileEntry {
-            path: i.path.clone(),
-            size: meta.len(),
-            sha256: manifest::hex(&digest),
-        });
+        files.push(copy_input(i, spec.split, out, progress)?);
     }
-    let only = |ext: &str, what: &str| -> Result<String> {
-        let mut it = spec.inputs.iter().filter(|i| i.path.ends_with(ext));
-        match (it.next(), it.next()) {
-            (Some(one), None) => Ok(one.path.clone()),
-            _ => Err(PackError::Section(format!(
-                "cannot tell which payload is the {what}: give it explicitly"
-            ))),
-        }
-    };
-    let (kind, model, system) = match &spec.section {
-        Section::Model {
-            gguf,
-            architecture,
-            context_length,
-            chat_template,
-        } => (
-            Kind::Model,
-            Some(ModelSection {
-                gguf: match gguf {
-                    Some(g) => g.clone(),
-                    None => only(".gguf", "GGUF file (--gguf)")?,
-                },
-                architecture: architecture.clone(),
-                context_length: *context_length,
-                chat_template: chat_template.clone(),
-            }),
-            None,
-        ),
-        Section::System { uki } => (
-            Kind::System,
-            None,
-            Some(SystemSection {
-                uki: match uki {
-                    Some(u) => u.clone(),
-                    None => only(".efi", "UKI (--uki)")?,
-                },
-            }),
-        ),
-    };
+    if let Some((path, bytes)) = extra {
+        let dst = out.join(&path);
+        let mut f = create(&dst)?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| FsError::new("write", &dst, e))?;
+        files.push(FileEntry::whole(
+            path,
+            bytes.len() as u64,
+            manifest::hex(&Sha256::digest(&bytes)),
+        ));
+    }
     let m = Manifest {
         schema: manifest::SCHEMA.into(),
         kind,
@@ -192,17 +223,217 @@ fn pack_into(spec: &PackSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Resu
     };
     let bytes = m.to_bytes()?;
     let mp = out.join(manifest::MANIFEST_FILE);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&mp)
-        .map_err(|e| FsError::new("create", &mp, e))?;
+    let mut f = create(&mp)?;
     f.write_all(&bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| FsError::new("write", &mp, e))?;
     sync_dir(out)?;
     Ok(m)
+}
+
+/// A payload written from memory: (path in the bundle, bytes).
+type Extra = Option<(String, Vec<u8>)>;
+
+/// The kind section, with model fields not given taken from the GGUF.
+fn section(spec: &PackSpec) -> Result<(Kind, Option<ModelSection>, Option<SystemSection>, Extra)> {
+    let only = |ext: &str, what: &str| -> Result<String> {
+        let mut it = spec.inputs.iter().filter(|i| i.path.ends_with(ext));
+        match (it.next(), it.next()) {
+            (Some(one), None) => Ok(one.path.clone()),
+            _ => Err(PackError::Section(format!(
+                "cannot tell which payload is the {what}: give it explicitly"
+            ))),
+        }
+    };
+    match &spec.section {
+        Section::Model {
+            gguf,
+            architecture,
+            context_length,
+            chat_template,
+        } => {
+            let gguf = match gguf {
+                Some(g) => g.clone(),
+                None => only(".gguf", "GGUF file (--gguf)")?,
+            };
+            let given = architecture.is_some() && context_length.is_some();
+            let info = if given && chat_template.is_some() {
+                None
+            } else {
+                let source = spec
+                    .inputs
+                    .iter()
+                    .find(|i| i.path == gguf)
+                    .map(|i| i.source.clone())
+                    .ok_or_else(|| {
+                        PackError::Section(format!(
+                            "--gguf {} is not one of the input files",
+                            crate::escape::text(&gguf)
+                        ))
+                    })?;
+                match gguf::read_file(&source) {
+                    Ok(info) => Some(info),
+                    // Everything the manifest needs was given: a file the
+                    // reader refuses only means no template is taken from it.
+                    Err(_) if given => None,
+                    Err(e) => {
+                        return Err(PackError::Gguf {
+                            path: crate::escape::path(&source),
+                            source: e,
+                        })
+                    }
+                }
+            };
+            let info: GgufInfo = info.unwrap_or_default();
+            let architecture = match architecture {
+                Some(a) => a.clone(),
+                None => info.architecture.clone().ok_or_else(|| {
+                    PackError::Section(format!(
+                        "the GGUF has no {}: give --architecture",
+                        gguf::KEY_ARCHITECTURE
+                    ))
+                })?,
+            };
+            let context_length = match context_length {
+                Some(c) => *c,
+                None => info.context_length.ok_or_else(|| {
+                    PackError::Section(format!(
+                        "the GGUF has no {architecture}{}: give --context-length",
+                        gguf::CONTEXT_LENGTH_SUFFIX
+                    ))
+                })?,
+            };
+            let mut extra = None;
+            let chat_template = match (chat_template, info.chat_template) {
+                (Some(t), _) => Some(t.clone()),
+                (None, Some(text)) => {
+                    if spec.inputs.iter().any(|i| i.path == CHAT_TEMPLATE_FILE) {
+                        return Err(PackError::Section(format!(
+                            "an input is named {CHAT_TEMPLATE_FILE}: give --chat-template"
+                        )));
+                    }
+                    extra = Some((CHAT_TEMPLATE_FILE.to_owned(), text.into_bytes()));
+                    Some(CHAT_TEMPLATE_FILE.to_owned())
+                }
+                (None, None) => None,
+            };
+            Ok((
+                Kind::Model,
+                Some(ModelSection {
+                    gguf,
+                    architecture,
+                    context_length,
+                    chat_template,
+                }),
+                None,
+                extra,
+            ))
+        }
+        Section::System { uki } => Ok((
+            Kind::System,
+            None,
+            Some(SystemSection {
+                uki: match uki {
+                    Some(u) => u.clone(),
+                    None => only(".efi", "UKI (--uki)")?,
+                },
+            }),
+            None,
+        )),
+    }
+}
+
+/// Creates a new payload file (and its parent directories).
+fn create(dst: &Path) -> Result<File> {
+    if let Some(parent) = dst.parent() {
+        fs::create_dir_all(parent).map_err(|e| FsError::new("create", parent, e))?;
+    }
+    Ok(OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(dst)
+        .map_err(|e| FsError::new("create", dst, e))?)
+}
+
+/// Copies one input (read once, hashed while copied), as parts when it is
+/// larger than `split`.
+fn copy_input(
+    i: &Input,
+    split: Option<u64>,
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<FileEntry> {
+    let mut src = File::open(&i.source).map_err(|e| FsError::new("open", &i.source, e))?;
+    let meta = src
+        .metadata()
+        .map_err(|e| FsError::new("stat", &i.source, e))?;
+    if !meta.is_file() {
+        return Err(PackError::NotRegular(crate::escape::path(&i.source)));
+    }
+    let size = meta.len();
+    let stream_err = |source| PackError::Stream {
+        path: crate::escape::path(&i.source),
+        source,
+    };
+    let split = match split {
+        Some(s) if size > s => s,
+        _ => {
+            let dst = out.join(&i.path);
+            let mut sink = create(&dst)?;
+            let digest =
+                stream::stream(&mut src, size, Some(&mut sink), progress).map_err(stream_err)?;
+            sink.sync_all()
+                .map_err(|e| FsError::new("fsync", &dst, e))?;
+            return Ok(FileEntry::whole(&i.path, size, manifest::hex(&digest)));
+        }
+    };
+    let count = size.div_ceil(split);
+    if count > manifest::MAX_PARTS as u64 {
+        return Err(PackError::TooManyParts {
+            path: crate::escape::path(&i.source),
+            size,
+            split,
+            parts: count,
+        });
+    }
+    let mut joined = Sha256::new();
+    let mut parts = Vec::new();
+    for n in 0..count {
+        let path = part_path(&i.path, n);
+        manifest::validate_path(&path)?;
+        let len = split.min(size - n * split);
+        let dst = out.join(&path);
+        let mut sink = create(&dst)?;
+        let digest = stream::stream_also(
+            &mut (&mut src).take(len),
+            len,
+            Some(&mut sink),
+            Some(&mut joined),
+            progress,
+        )
+        .map_err(stream_err)?;
+        sink.sync_all()
+            .map_err(|e| FsError::new("fsync", &dst, e))?;
+        parts.push(Part {
+            path,
+            size: len,
+            sha256: manifest::hex(&digest),
+        });
+    }
+    // The source must end where its size said.
+    let mut one = [0u8; 1];
+    match src.read(&mut one) {
+        Ok(0) => {}
+        Ok(_) => return Err(stream_err(StreamError::Grew { expected: size })),
+        Err(e) => return Err(stream_err(StreamError::Read(e))),
+    }
+    Ok(FileEntry {
+        path: i.path.clone(),
+        size,
+        sha256: manifest::hex(&joined.finalize()),
+        parts: Some(parts),
+    })
 }
 
 /// Current time (or `SOURCE_DATE_EPOCH` when set, for reproducible packs).
@@ -248,4 +479,184 @@ pub enum PackSignError {
     Sign(#[from] crate::minisig::MinisigError),
     #[error("write signature: {0}")]
     Write(#[from] FsError),
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::gguf::tests::Writer;
+
+    #[test]
+    fn split_sizes() {
+        for (arg, want) in [
+            ("1048576", 1_048_576),
+            ("1K", 1024),
+            ("1KiB", 1024),
+            ("3900M", 3900 << 20),
+            ("4095M", 4095 << 20),
+            ("4GB", 4_000_000_000),
+            ("4294967295", FAT32_MAX_FILE),
+        ] {
+            assert_eq!(parse_size(arg).unwrap(), want, "{arg}");
+        }
+        for (arg, why) in [
+            ("4G", "more than a FAT32 file can hold"),
+            ("4294967296", "more than a FAT32 file can hold"),
+            ("0", "at least 1 byte"),
+            ("", "not a number"),
+            ("-1", "not a number"),
+            ("1T", "unknown unit"),
+            ("1 M", "unknown unit"),
+            ("99999999999999999999", "not a number"),
+            ("99999999999G", "too large"),
+        ] {
+            let e = parse_size(arg).unwrap_err().to_string();
+            assert!(e.contains(why), "{arg}: {e}");
+        }
+    }
+
+    fn gguf_file(dir: &Path, w: &Writer) -> PathBuf {
+        let p = dir.join("m.gguf");
+        fs::write(&p, &w.0).unwrap();
+        p
+    }
+
+    fn model_spec(source: PathBuf, section: Section) -> PackSpec {
+        PackSpec {
+            name: "m".into(),
+            version: 1,
+            description: String::new(),
+            created: Some("2026-01-01T00:00:00Z".into()),
+            inputs: vec![Input {
+                path: "model.gguf".into(),
+                source,
+            }],
+            section,
+            split: None,
+        }
+    }
+
+    fn none() -> Section {
+        Section::Model {
+            gguf: None,
+            architecture: None,
+            context_length: None,
+            chat_template: None,
+        }
+    }
+
+    #[test]
+    fn model_fields_from_gguf() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::new(3, 0, 3);
+        w.string("general.architecture", "llama")
+            .u32("llama.context_length", 2048)
+            .string("tokenizer.chat_template", "{{ m }}");
+        let src = gguf_file(dir.path(), &w);
+        // Nothing given: all three from the GGUF, the template as a payload.
+        let out = dir.path().join("a");
+        let m = pack(&model_spec(src.clone(), none()), &out, &mut |_| {}).unwrap();
+        let md = m.model.unwrap();
+        assert_eq!(
+            (md.architecture.as_str(), md.context_length),
+            ("llama", 2048)
+        );
+        assert_eq!(md.chat_template.as_deref(), Some(CHAT_TEMPLATE_FILE));
+        assert_eq!(fs::read(out.join(CHAT_TEMPLATE_FILE)).unwrap(), b"{{ m }}");
+        assert_eq!(m.files.len(), 2);
+        // Given values win; a given template is not replaced.
+        let out = dir.path().join("b");
+        let section = Section::Model {
+            gguf: None,
+            architecture: Some("qwen2".into()),
+            context_length: Some(512),
+            chat_template: Some("model.gguf".into()),
+        };
+        let m = pack(&model_spec(src, section), &out, &mut |_| {}).unwrap();
+        let md = m.model.unwrap();
+        assert_eq!(
+            (md.architecture.as_str(), md.context_length),
+            ("qwen2", 512)
+        );
+        assert!(!out.join(CHAT_TEMPLATE_FILE).exists());
+    }
+
+    #[test]
+    fn model_fields_missing_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut no_arch = Writer::new(3, 0, 1);
+        no_arch.u32("llama.context_length", 2048);
+        let mut no_ctx = Writer::new(3, 0, 1);
+        no_ctx.string("general.architecture", "llama");
+        let junk = Writer(b"not a gguf file".to_vec());
+        for (what, w, want) in [
+            (
+                "no architecture",
+                &no_arch,
+                "the GGUF has no general.architecture: give --architecture",
+            ),
+            (
+                "no context length",
+                &no_ctx,
+                "the GGUF has no llama.context_length: give --context-length",
+            ),
+            ("not a GGUF", &junk, "not a GGUF file"),
+        ] {
+            let src = gguf_file(dir.path(), w);
+            let out = dir.path().join("out");
+            let e = pack(&model_spec(src, none()), &out, &mut |_| {})
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{what}: {e}");
+            assert!(!out.exists(), "{what}");
+        }
+        // Everything given: a file that is no GGUF still packs (no template).
+        let src = gguf_file(dir.path(), &junk);
+        let section = Section::Model {
+            gguf: None,
+            architecture: Some("llama".into()),
+            context_length: Some(256),
+            chat_template: None,
+        };
+        let m = pack(
+            &model_spec(src, section),
+            &dir.path().join("ok"),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(m.model.unwrap().chat_template, None);
+    }
+
+    #[test]
+    fn split_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("big.gguf");
+        fs::write(&src, vec![7u8; 2001]).unwrap();
+        let section = Section::Model {
+            gguf: None,
+            architecture: Some("llama".into()),
+            context_length: Some(256),
+            chat_template: None,
+        };
+        let mut spec = model_spec(src, section);
+        spec.split = Some(2);
+        let out = dir.path().join("out");
+        let e = pack(&spec, &out, &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("would make 1001 parts (at most 1000)"), "{e}");
+        assert!(!out.exists());
+        spec.split = Some(1000);
+        let m = pack(&spec, &out, &mut |_| {}).unwrap();
+        let sizes: Vec<u64> = m.files[0].parts().iter().map(|p| p.size).collect();
+        assert_eq!(sizes, [1000, 1000, 1]);
+        // The bundle on disk holds the parts, which `bundle::open` accepts.
+        let b = crate::bundle::open(&out).unwrap();
+        assert!(b.is_split(&b.manifest.files[0]));
+        b.verify_payloads(&mut |_| {}).unwrap();
+        spec.split = Some(FAT32_MAX_FILE + 1);
+        let e = pack(&spec, &dir.path().join("x"), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be 1 to 4294967295 bytes"), "{e}");
+    }
 }

@@ -32,10 +32,24 @@ pub enum StreamError {
 
 /// Reads `expected` bytes from `src` once; returns their SHA-256. With a
 /// sink, every byte is also written to it. `progress` gets byte counts.
-pub fn stream(
-    src: &mut File,
+pub fn stream<R: Read>(
+    src: &mut R,
     expected: u64,
     sink: Option<&mut File>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<[u8; 32], StreamError> {
+    stream_also(src, expected, sink, None, progress)
+}
+
+/// [`stream`], also feeding every byte read to `also` (the SHA-256 of a
+/// file joined from parts, computed across the parts' streams). With a
+/// sink, `also` is updated on the reading thread while the other thread
+/// hashes the part, so the two hashes run in parallel.
+pub fn stream_also<R: Read>(
+    src: &mut R,
+    expected: u64,
+    sink: Option<&mut File>,
+    mut also: Option<&mut Sha256>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<[u8; 32], StreamError> {
     match sink {
@@ -46,20 +60,24 @@ pub fn stream(
             while remaining > 0 {
                 let n = fill(src, &mut buf, remaining, expected)?;
                 hasher.update(&buf[..n]);
+                if let Some(a) = also.as_deref_mut() {
+                    a.update(&buf[..n]);
+                }
                 remaining -= n as u64;
                 progress(n as u64);
             }
             probe_end(src, expected)?;
             Ok(hasher.finalize().into())
         }
-        Some(sink) => stream_to(src, expected, sink, progress),
+        Some(sink) => stream_to(src, expected, sink, also, progress),
     }
 }
 
-fn stream_to(
-    src: &mut File,
+fn stream_to<R: Read>(
+    src: &mut R,
     expected: u64,
     sink: &mut File,
+    also: Option<&mut Sha256>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<[u8; 32], StreamError> {
     // This thread reads and writes each chunk; a second thread hashes it.
@@ -75,7 +93,7 @@ fn stream_to(
     }
     std::thread::scope(|s| {
         let hasher = s.spawn(move || hash_side(full_rx, free_tx));
-        let copied = copy_side(src, expected, sink, &full_tx, &free_rx, progress);
+        let copied = copy_side(src, expected, sink, also, &full_tx, &free_rx, progress);
         drop(full_tx);
         let digest = hasher.join().map_err(|_| StreamError::Thread)?;
         copied?;
@@ -93,10 +111,11 @@ fn hash_side(full_rx: Receiver<(Vec<u8>, usize)>, free_tx: SyncSender<Vec<u8>>) 
     hasher.finalize().into()
 }
 
-fn copy_side(
-    src: &mut File,
+fn copy_side<R: Read>(
+    src: &mut R,
     expected: u64,
     sink: &mut File,
+    mut also: Option<&mut Sha256>,
     full_tx: &SyncSender<(Vec<u8>, usize)>,
     free_rx: &Receiver<Vec<u8>>,
     progress: &mut dyn FnMut(u64),
@@ -106,6 +125,9 @@ fn copy_side(
         let mut buf = free_rx.recv().map_err(|_| StreamError::Thread)?;
         let n = fill(src, &mut buf, remaining, expected)?;
         sink.write_all(&buf[..n]).map_err(StreamError::Write)?;
+        if let Some(a) = also.as_deref_mut() {
+            a.update(&buf[..n]);
+        }
         remaining -= n as u64;
         progress(n as u64);
         full_tx.send((buf, n)).map_err(|_| StreamError::Thread)?;
@@ -114,8 +136,8 @@ fn copy_side(
 }
 
 /// Fills `buf` with up to `min(buf.len(), remaining)` bytes; fewer only at EOF (→ truncated).
-fn fill(
-    src: &mut File,
+fn fill<R: Read>(
+    src: &mut R,
     buf: &mut [u8],
     remaining: u64,
     expected: u64,
@@ -139,7 +161,7 @@ fn fill(
 }
 
 /// After the listed size, the source must be at its end.
-fn probe_end(src: &mut File, expected: u64) -> Result<(), StreamError> {
+fn probe_end<R: Read>(src: &mut R, expected: u64) -> Result<(), StreamError> {
     let mut one = [0u8; 1];
     loop {
         match src.read(&mut one) {

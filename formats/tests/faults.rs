@@ -64,6 +64,17 @@ fn payload(path: &Path, len: usize, seed: u8) {
 
 /// Packs and signs a model bundle `out` from `src_file`.
 fn bundle(k: &Keys, src_file: &Path, out: &Path, version: u64) {
+    bundle_split(k, src_file, out, version, None);
+}
+
+/// Signs (again) the manifest of the model bundle `out`.
+fn sign_model(k: &Keys, out: &Path) {
+    let bytes = fs::read(out.join(MANIFEST_FILE)).unwrap();
+    pack::write_signature(out, MANIFEST_FILE, "models", &k.models, &bytes, "t").unwrap();
+}
+
+/// [`bundle`] with payloads larger than `split` written as parts.
+fn bundle_split(k: &Keys, src_file: &Path, out: &Path, version: u64, split: Option<u64>) {
     let spec = PackSpec {
         name: "tiny".into(),
         version,
@@ -75,14 +86,14 @@ fn bundle(k: &Keys, src_file: &Path, out: &Path, version: u64) {
         }],
         section: Section::Model {
             gguf: None,
-            architecture: "llama".into(),
-            context_length: 256,
+            architecture: Some("llama".into()),
+            context_length: Some(256),
             chat_template: None,
         },
+        split,
     };
     pack::pack(&spec, out, &mut |_| {}).unwrap();
-    let bytes = fs::read(out.join(MANIFEST_FILE)).unwrap();
-    pack::write_signature(out, MANIFEST_FILE, "models", &k.models, &bytes, "t").unwrap();
+    sign_model(k, out);
 }
 
 /// Packs and signs a system bundle `airlock` version `version` in `dir`.
@@ -100,6 +111,7 @@ fn system_bundle(k: &Keys, dir: &Path, version: u64) -> PathBuf {
             source: src,
         }],
         section: Section::System { uki: None },
+        split: None,
     };
     pack::pack(&spec, &out, &mut |_| {}).unwrap();
     let bytes = fs::read(out.join(MANIFEST_FILE)).unwrap();
@@ -658,4 +670,234 @@ fn reimport_same_is_noop() {
     .unwrap();
     assert!(r.already_installed);
     assert_eq!(snapshot(&s.store), before);
+}
+
+// Split payloads (a model larger than a FAT32 file travels as parts).
+
+const MIB: u64 = 1 << 20;
+
+/// A store holding version 1, and a version-2 bundle of a 3.5 MiB model
+/// packed in 1 MiB parts.
+fn split_setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let store = dir.path().join("store");
+    let src1 = dir.path().join("m1.gguf");
+    payload(&src1, 1 << 20, 1);
+    let v1 = dir.path().join("tiny_1.airlock");
+    bundle(&k, &src1, &v1, 1);
+    store::init(&store).unwrap();
+    import::import(&v1, &store, &k.trust, Commit::Now, &mut import::NoProgress).unwrap();
+    let src2 = dir.path().join("m2.gguf");
+    payload(&src2, (7 * MIB / 2) as usize, 2);
+    let v2 = dir.path().join("tiny_2.airlock");
+    bundle_split(&k, &src2, &v2, 2, Some(MIB));
+    Setup {
+        _dir: dir,
+        k,
+        store,
+        v2,
+        src2,
+    }
+}
+
+fn part(s: &Setup, n: u64) -> PathBuf {
+    s.v2.join(pack::part_path("model.gguf", n))
+}
+
+#[test]
+fn split_round_trip() {
+    let s = split_setup();
+    // On the stick: four parts (1, 1, 1, 0.5 MiB), no joined file.
+    let m =
+        airlock_formats::manifest::Manifest::parse(&fs::read(s.v2.join(MANIFEST_FILE)).unwrap())
+            .unwrap();
+    let f = &m.files[0];
+    assert_eq!(f.path, "model.gguf");
+    assert_eq!(f.size, 7 * MIB / 2);
+    assert_eq!(
+        f.sha256,
+        format!("{:x}", Sha256::digest(fs::read(&s.src2).unwrap()))
+    );
+    let sizes: Vec<u64> = f.parts().iter().map(|p| p.size).collect();
+    assert_eq!(sizes, [MIB, MIB, MIB, MIB / 2]);
+    for (n, p) in f.parts().iter().enumerate() {
+        assert_eq!(p.path, format!("model.gguf.part{n:03}"));
+        let bytes = fs::read(part(&s, n as u64)).unwrap();
+        assert_eq!(p.sha256, format!("{:x}", Sha256::digest(&bytes)));
+    }
+    assert!(!s.v2.join("model.gguf").exists());
+    // Import joins them; progress counts every byte once.
+    struct Count(u64);
+    impl Progress for Count {
+        fn advance(&mut self, n: u64) {
+            self.0 += n;
+        }
+    }
+    let mut count = Count(0);
+    let r = import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut count).unwrap();
+    assert_eq!((r.bytes, count.0), (7 * MIB / 2, 7 * MIB / 2));
+    let dest = s.store.join("model/tiny/2");
+    assert_eq!(
+        fs::read(dest.join("model.gguf")).unwrap(),
+        fs::read(&s.src2).unwrap()
+    );
+    let mut names: Vec<String> = fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "manifest.json",
+            "manifest.json.models.minisig",
+            "model.gguf"
+        ]
+    );
+    assert!(staging_empty(&s.store));
+    // The version in the store (joined form) verifies against the same
+    // signed manifest.
+    let (b, _) = airlock_formats::bundle::open_verified(&dest, &s.k.trust).unwrap();
+    assert!(!b.is_split(&b.manifest.files[0]));
+    b.verify_payloads(&mut |_| {}).unwrap();
+}
+
+#[test]
+fn unsplit_bundle_imports_as_before() {
+    let s = setup(3 * MIB as usize);
+    let text = fs::read_to_string(s.v2.join(MANIFEST_FILE)).unwrap();
+    assert!(!text.contains("parts"), "{text}");
+    // A split size above the file's size does not split either.
+    let out = s._dir.path().join("tiny_3.airlock");
+    bundle_split(&s.k, &s.src2, &out, 3, Some(4 * MIB));
+    let text3 = fs::read_to_string(out.join(MANIFEST_FILE)).unwrap();
+    assert!(!text3.contains("parts"), "{text3}");
+    import::import(
+        &s.v2,
+        &s.store,
+        &s.k.trust,
+        Commit::Now,
+        &mut import::NoProgress,
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read(s.store.join("model/tiny/2/model.gguf")).unwrap(),
+        fs::read(&s.src2).unwrap()
+    );
+}
+
+/// Each broken split bundle is refused with a one-line reason naming the
+/// part (or the joined file), and the store is exactly as before.
+#[test]
+fn split_refusals_leave_store_unchanged() {
+    type Break = fn(&Setup);
+    let cases: &[(&str, Break, &str)] = &[
+        (
+            "part missing",
+            |s| fs::remove_file(part(s, 2)).unwrap(),
+            "payload model.gguf.part002 listed in manifest.json is missing",
+        ),
+        (
+            "part too short",
+            |s| {
+                let f = fs::OpenOptions::new().write(true).open(part(s, 1)).unwrap();
+                f.set_len(MIB - 1).unwrap();
+            },
+            "payload model.gguf.part001 is 1048575 bytes, manifest.json says 1048576",
+        ),
+        (
+            "part too long",
+            |s| {
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(part(s, 3))
+                    .unwrap();
+                f.write_all(b"x").unwrap();
+            },
+            "payload model.gguf.part003 is 524289 bytes, manifest.json says 524288",
+        ),
+        (
+            "part edited",
+            |s| {
+                let f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(part(s, 1))
+                    .unwrap();
+                let mut b = [0u8; 1];
+                f.read_exact_at(&mut b, 4242).unwrap();
+                f.write_all_at(&[b[0] ^ 1], 4242).unwrap();
+            },
+            "part model.gguf.part001 of payload model.gguf: SHA-256 mismatch",
+        ),
+        (
+            "parts swapped",
+            |s| {
+                let tmp = s.v2.with_extension("tmp");
+                fs::rename(part(s, 0), &tmp).unwrap();
+                fs::rename(part(s, 1), part(s, 0)).unwrap();
+                fs::rename(&tmp, part(s, 1)).unwrap();
+            },
+            "part model.gguf.part000 of payload model.gguf: SHA-256 mismatch",
+        ),
+        (
+            "joined hash differs (parts as listed, signed)",
+            |s| {
+                let p = s.v2.join(MANIFEST_FILE);
+                let text = fs::read_to_string(&p).unwrap();
+                let whole = format!("{:x}", Sha256::digest(fs::read(&s.src2).unwrap()));
+                let text = text.replace(&whole, &"0".repeat(64));
+                fs::write(&p, text).unwrap();
+                sign_model(&s.k, &s.v2);
+            },
+            "payload model.gguf joined from 4 parts: SHA-256 mismatch (manifest 0000",
+        ),
+        (
+            "joined file next to its parts",
+            |s| {
+                fs::copy(&s.src2, s.v2.join("model.gguf")).unwrap();
+            },
+            "payload model.gguf is present both joined and as parts (refused)",
+        ),
+    ];
+    for (what, break_it, want) in cases {
+        let s = split_setup();
+        break_it(&s);
+        let before = snapshot(&s.store);
+        let e = import::import(
+            &s.v2,
+            &s.store,
+            &s.k.trust,
+            Commit::Now,
+            &mut import::NoProgress,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(want), "{what}: {e}");
+        assert!(!e.contains('\n'), "{what}: one line: {e}");
+        assert_eq!(snapshot(&s.store), before, "{what}: store changed");
+        assert!(staging_empty(&s.store), "{what}");
+    }
+}
+
+#[test]
+fn split_part_overwritten_mid_copy_refused() {
+    let s = split_setup();
+    let before = snapshot(&s.store);
+    let p2 = part(&s, 2);
+    let mut h = hook(MIB + 1, move || {
+        let f = fs::OpenOptions::new().write(true).open(&p2).unwrap();
+        f.write_all_at(b"changed after the scan", 100).unwrap();
+    });
+    let e = import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut h)
+        .unwrap_err()
+        .to_string();
+    assert!(h.f.is_none(), "hook ran");
+    assert!(
+        e.contains("part model.gguf.part002 of payload model.gguf: SHA-256 mismatch"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&s.store), before);
+    assert!(staging_empty(&s.store));
 }
