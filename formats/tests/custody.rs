@@ -162,7 +162,8 @@ fn activate_rollback_remove_life_cycle() {
     assert_eq!((a.version, a.previous), (2, None));
     // Table: (operation, expected one-line refusal); nothing changes.
     let before = fs::read(f.store.join("state.json")).unwrap();
-    let refusals: Vec<(Box<dyn Fn() -> CustodyError>, &str)> = vec![
+    type Refusal<'a> = (Box<dyn Fn() -> CustodyError + 'a>, &'static str);
+    let refusals: Vec<Refusal> = vec![
         (
             Box::new(|| custody::remove(&f.store, "tiny", 2).unwrap_err()),
             "remove model tiny version 2: it is the active version; activate another first",
@@ -218,7 +219,8 @@ fn activate_rollback_remove_life_cycle() {
 #[test]
 fn prune_keeps_per_policy() {
     // (versions, active, active used, versions left after prune)
-    let cases: &[(&[u64], Option<u64>, bool, &[u64])] = &[
+    type Case = (&'static [u64], Option<u64>, bool, &'static [u64]);
+    let cases: &[Case] = &[
         (&[1, 2, 3], None, false, &[1, 2, 3]),
         (&[1, 2, 3], Some(3), false, &[2, 3]),
         (&[1, 2, 3], Some(3), true, &[3]),
