@@ -332,7 +332,10 @@ fn describe(d: Decision) -> String {
 fn install(dir: &Path, trust: &Path, store: &Path) -> Result<()> {
     let trust = load_trust(trust)?;
     let mut bar = ImportBar(None);
-    let r = import::import(dir, store, &trust, Commit::Now, &mut bar)?;
+    // The host install names the local user as importer.
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let by = import::Importer::now(&format!("host:{user}"));
+    let r = import::import_by(dir, store, &trust, Commit::Now, &by, &mut bar)?;
     for p in &r.recovered {
         // Already escaped by the import.
         println!("removed leftover of an interrupted import: {p}");

@@ -250,6 +250,9 @@ pub enum StoreCmd {
         #[arg(long)]
         trust: PathBuf,
     },
+    /// List the installed models (custody view for the security team):
+    /// versions, size, signers, imported when and by whom, active, kept.
+    Models { store: PathBuf },
 }
 
 fn main() {

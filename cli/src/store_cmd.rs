@@ -3,6 +3,7 @@
 
 use crate::bundle_cmd::{load_trust, BundleCmdError};
 use crate::StoreCmd;
+use airlock_formats::custody::{self, CustodyError};
 use airlock_formats::escape;
 use airlock_formats::store::{self, StoreError};
 
@@ -13,6 +14,8 @@ pub enum StoreCmdError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Trust(#[from] BundleCmdError),
+    #[error("{0}")]
+    Custody(#[from] CustodyError),
 }
 
 pub fn run(cmd: StoreCmd) -> Result<(), String> {
@@ -41,6 +44,31 @@ pub fn run(cmd: StoreCmd) -> Result<(), String> {
                 r.recorded.len(),
                 r.skipped.len()
             );
+            Ok(())
+        })(),
+        StoreCmd::Models { store } => (|| {
+            for m in custody::models(&store)? {
+                println!("model {}", escape::text(&m.name));
+                for v in &m.versions {
+                    let signers: Vec<String> = v
+                        .signers
+                        .iter()
+                        .map(|s| format!("{} ({})", escape::text(&s.name), escape::text(&s.key_id)))
+                        .collect();
+                    println!(
+                        "  version {}{}: {} bytes; signed by {}; imported {} by {}; manifest sha256 {}{}{}",
+                        v.version,
+                        if v.active { " (active)" } else { "" },
+                        v.size,
+                        if signers.is_empty() { "unknown".into() } else { signers.join(", ") },
+                        escape::text(v.imported_at.as_deref().unwrap_or("unknown")),
+                        escape::text(v.imported_by.as_deref().unwrap_or("unknown")),
+                        escape::text(&v.manifest_sha256),
+                        if v.used { "; has run a job" } else { "" },
+                        v.kept.as_deref().map(|k| format!("; {k}")).unwrap_or_default(),
+                    );
+                }
+            }
             Ok(())
         })(),
     };

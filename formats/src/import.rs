@@ -27,7 +27,7 @@ use crate::bundle::{self, BundleError};
 use crate::escape;
 use crate::fsutil::{sync_dir, FsError};
 use crate::manifest::Kind;
-use crate::state::{Decision, Pending, State, StateError, STATE_FILE};
+use crate::state::{Decision, Pending, Signer, State, StateError, Version, STATE_FILE};
 use crate::store::{self, StoreError};
 use crate::trust::{Ignored, TrustFile};
 use std::fs::{self, OpenOptions};
@@ -109,13 +109,56 @@ pub struct ImportReport {
     pub recovered: Vec<String>,
 }
 
+/// Who imports, and when: recorded in the version's custody record
+/// (`state.json` `versions`, see [`crate::custody`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Importer {
+    /// Account name (the appliance passes the logged-in officer).
+    pub account: String,
+    /// Unix time of the import (seconds).
+    pub at: u64,
+}
+
+impl Importer {
+    /// `account`, importing now (wall clock; not `SOURCE_DATE_EPOCH`).
+    pub fn now(account: &str) -> Self {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self {
+            account: account.to_owned(),
+            at,
+        }
+    }
+}
+
 /// Imports the bundle at `src` into `store`, which must have its
-/// `state.json` ([`store::init`] creates a new store).
+/// `state.json` ([`store::init`] creates a new store). The custody record
+/// names the importer `unknown`: the appliance calls [`import_by`].
 pub fn import(
     src: &Path,
     store: &Path,
     trust: &TrustFile,
     commit: Commit,
+    progress: &mut dyn Progress,
+) -> Result<ImportReport> {
+    import_by(
+        src,
+        store,
+        trust,
+        commit,
+        &Importer::now("unknown"),
+        progress,
+    )
+}
+
+/// [`import`], recording `by` (account and time) in the custody record.
+pub fn import_by(
+    src: &Path,
+    store: &Path,
+    trust: &TrustFile,
+    commit: Commit,
+    by: &Importer,
     progress: &mut dyn Progress,
 ) -> Result<ImportReport> {
     // Before anything is created (not even the lock file): a store without
@@ -128,7 +171,7 @@ pub fn import(
     }
     let _lock = store::lock(store)?;
     let mut state = State::load(store)?;
-    let recovered = recover(store, &mut state)?;
+    let recovered = clean_leftovers(store, &mut state)?;
 
     let (b, tally) = bundle::open_verified(src, trust)?;
     let decision = b.check_state(&state)?;
@@ -197,6 +240,19 @@ pub fn import(
         manifest_sha256: b.manifest_sha256.clone(),
         deferred: commit == Commit::Deferred,
     });
+    // The custody record goes with the intent, so a deferred commit keeps
+    // it and a withdrawn intent drops it.
+    state.put_version(Version {
+        kind: m.kind,
+        name: m.name.clone(),
+        version: m.version,
+        manifest_sha256: b.manifest_sha256.clone(),
+        size: m.total_size(),
+        signers: signers(trust, &tally.signers),
+        imported_at: crate::manifest::format_rfc3339(by.at),
+        imported_by: by.account.clone(),
+        used: false,
+    });
     state.save(store)?;
 
     // Move into place. A same-version directory (damaged copy, uncommitted
@@ -216,6 +272,7 @@ pub fn import(
         // Nothing moved into place: withdraw the intent (best effort; the
         // next import would withdraw it otherwise).
         state.remove_pending(m.kind, &m.name, m.version);
+        state.remove_version(m.kind, &m.name, m.version);
         let _ = state.save(store);
         return Err(c(e));
     }
@@ -274,7 +331,7 @@ pub fn installed(store: &Path) -> Result<Vec<(Kind, String, u64, PathBuf)>> {
         };
         for v in rd.flatten() {
             if let Some(ver) = v.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) {
-                if ver <= e.version {
+                if state.is_installed(e.kind, &e.name, ver) {
                     out.push((e.kind, e.name.clone(), ver, v.path()));
                 }
             }
@@ -282,6 +339,22 @@ pub fn installed(store: &Path) -> Result<Vec<(Kind, String, u64, PathBuf)>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The counted signers with their key ids (from the trust file).
+fn signers(trust: &TrustFile, names: &[String]) -> Vec<Signer> {
+    let keys = trust.public_keys().unwrap_or_default();
+    names
+        .iter()
+        .map(|n| Signer {
+            name: n.clone(),
+            key_id: keys
+                .iter()
+                .find(|(k, _)| &k.name == n)
+                .map(|(_, pk)| pk.key_id.to_string())
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
 fn copy_payloads(
@@ -321,12 +394,14 @@ fn copy_payloads(
     Ok(total)
 }
 
-/// Removes leftovers of interrupted imports: everything under `.staging/`,
-/// and the version directory of each non-deferred pending intent that the
-/// committed record does not cover (the import died between its rename and
-/// its commit). Never removes a version directory the state does not
-/// mention, nor a deferred one. Returns what was removed (escaped paths).
-fn recover(store: &Path, state: &mut State) -> Result<Vec<String>> {
+/// Removes leftovers of interrupted imports and removals: everything under
+/// `.staging/`, the version directory of each non-deferred pending intent
+/// that the committed record does not cover (the import died between its
+/// rename and its commit), and the directory of each committed removal
+/// (`removing`, see [`crate::custody::remove`]). Never removes a version
+/// directory the state does not mention, nor a deferred one. Returns what
+/// was removed (escaped paths). The caller holds the store lock.
+pub(crate) fn clean_leftovers(store: &Path, state: &mut State) -> Result<Vec<String>> {
     let rec = |op, p: &Path, e| ImportError::Recover(FsError::new(op, p, e));
     let mut removed = Vec::new();
     let staging = store.join(STAGING_DIR);
@@ -357,28 +432,66 @@ fn recover(store: &Path, state: &mut State) -> Result<Vec<String>> {
         .collect();
     for p in &interrupted {
         if !state.covers(p.kind, &p.name, p.version) {
-            let name_dir = store.join(p.kind.as_str()).join(&p.name);
-            let dir = name_dir.join(p.version.to_string());
-            if fs::symlink_metadata(&dir).is_ok() {
-                // Move out of sight first (atomic), then delete.
-                let aside =
-                    staging.join(format!("uncommitted-{}-{}-{}", p.kind, p.name, p.version));
-                fs::create_dir_all(&staging).map_err(|e| rec("create", &staging, e))?;
-                fs::rename(&dir, &aside).map_err(|e| rec("move aside", &dir, e))?;
-                sync_dir(&name_dir).map_err(ImportError::Recover)?;
-                remove_any(&aside).map_err(|e| rec("remove", &aside, e))?;
-                removed.push(escape::path(&dir));
+            if remove_version_dir(store, p.kind, &p.name, p.version, "uncommitted")? {
+                removed.push(escape::path(&version_dir(
+                    store, p.kind, &p.name, p.version,
+                )));
             }
+            state.remove_version(p.kind, &p.name, p.version);
         }
         state.remove_pending(p.kind, &p.name, p.version);
     }
-    if !interrupted.is_empty() {
+    let removals = std::mem::take(&mut state.removing);
+    for r in &removals {
+        if remove_version_dir(store, r.kind, &r.name, r.version, "removed")? {
+            removed.push(escape::path(&version_dir(
+                store, r.kind, &r.name, r.version,
+            )));
+        }
+    }
+    if !interrupted.is_empty() || !removals.is_empty() {
         state.save(store)?;
     }
     if fs::remove_dir(&staging).is_ok() {
         sync_dir(store).map_err(ImportError::Recover)?;
     }
     Ok(removed)
+}
+
+/// `STORE/<kind>/<name>/<version>`.
+pub(crate) fn version_dir(store: &Path, kind: Kind, name: &str, version: u64) -> PathBuf {
+    store
+        .join(kind.as_str())
+        .join(name)
+        .join(version.to_string())
+}
+
+/// Deletes a version directory the state no longer lists: moved out of
+/// sight into `.staging/` first (one atomic rename, made durable), then
+/// deleted. Returns whether there was one.
+pub(crate) fn remove_version_dir(
+    store: &Path,
+    kind: Kind,
+    name: &str,
+    version: u64,
+    why: &str,
+) -> Result<bool> {
+    let rec = |op, p: &Path, e| ImportError::Recover(FsError::new(op, p, e));
+    let dir = version_dir(store, kind, name, version);
+    if fs::symlink_metadata(&dir).is_err() {
+        return Ok(false);
+    }
+    let staging = store.join(STAGING_DIR);
+    let aside = staging.join(format!("{why}-{kind}-{name}-{version}"));
+    fs::create_dir_all(&staging).map_err(|e| rec("create", &staging, e))?;
+    remove_any(&aside).map_err(|e| rec("remove", &aside, e))?;
+    fs::rename(&dir, &aside).map_err(|e| rec("move aside", &dir, e))?;
+    if let Some(name_dir) = dir.parent() {
+        sync_dir(name_dir).map_err(ImportError::Recover)?;
+    }
+    remove_any(&aside).map_err(|e| rec("remove", &aside, e))?;
+    sync_dir(&staging).map_err(ImportError::Recover)?;
+    Ok(true)
 }
 
 fn remove_any(p: &Path) -> io::Result<()> {

@@ -12,14 +12,18 @@
 //! - [`stream`]: read-once hash+copy pipeline
 //! - [`import`]: streaming import into the store
 //! - [`store`]: explicit store creation and state recovery
+//! - [`custody`]: installed models: list, activate, rollback, remove, clean-up
+//! - [`at_rest`]: an installed model checked against its signed manifest
 //! - [`fsutil`]: atomic file replace, directory fsync
 //! - [`bounded`]: reading a worker's replies under per-frame, per-job and size limits
 //! - [`escape`]: untrusted text made safe for a terminal
 //! - [`audit`]: audit log entries, Merkle tree, signed checkpoints, verifier
 
+pub mod at_rest;
 pub mod audit;
 pub mod bounded;
 pub mod bundle;
+pub mod custody;
 pub mod escape;
 pub mod fsutil;
 pub mod gguf;

@@ -77,6 +77,55 @@ pub struct Pending {
     pub deferred: bool,
 }
 
+/// A key whose signature counted at import.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signer {
+    /// Key name in the trust file at import time.
+    pub name: String,
+    /// minisign key id (16 upper-case hex digits).
+    pub key_id: String,
+}
+
+/// Custody record of one installed version directory, written by the
+/// import together with its intent (see [`crate::custody`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Version {
+    pub kind: Kind,
+    pub name: String,
+    pub version: u64,
+    pub manifest_sha256: String,
+    /// Payload bytes (sum of the manifest's file sizes).
+    pub size: u64,
+    pub signers: Vec<Signer>,
+    /// RFC 3339 UTC time of the import.
+    pub imported_at: String,
+    /// Account that imported it (given by the caller).
+    pub imported_by: String,
+    /// Whether a job has run on it ([`crate::custody::mark_used`]).
+    #[serde(default)]
+    pub used: bool,
+}
+
+/// The active version of a model name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Active {
+    pub name: String,
+    pub version: u64,
+}
+
+/// A version whose removal was committed (no longer listed) but whose
+/// directory may still exist; deleted by the next clean-up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Removing {
+    pub kind: Kind,
+    pub name: String,
+    pub version: u64,
+}
+
 /// The whole state file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +136,15 @@ pub struct State {
     /// so older state files parse unchanged).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<Pending>,
+    /// Custody records of installed versions (absent when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<Version>,
+    /// Active version per model name (absent when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active: Vec<Active>,
+    /// Removals committed, directories not yet deleted (absent when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<Removing>,
 }
 
 impl Default for State {
@@ -95,6 +153,9 @@ impl Default for State {
             schema: SCHEMA.into(),
             entries: Vec::new(),
             pending: Vec::new(),
+            versions: Vec::new(),
+            active: Vec::new(),
+            removing: Vec::new(),
         }
     }
 }
@@ -167,6 +228,26 @@ impl State {
                     p.kind, p.name, p.version
                 ));
             }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &s.versions {
+            validate_name(&v.name).map_err(|e| e.to_string())?;
+            if !seen.insert((v.kind, v.name.as_str(), v.version)) {
+                return Err(format!(
+                    "{} {} version {} has two custody records",
+                    v.kind, v.name, v.version
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &s.active {
+            validate_name(&a.name).map_err(|e| e.to_string())?;
+            if !seen.insert(a.name.as_str()) {
+                return Err(format!("model {} has two active versions", a.name));
+            }
+        }
+        for r in &s.removing {
+            validate_name(&r.name).map_err(|e| e.to_string())?;
         }
         Ok(s)
     }
@@ -247,6 +328,47 @@ impl State {
     /// (at or below the recorded version).
     pub fn covers(&self, kind: Kind, name: &str, version: u64) -> bool {
         self.get(kind, name).is_some_and(|e| version <= e.version)
+    }
+
+    /// Adds (or replaces) the custody record of (kind, name, version).
+    pub fn put_version(&mut self, v: Version) {
+        self.remove_version(v.kind, &v.name, v.version);
+        self.versions.push(v);
+        self.versions
+            .sort_by(|a, b| (a.kind, &a.name, a.version).cmp(&(b.kind, &b.name, b.version)));
+    }
+
+    /// Removes the custody record of (kind, name, version); returns it.
+    pub fn remove_version(&mut self, kind: Kind, name: &str, version: u64) -> Option<Version> {
+        let i = self
+            .versions
+            .iter()
+            .position(|v| v.kind == kind && v.name == name && v.version == version)?;
+        Some(self.versions.remove(i))
+    }
+
+    /// The active version of model `name`, if any.
+    pub fn active_version(&self, name: &str) -> Option<u64> {
+        self.active
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.version)
+    }
+
+    /// Whether the version directory of (kind, name, version) is
+    /// committed and listed: covered by the record, not an uncommitted
+    /// intent, not being removed.
+    pub fn is_installed(&self, kind: Kind, name: &str, version: u64) -> bool {
+        let same = |k: Kind, n: &str, v: u64| k == kind && n == name && v == version;
+        self.covers(kind, name, version)
+            && !self
+                .pending
+                .iter()
+                .any(|p| same(p.kind, &p.name, p.version))
+            && !self
+                .removing
+                .iter()
+                .any(|r| same(r.kind, &r.name, r.version))
     }
 
     /// Writes `dir/state.json` atomically.
