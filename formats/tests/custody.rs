@@ -62,10 +62,11 @@ impl Fixture {
             }],
             section: Section::Model {
                 gguf: None,
-                architecture: "llama".into(),
-                context_length: 256,
+                architecture: Some("llama".into()),
+                context_length: Some(256),
                 chat_template: None,
             },
+            split: None,
         };
         pack::pack(&spec, &out, &mut |_| {}).unwrap();
         let bytes = fs::read(out.join(MANIFEST_FILE)).unwrap();
