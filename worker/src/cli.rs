@@ -4,7 +4,8 @@
 //! `airlock-worker --model /model/<file>.gguf [--threads N] [--fd 3] [--sandboxed]`
 //! serves the frame protocol of `airlock_formats::protocol` on the inherited
 //! descriptor; `--oneshot PROMPT` runs one request and prints the text to
-//! stdout and the stats frame to stderr (for strace and the benchmark).
+//! stdout and the stats frame to stderr (for strace and the benchmark);
+//! `--tokenize TEXT` prints the token ids of TEXT (tokenizer check).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use airlock_formats::protocol::{
 use clap::Parser;
 
 use crate::engine::{Engine, EngineOptions};
-use crate::{fd, model_file, session};
+use crate::{bpe_tokenizer, fd, model_file, session};
 
 /// Exit status: the model could not be resolved or loaded.
 const EXIT_MODEL: u8 = 2;
@@ -50,6 +51,10 @@ struct Args {
     /// Run one request with this user prompt instead of serving the protocol.
     #[arg(long)]
     oneshot: Option<String>,
+    /// Print the token ids of this text (JSON array on stdout) and exit: the
+    /// model's tokenizer as mistral.rs builds it, no chat template, no BOS.
+    #[arg(long, conflicts_with = "oneshot")]
+    tokenize: Option<String>,
     /// System prompt of the one-shot request.
     #[arg(long)]
     system: Option<String>,
@@ -91,7 +96,7 @@ pub fn main() -> ExitCode {
     if let Some(n) = args.threads {
         std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
     }
-    let conn = if args.oneshot.is_none() {
+    let conn = if args.oneshot.is_none() && args.tokenize.is_none() {
         match fd::take_inherited(args.fd) {
             Ok(f) => Some(f),
             Err(e) => {
@@ -115,16 +120,26 @@ pub fn main() -> ExitCode {
         paged_attn: args.paged_attn,
         tokio_threads: args.tokio_threads,
     };
-    match conn {
-        Some(conn) => serve(&args, &opts, conn),
-        None => oneshot(&args, &opts),
+    match (conn, &args.tokenize) {
+        (Some(conn), _) => serve(&args, &opts, conn),
+        (None, Some(text)) => tokenize(&args, &opts, text),
+        (None, None) => oneshot(&args, &opts),
     }
 }
 
 fn load(args: &Args, opts: &EngineOptions) -> Result<(Engine, String, u64), String> {
     let t0 = Instant::now();
     let file = model_file::resolve(&args.model).map_err(|e| e.to_string())?;
-    let engine = Engine::load(&file, opts).map_err(|e| e.to_string())?;
+    // The tokenizer files go to TMPDIR (the sandbox's /scratch, a tmpfs that
+    // dies with the job, where the allowlist has no unlink); outside the
+    // sandbox they are removed once the model is loaded.
+    let tokenizer_dir =
+        bpe_tokenizer::prepare(&file.path, &std::env::temp_dir()).map_err(|e| e.to_string())?;
+    let engine = Engine::load(&file, opts, tokenizer_dir.as_deref());
+    if let (Some(dir), false) = (&tokenizer_dir, args.sandboxed) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let engine = engine.map_err(|e| e.to_string())?;
     let ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok((engine, file.file_name, ms))
 }
@@ -153,6 +168,27 @@ fn serve(args: &Args, opts: &EngineOptions, mut conn: std::fs::File) -> ExitCode
         Err(e) => {
             eprintln!("airlock-worker: {}", escape::text(&e.to_string()));
             ExitCode::from(EXIT_PROTOCOL)
+        }
+    }
+}
+
+fn tokenize(args: &Args, opts: &EngineOptions, text: &str) -> ExitCode {
+    let (engine, _, _) = match load(args, opts) {
+        Ok(x) => x,
+        Err(reason) => {
+            eprintln!("airlock-worker: {}", escape::text(&reason));
+            return ExitCode::from(EXIT_MODEL);
+        }
+    };
+    match engine.tokenize(text) {
+        Ok(ids) => {
+            let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+            println!("[{}]", list.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("airlock-worker: {}", escape::text(&e.to_string()));
+            ExitCode::from(EXIT_GENERATE)
         }
     }
 }

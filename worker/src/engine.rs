@@ -1,10 +1,12 @@
 //! The mistral.rs engine: loading a checked local GGUF on the CPU and running
 //! one generation with streamed text and speed figures.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use airlock_formats::protocol::{FinishReason, GenerateRequest, Role, Stats};
+use either::Either;
 use mistralrs::{
     DeviceMapSetting, GgufModelBuilder, Model, PagedAttentionMetaBuilder, RequestBuilder, Response,
     StopTokens, TextMessageRole, TokenSource,
@@ -66,6 +68,9 @@ pub enum EngineError {
     /// The consumer of the tokens went away.
     #[error("output closed by the peer")]
     OutputClosed,
+    /// The model's tokenizer failed on a text.
+    #[error("tokenizing: {0}")]
+    Tokenize(String),
 }
 
 /// A loaded model ready to generate.
@@ -81,7 +86,14 @@ fn first_line(e: impl std::fmt::Display) -> String {
 
 impl Engine {
     /// Loads `file` on the CPU; never contacts the Hub (the path is local and checked).
-    pub fn load(file: &ModelFile, opts: &EngineOptions) -> Result<Self, EngineError> {
+    /// `tokenizer_dir`: a local directory with `tokenizer.json` and
+    /// `tokenizer_config.json` used instead of mistral.rs's conversion of the
+    /// GGUF's tokenizer (see `bpe_tokenizer`).
+    pub fn load(
+        file: &ModelFile,
+        opts: &EngineOptions,
+        tokenizer_dir: Option<&Path>,
+    ) -> Result<Self, EngineError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.tokio_threads.max(1))
             .enable_all()
@@ -93,6 +105,9 @@ impl Engine {
             .with_force_cpu()
             .with_max_num_seqs(opts.max_seqs.max(1))
             .with_prefix_cache_n(opts.prefix_cache.then_some(16));
+        if let Some(dir) = tokenizer_dir {
+            builder = builder.with_tok_model_id(dir.display());
+        }
         if opts.paged_attn {
             let cfg = PagedAttentionMetaBuilder::default()
                 .build()
@@ -106,6 +121,20 @@ impl Engine {
                 reason: first_line(e),
             })?;
         Ok(Self { rt, model })
+    }
+
+    /// Token ids of `text` as the model's tokenizer (built by mistral.rs from
+    /// the GGUF) encodes it for a prompt: no chat template, no BOS added.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        self.rt
+            .block_on(self.model.tokenize(
+                Either::Right(text.to_string()),
+                None,
+                false,
+                false,
+                None,
+            ))
+            .map_err(|e| EngineError::Tokenize(first_line(e)))
     }
 
     /// Runs one generation; `on_text` gets each piece of text and returns

@@ -1,6 +1,7 @@
 //! The sandboxed inference worker: mistral.rs on a local GGUF model, spoken
 //! to over the versioned frame protocol of `airlock_formats::protocol`.
 
+pub mod bpe_tokenizer;
 pub mod cli;
 pub mod client;
 pub mod engine;
