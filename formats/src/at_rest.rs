@@ -33,7 +33,8 @@ pub enum AtRestError {
     Bundle {
         name: String,
         version: u64,
-        source: BundleError,
+        // Boxed: BundleError is large and every Result here carries it.
+        source: Box<BundleError>,
     },
     #[error("model {} version {version} fails its at-rest check: its manifest says {} {} version {found}", escape::text(name), kind, escape::text(found_name))]
     Location {
@@ -89,7 +90,7 @@ pub(crate) fn verify_loaded(
     let fail = |source| AtRestError::Bundle {
         name: name.to_owned(),
         version,
-        source,
+        source: Box::new(source),
     };
     let dir = version_dir(store, Kind::Model, name, version);
     let (b, _tally) = bundle::open_verified(&dir, trust).map_err(fail)?;

@@ -59,16 +59,24 @@ pub enum CustodyError {
         why: String,
     },
     #[error("activate refused: {0}")]
-    AtRest(#[from] AtRestError),
+    // Boxed: AtRestError carries a BundleError and is large.
+    AtRest(Box<AtRestError>),
     #[error("remove model {} version {version}: {source}", escape::text(name))]
     Remove {
         name: String,
         version: u64,
-        source: ImportError,
+        // Boxed: ImportError is large.
+        source: Box<ImportError>,
     },
 }
 
 type Result<T> = std::result::Result<T, CustodyError>;
+
+impl From<AtRestError> for CustodyError {
+    fn from(e: AtRestError) -> Self {
+        CustodyError::AtRest(Box::new(e))
+    }
+}
 
 /// One installed model name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -502,7 +510,7 @@ fn remove_locked(store: &Path, state: &mut State, name: &str, versions: &[u64]) 
     import::clean_leftovers(store, state).map_err(|source| CustodyError::Remove {
         name: name.to_owned(),
         version: versions.first().copied().unwrap_or_default(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(())
 }

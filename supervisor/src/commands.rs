@@ -34,6 +34,17 @@ pub enum Command {
     ClockSet(String),
     AuditShow(Option<usize>),
     AuditExport(Option<String>),
+    Import,
+    Models,
+    Activate {
+        name: String,
+        version: Option<u64>,
+    },
+    Rollback(String),
+    Remove {
+        name: String,
+        version: u64,
+    },
 }
 
 /// Why a line was refused. Each message is one line with a hint.
@@ -245,6 +256,52 @@ pub const COMMANDS: &[CommandSpec] = &[
                it on a connected machine with 'airlock audit verify'.",
     },
     CommandSpec {
+        name: "import",
+        usage: "import",
+        min_args: 0,
+        max_args: 0,
+        summary: "import a signed model bundle from a USB stick",
+        help: "Lists the bundles (NAME.airlock directories) on the inserted sticks: kind, name, \
+               version, signers, size and what it would replace, or why it would be refused. \
+               Asks which one and for confirmation, then verifies it while copying it into the \
+               store, with a progress line. A refused or failed import changes nothing.",
+    },
+    CommandSpec {
+        name: "models",
+        usage: "models",
+        min_args: 0,
+        max_args: 0,
+        summary: "list the installed models and which is active",
+        help: "Per model: the active version, and per installed version its size, signers, \
+               when and by whom it was imported, and why it is kept.",
+    },
+    CommandSpec {
+        name: "activate",
+        usage: "activate NAME [VERSION]",
+        min_args: 1,
+        max_args: 2,
+        summary: "make an installed model version the active one",
+        help: "Checks the version's files against its signed manifest first. Without VERSION \
+               the highest installed version is activated.",
+    },
+    CommandSpec {
+        name: "rollback",
+        usage: "rollback NAME",
+        min_args: 1,
+        max_args: 1,
+        summary: "activate the previous installed version",
+        help: "Activates the highest installed version below the active one.",
+    },
+    CommandSpec {
+        name: "remove",
+        usage: "remove NAME VERSION",
+        min_args: 2,
+        max_args: 2,
+        summary: "remove an installed model version (never the active one)",
+        help: "Removes the version and reclaims its space. The active version and the \
+               rollback target (until the active one has run a job) are refused.",
+    },
+    CommandSpec {
         name: "poweroff",
         usage: "poweroff",
         min_args: 0,
@@ -378,6 +435,28 @@ pub fn parse(line: &str) -> Result<Option<Command>, GrammarError> {
             },
         },
         "audit export" => Command::AuditExport(arg(0)),
+        "import" => Command::Import,
+        "models" => Command::Models,
+        "activate" => Command::Activate {
+            name: arg(0).unwrap_or_default(),
+            version: match args.get(1) {
+                None => None,
+                Some(v) => Some(v.parse::<u64>().map_err(|_| GrammarError::BadArgument {
+                    cmd: s.name,
+                    why: "VERSION is a whole number",
+                })?),
+            },
+        },
+        "rollback" => Command::Rollback(arg(0).unwrap_or_default()),
+        "remove" => Command::Remove {
+            name: arg(0).unwrap_or_default(),
+            version: args.get(1).and_then(|v| v.parse::<u64>().ok()).ok_or(
+                GrammarError::BadArgument {
+                    cmd: s.name,
+                    why: "VERSION is a whole number",
+                },
+            )?,
+        },
         _ => return Err(GrammarError::Unknown(short(first))),
     }))
 }
@@ -405,6 +484,11 @@ impl Command {
             Command::ClockSet(_) => "clock set",
             Command::AuditShow(_) => "audit show",
             Command::AuditExport(_) => "audit export",
+            Command::Import => "import",
+            Command::Models => "models",
+            Command::Activate { .. } => "activate",
+            Command::Rollback(_) => "rollback",
+            Command::Remove { .. } => "remove",
         }
     }
 }
@@ -484,6 +568,30 @@ mod tests {
             ("audit show 5", Command::AuditShow(Some(5))),
             ("audit export sdc", Command::AuditExport(s("sdc"))),
             ("help keys show", Command::Help(spec("keys show"))),
+            ("import", Command::Import),
+            ("models", Command::Models),
+            (
+                "activate tiny",
+                Command::Activate {
+                    name: "tiny".into(),
+                    version: None,
+                },
+            ),
+            (
+                "activate tiny 2",
+                Command::Activate {
+                    name: "tiny".into(),
+                    version: Some(2),
+                },
+            ),
+            ("rollback tiny", Command::Rollback("tiny".into())),
+            (
+                "remove tiny 1",
+                Command::Remove {
+                    name: "tiny".into(),
+                    version: 1,
+                },
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(parse(line).as_ref(), Ok(&Some(want.clone())), "{line}");
@@ -517,6 +625,10 @@ mod tests {
             (
                 "audit show 0",
                 "'audit show': N is a number from 1 to 10000; see 'help audit show'",
+            ),
+            (
+                "remove tiny latest",
+                "'remove': VERSION is a whole number; see 'help remove'",
             ),
             (
                 "account add dave",

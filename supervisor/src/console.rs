@@ -528,6 +528,11 @@ impl Console {
             Command::ClockSet(t) => self.cmd_clock_set(&t),
             Command::AuditShow(n) => self.cmd_audit_show(n.unwrap_or(20)),
             Command::AuditExport(stick) => self.cmd_audit_export(stick.as_deref()),
+            Command::Import => self.cmd_import(),
+            Command::Models => self.cmd_models(),
+            Command::Activate { name, version } => self.cmd_activate(&name, version),
+            Command::Rollback(name) => self.cmd_rollback(&name),
+            Command::Remove { name, version } => self.cmd_remove(&name, version),
             Command::Poweroff => {
                 // PID 1 writes "airlock: powering off" on every console itself.
                 if self.send(Request::Poweroff).is_err() {

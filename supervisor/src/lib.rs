@@ -17,6 +17,7 @@ pub mod events;
 pub mod gpt;
 pub mod identity;
 pub mod klog;
+pub mod models;
 pub mod mounts;
 pub mod netlock;
 pub mod prompt;

@@ -296,6 +296,10 @@ mod tests {
             ("selftest", true, op, "ok"),
             ("selftest", true, aud, "role-operator-or-officer-required"),
             ("passwd", true, aud, "ok"),
+            ("import", true, op, "role-officer-required"),
+            ("import", true, off, "ok"),
+            ("models", true, op, "ok"),
+            ("activate", true, aud, "role-officer-required"),
         ];
         for (cmd, prov, sess, want) in cases {
             let got = match check(cmd, *prov, *sess) {

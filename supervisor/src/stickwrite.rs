@@ -66,7 +66,7 @@ pub struct Written {
 
 /// The block device to mount for stick `disk`: its first partition if it
 /// has one, else the whole device.
-fn device_of(disk: &str) -> String {
+pub(crate) fn device_of(disk: &str) -> String {
     let sys = Path::new("/sys/block").join(disk);
     let first = format!("{disk}1");
     if sys.join(&first).exists() {

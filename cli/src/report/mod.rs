@@ -85,6 +85,8 @@ pub fn section(a: Action) -> Section {
         // What the appliance runs: models and system versions.
         Action::ModelImport
         | Action::ModelRemove
+        | Action::ModelActivate
+        | Action::ModelRollback
         | Action::SystemImport
         | Action::SystemRollback => Section::Imports,
         // Who may do what, with which keys, at which time; the log itself.

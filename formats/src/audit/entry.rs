@@ -109,6 +109,10 @@ pub enum Action {
     Job,
     ModelImport,
     ModelRemove,
+    /// A model version made the active one.
+    ModelActivate,
+    /// The active model set back to the previous installed version.
+    ModelRollback,
     SystemImport,
     SystemRollback,
     /// The audit log exported to a stick.
