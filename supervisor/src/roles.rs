@@ -127,6 +127,31 @@ pub const RULES: &[Rule] = &[
         why: "time stamps the evidence: changed only by the officer, audited with the old time",
     },
     Rule {
+        command: "import",
+        who: Who::Roles(OFFICER),
+        why: "changing what runs is the officer's; operators only use the active model",
+    },
+    Rule {
+        command: "models",
+        who: Who::Roles(&[Role::Operator, Role::Officer]),
+        why: "operators see what they run, officers what they manage",
+    },
+    Rule {
+        command: "activate",
+        who: Who::Roles(OFFICER),
+        why: "changing what runs is the officer's",
+    },
+    Rule {
+        command: "rollback",
+        who: Who::Roles(OFFICER),
+        why: "changing what runs is the officer's",
+    },
+    Rule {
+        command: "remove",
+        who: Who::Roles(OFFICER),
+        why: "changing what runs is the officer's",
+    },
+    Rule {
         command: "audit show",
         who: Who::Roles(AUDITOR),
         why: "the log is read by the auditor, not by those it records",
