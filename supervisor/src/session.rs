@@ -131,32 +131,17 @@ impl Console {
     /// policy; three tries. `Err` when cancelled or the tries ran out.
     fn new_passphrase(&mut self, name: &str) -> Result<Zeroizing<String>, String> {
         let min = self.policy.passphrase_min_chars;
+        let first_q = format!("Passphrase for {name} (at least {min} characters, not shown): ");
         for _ in 0..3 {
-            let first = match self.ask_secret(&format!(
-                "Passphrase for {name} (at least {min} characters, not shown): "
-            )) {
-                Ok(p) => p,
-                Err(
-                    e @ (PromptError::TooLong(_) | PromptError::ControlChar | PromptError::NotUtf8),
-                ) => {
-                    self.out(&format!("{e}\n"));
-                    continue;
-                }
-                Err(e) => return Err(e.to_string()),
+            let Some(first) = self.ask_secret_retry(&first_q)? else {
+                continue;
             };
             if let Err(e) = vault::check_passphrase(&self.policy, &first) {
                 self.out(&format!("{e}; try again\n"));
                 continue;
             }
-            let again = match self.ask_secret("Repeat the passphrase: ") {
-                Ok(p) => p,
-                Err(
-                    e @ (PromptError::TooLong(_) | PromptError::ControlChar | PromptError::NotUtf8),
-                ) => {
-                    self.out(&format!("{e}\n"));
-                    continue;
-                }
-                Err(e) => return Err(e.to_string()),
+            let Some(again) = self.ask_secret_retry("Repeat the passphrase: ")? else {
+                continue;
             };
             if *first != *again {
                 self.out("the two passphrases differ; try again\n");
@@ -165,6 +150,21 @@ impl Console {
             return Ok(first);
         }
         Err("three tries without a valid passphrase".into())
+    }
+
+    /// A passphrase answer: `Ok(None)` after a refused answer (said on the
+    /// console; ask again), `Err` when cancelled, timed out or hung up.
+    fn ask_secret_retry(&mut self, q: &str) -> Result<Option<Zeroizing<String>>, String> {
+        match self.ask_secret(q) {
+            Ok(p) => Ok(Some(p)),
+            Err(
+                e @ (PromptError::TooLong(_) | PromptError::ControlChar | PromptError::NotUtf8),
+            ) => {
+                self.out(&format!("{e}\n"));
+                Ok(None)
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// `provision`: accounts, keys, then the audit log is opened.

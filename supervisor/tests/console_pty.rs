@@ -5,66 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pty;
+
 use airlock_supervisor::console::{Console, PROMPT};
 use airlock_supervisor::control::{Reply, Request};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use pty::{reply, request, Term};
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
-
-struct Term {
-    master: File,
-    seen: String,
-}
-
-impl Term {
-    /// Reads until `pat` appears; returns everything read up to and including it.
-    fn until(&mut self, pat: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(i) = self.seen.find(pat) {
-                let out = self.seen[..i + pat.len()].to_string();
-                self.seen.drain(..i + pat.len());
-                return out;
-            }
-            assert!(
-                Instant::now() < end,
-                "timed out waiting for {pat:?}; got {:?}",
-                self.seen
-            );
-            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
-            if poll(&mut fds, PollTimeout::from(200u16)).unwrap() > 0 {
-                let mut b = [0u8; 4096];
-                let n = self.master.read(&mut b).unwrap();
-                self.seen.push_str(&String::from_utf8_lossy(&b[..n]));
-            }
-        }
-    }
-
-    fn line(&mut self, text: &str) {
-        self.master
-            .write_all(format!("{text}\r").as_bytes())
-            .unwrap();
-    }
-}
-
-fn request(ctl: &OwnedFd) -> Request {
-    let mut fds = [PollFd::new(ctl.as_fd(), PollFlags::POLLIN)];
-    assert_eq!(
-        poll(&mut fds, PollTimeout::from(10_000u16)).unwrap(),
-        1,
-        "no request from the console"
-    );
-    let mut b = [0u8; 64];
-    let n = recv(ctl.as_raw_fd(), &mut b, MsgFlags::empty()).unwrap();
-    Request::decode(&b[..n]).unwrap()
-}
-
-fn reply(ctl: &OwnedFd, r: Reply) {
-    send(ctl.as_raw_fd(), &r.encode(), MsgFlags::empty()).unwrap();
-}
+use std::time::Duration;
 
 #[test]
 fn console_session_on_a_pty() {
@@ -78,10 +26,7 @@ fn console_session_on_a_pty() {
     .unwrap();
     let slave = File::from(pty.slave);
     let console = std::thread::spawn(move || Console::attach("pty", slave, theirs).unwrap().run());
-    let mut t = Term {
-        master: File::from(pty.master),
-        seen: String::new(),
-    };
+    let mut t = Term::new(File::from(pty.master), Duration::from_secs(20));
 
     assert_eq!(request(&ours), Request::Up);
     // Readiness may carry a second line (the airlock.dma=warn warning); each

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pty;
+
 use airlock_formats::audit::layout;
 use airlock_formats::audit::note::NoteVerifier;
 use airlock_formats::audit::verify::verify;
@@ -16,54 +18,14 @@ use airlock_supervisor::control::{Reply, Request};
 use airlock_supervisor::identity::policy::Policy;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use pty::Term;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-struct Term {
-    master: File,
-    seen: String,
-}
-
-impl Term {
-    fn until(&mut self, pat: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(i) = self.seen.find(pat) {
-                let out = self.seen[..i + pat.len()].to_string();
-                self.seen.drain(..i + pat.len());
-                return out;
-            }
-            assert!(
-                Instant::now() < end,
-                "timed out waiting for {pat:?}; got {:?}",
-                self.seen
-            );
-            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
-            if poll(&mut fds, PollTimeout::from(200u16)).unwrap() > 0 {
-                let mut b = [0u8; 8192];
-                let n = self.master.read(&mut b).unwrap();
-                self.seen.push_str(&String::from_utf8_lossy(&b[..n]));
-            }
-        }
-    }
-
-    fn line(&mut self, text: &str) {
-        self.master
-            .write_all(format!("{text}\r").as_bytes())
-            .unwrap();
-    }
-
-    /// Answers a prompt that ends in `q`.
-    fn answer(&mut self, q: &str, text: &str) {
-        self.until(q);
-        self.line(text);
-    }
-}
+use std::time::Duration;
 
 /// PID 1's side: readiness, status and every audit request, answered by a
 /// real `Auditd` on `root/audit`.
@@ -133,10 +95,7 @@ fn provisioning_logins_roles_lockout_and_idle_on_a_pty() {
         let stop = stop.clone();
         std::thread::spawn(move || pid1(ours, audit_dir, stop))
     };
-    let mut t = Term {
-        master: File::from(pty.master),
-        seen: String::new(),
-    };
+    let mut t = Term::new(File::from(pty.master), Duration::from_secs(60));
 
     // First boot: only provisioning is offered.
     t.until("not provisioned: type 'provision'");
