@@ -12,6 +12,9 @@ use airlock_e2e::{timeout, Artifacts, Must, Vm, VmConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The officer's prompt.
+const PROMPT: &str = "airlock otto@officer> ";
+
 fn release_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().must();
     let release = exe.parent().and_then(Path::parent).unwrap();
@@ -116,11 +119,15 @@ fn officer_imports_activates_and_custody_refusals() {
     // Choosing the refused one: one line, nothing changes.
     session::send(&mut vm, "2").must();
     vm.wait_for("import refused:", timeout(60)).must();
+    // Each next command only at the prompt (what is typed earlier is echoed
+    // before the prompt and `command` would read the wrong answer).
+    vm.wait_for(PROMPT, timeout(30)).must();
     session::send(&mut vm, "import").must();
     session::answer(&mut vm, "Import which? (number, Enter to cancel): ", "1").must();
     session::answer(&mut vm, "Type yes: ", "yes").must();
     vm.wait_for("imported model tiny version 1", timeout(300))
         .must();
+    vm.wait_for(PROMPT, timeout(30)).must();
     let models = vm.command("models").must();
     assert!(models.contains("tiny (active: none)"), "{models}");
     assert!(models.contains("by otto"), "{models}");
