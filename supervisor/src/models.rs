@@ -179,12 +179,19 @@ impl Console {
                             Some(st) => b.check_state(st).map_err(|e| e.to_string()),
                             None => Ok(Decision::New),
                         };
+                        // The same version again is "already installed" only while
+                        // its directory is there (a removed version may come back).
+                        let installed = state
+                            .as_ref()
+                            .is_some_and(|st| st.is_installed(m.kind, &m.name, m.version));
                         let refused = match (&decision, m.kind) {
                             (_, Kind::System) => Some(
                                 "a system bundle: system updates are not imported here yet".into(),
                             ),
                             (Err(e), _) => Some(e.clone()),
-                            (Ok(Decision::Same), _) => Some("already installed".into()),
+                            (Ok(Decision::Same), _) if installed => {
+                                Some("already installed".into())
+                            }
                             (Ok(_), _) if size > free => Some(format!(
                                 "not enough space: needs {}, {} free",
                                 human(size),
@@ -195,6 +202,7 @@ impl Console {
                         let what = match decision {
                             Ok(Decision::New) => "new".to_string(),
                             Ok(Decision::Upgrade { from }) => format!("replaces version {from}"),
+                            Ok(Decision::Same) => "installs the removed version again".to_string(),
                             _ => String::new(),
                         };
                         Found {

@@ -5,11 +5,13 @@
 //! [`qemu`] builds QEMU's arguments and owns the process, [`console`] is
 //! the serial expect stream, [`qmp`] the QMP client, [`stick`] makes USB
 //! stick images and reads them back, [`disk`] makes writable disk copies,
+//! [`bundles`] packs and signs bundles for the import tests,
 //! [`keyboard`] maps text to USB keyboard strokes, [`screenshot`] checks
 //! screendumps, [`status`] parses `status`, [`figures`] prints figures.
 //! See docs/testing.md.
 
 pub mod artifacts;
+pub mod bundles;
 pub mod console;
 pub mod disk;
 pub mod figures;

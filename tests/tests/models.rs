@@ -7,6 +7,7 @@
 //! import.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use airlock_e2e::bundles::{self, tiny_gguf, Packer, Signer};
 use airlock_e2e::session::{self, OFFICER, OPERATOR};
 use airlock_e2e::{timeout, Artifacts, Must, Vm, VmConfig};
 use std::path::{Path, PathBuf};
@@ -15,71 +16,18 @@ use std::process::Command;
 /// The officer's prompt.
 const PROMPT: &str = "airlock otto@officer> ";
 
-fn release_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().must();
-    let release = exe.parent().and_then(Path::parent).unwrap();
-    let bin = release.join(name);
-    assert!(bin.exists(), "not built: {}", bin.display());
-    bin
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().must();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A FAT stick with `tiny_1.airlock` (signed by the DEMO models key) and
 /// `unsigned_1.airlock` (no signature).
 fn bundle_stick(work: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let keys = run(Command::new(root.join("scripts/demo-keys")).arg("dir"));
-    let keys = PathBuf::from(keys.trim());
-    let airlock = release_bin("airlock");
-    let files = work.join("files");
-    let stick = work.join("stick");
-    let _ = std::fs::remove_dir_all(&stick);
-    std::fs::create_dir_all(&files).must();
-    std::fs::create_dir_all(&stick).must();
-    let gguf = files.join("model.gguf");
-    run(Command::new(release_bin("airlock-modelgen"))
-        .args(["--preset", "tiny", "--seed", "7", "--out"])
-        .arg(&gguf));
-    for (name, sign) in [("tiny", true), ("unsigned", false)] {
-        let bundle = stick.join(format!("{name}_1.airlock"));
-        run(Command::new(&airlock)
-            .args([
-                "bundle",
-                "pack",
-                "--kind",
-                "model",
-                "--name",
-                name,
-                "--version",
-                "1",
-                "-o",
-            ])
-            .arg(&bundle)
-            .arg(&gguf));
-        if sign {
-            run(Command::new(&airlock)
-                .args(["bundle", "sign"])
-                .arg(&bundle)
-                .arg("--key")
-                .arg(keys.join("demo-models.key")));
-        }
-    }
+    let gguf = work.join("model.gguf");
+    tiny_gguf(&gguf, 7).must();
+    let p = Packer::new(&work.join("stick")).must();
+    let bundles = [("tiny", Signer::Models), ("unsigned", Signer::Unsigned)]
+        .map(|(name, signer)| p.pack("model", name, 1, &[], &[&gguf], signer).must());
     let img = work.join("bundles.img");
-    run(Command::new(root.join("scripts/make-stick"))
-        .args(["--superfloppy", "--label", "BUNDLES"])
-        .arg(&img)
-        .arg(stick.join("tiny_1.airlock"))
-        .arg(stick.join("unsigned_1.airlock")));
+    let mut cmd = Command::new(bundles::repo_root().join("scripts/make-stick"));
+    cmd.args(["--superfloppy", "--label", "BUNDLES"]).arg(&img);
+    bundles::run(cmd.args(&bundles)).must();
     img
 }
 
