@@ -9,7 +9,8 @@ use thiserror::Error;
 
 /// Where sticks are mounted for reading (one directory per device).
 pub const MOUNT_BASE: &str = "/run/airlock/stick-read";
-/// Filesystems tried, in order (FAT32 is what most sticks carry).
+/// Filesystems a stick may carry; the one its first bytes name is mounted
+/// (`usb_label::fs_type`), all in turn only when they name none.
 const FILESYSTEMS: &[&str] = &["vfat", "exfat", "ext4"];
 /// Most entries of a stick's top directory looked at.
 pub const MAX_ENTRIES: usize = 4096;
@@ -50,8 +51,8 @@ pub fn mount_ro(dev: &str) -> Result<Mounted, StickReadError> {
         | MsFlags::MS_NOATIME;
     let src = format!("/dev/{dev}");
     let mut last = nix::Error::EINVAL;
-    for fs in FILESYSTEMS {
-        match mount(Some(src.as_str()), &root, Some(*fs), flags, None::<&str>) {
+    for fs in crate::usb_label::mount_candidates(dev, FILESYSTEMS) {
+        match mount(Some(src.as_str()), &root, Some(fs), flags, None::<&str>) {
             Ok(()) => {
                 return Ok(Mounted {
                     device: dev.to_string(),

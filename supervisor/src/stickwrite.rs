@@ -112,8 +112,8 @@ pub fn write_new_dir(
     let src = format!("/dev/{dev}");
     let mut last = nix::Error::EINVAL;
     let mut mounted = false;
-    for fs in FILESYSTEMS {
-        match mount(Some(src.as_str()), &mp, Some(*fs), flags, None::<&str>) {
+    for fs in crate::usb_label::mount_candidates(&dev, FILESYSTEMS) {
+        match mount(Some(src.as_str()), &mp, Some(fs), flags, None::<&str>) {
             Ok(()) => {
                 mounted = true;
                 break;

@@ -69,6 +69,53 @@ pub fn parse_label(buf: &[u8]) -> Option<String> {
     None
 }
 
+/// The file system type (as `mount(2)` names it) in the first bytes of a
+/// device, if it is one a stick may carry: ext2/3/4 (superblock magic),
+/// exFAT (`EXFAT   ` OEM name) or FAT (boot signature with a FAT type
+/// field). Trying each type in turn would make the kernel log a complaint
+/// about every wrong guess on the console.
+pub fn fs_type(buf: &[u8]) -> Option<&'static str> {
+    if buf.get(1024 + 56..1024 + 58) == Some(&[0x53, 0xEF]) {
+        return Some("ext4");
+    }
+    if buf.get(510..512) != Some(&[0x55, 0xAA]) {
+        return None;
+    }
+    if buf.get(3..11) == Some(b"EXFAT   ") {
+        return Some("exfat");
+    }
+    if buf.get(82..87) == Some(b"FAT32") || buf.get(54..57) == Some(b"FAT") {
+        return Some("vfat");
+    }
+    None
+}
+
+/// The first [`READ_LEN`] bytes of `/dev/DEV` (fewer if it is shorter).
+pub fn read_head(dev: &str) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; READ_LEN];
+    let mut f = std::fs::File::open(format!("/dev/{dev}"))?;
+    let mut n = 0;
+    while n < READ_LEN {
+        match f.read(buf.get_mut(n..).unwrap_or(&mut [])) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The file system types to try on `/dev/DEV`: the recognised one alone,
+/// or every one of `all` when the first bytes say nothing (unreadable).
+pub fn mount_candidates(dev: &str, all: &'static [&'static str]) -> Vec<&'static str> {
+    match read_head(dev).ok().as_deref().and_then(fs_type) {
+        Some(t) => vec![t],
+        None => all.to_vec(),
+    }
+}
+
 /// The device to read for disk `name`: its first partition if the kernel
 /// found partitions, else the whole disk.
 pub fn label_device(sys_block: &Path, name: &str) -> String {
@@ -93,29 +140,17 @@ pub fn main_from_args(args: &[String]) -> ExitCode {
         eprintln!("airlock-init: {}", LabelError::Usage);
         return ExitCode::from(2);
     }
-    let dev = format!("/dev/{}", label_device(Path::new("/sys/block"), disk));
-    let mut buf = vec![0u8; READ_LEN];
-    let read = std::fs::File::open(&dev).and_then(|mut f| {
-        let mut n = 0;
-        while n < READ_LEN {
-            match f.read(buf.get_mut(n..).unwrap_or(&mut [])) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(n)
-    });
-    match read {
-        Ok(n) => {
-            if let Some(l) = parse_label(buf.get(..n).unwrap_or(&[])) {
+    let dev = label_device(Path::new("/sys/block"), disk);
+    match read_head(&dev) {
+        Ok(buf) => {
+            if let Some(l) = parse_label(&buf) {
                 println!("{l}");
             }
             ExitCode::SUCCESS
         }
         Err(source) => {
-            eprintln!("airlock-init: {}", LabelError::Read { path: dev, source });
+            let path = format!("/dev/{dev}");
+            eprintln!("airlock-init: {}", LabelError::Read { path, source });
             ExitCode::from(1)
         }
     }
@@ -134,6 +169,35 @@ mod tests {
         b[510] = 0x55;
         b[511] = 0xAA;
         b
+    }
+
+    #[test]
+    fn file_system_types() {
+        let mut ext4 = vec![0u8; READ_LEN];
+        ext4[1024 + 56] = 0x53;
+        ext4[1024 + 57] = 0xEF;
+        let mut exfat = vec![0u8; READ_LEN];
+        exfat[3..11].copy_from_slice(b"EXFAT   ");
+        exfat[510] = 0x55;
+        exfat[511] = 0xAA;
+        let mut fat16 = vec![0u8; READ_LEN];
+        fat16[54..62].copy_from_slice(b"FAT16   ");
+        fat16[510] = 0x55;
+        fat16[511] = 0xAA;
+        let mut ntfs = exfat.clone();
+        ntfs[3..11].copy_from_slice(b"NTFS    ");
+        let rows: &[(&str, Vec<u8>, Option<&str>)] = &[
+            ("ext4 superblock magic", ext4, Some("ext4")),
+            ("exFAT OEM name", exfat, Some("exfat")),
+            ("FAT32 type field", fat32(b"STICK"), Some("vfat")),
+            ("FAT16 type field", fat16, Some("vfat")),
+            ("NTFS: not a stick file system", ntfs, None),
+            ("zeros", vec![0u8; READ_LEN], None),
+            ("short read", vec![0x55; 100], None),
+        ];
+        for (what, buf, want) in rows {
+            assert_eq!(fs_type(buf), *want, "{what}");
+        }
     }
 
     #[test]

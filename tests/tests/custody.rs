@@ -30,7 +30,7 @@ impl Scratch {
     fn new(name: &str) -> Self {
         let d = std::env::temp_dir()
             .join("airlock-e2e")
-            .join(format!("{name}-{}", std::process::id()));
+            .join(format!("{name}-sticks-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).must();
         Scratch(d)
@@ -195,7 +195,7 @@ fn real_model_on_exfat_and_ext4_sticks() {
     let refusals: &[(&str, &str)] = &[
         (
             "wrongrole_1.airlock",
-            "below threshold: 0 of 1 required models signatures",
+            "signed by key \"demo-system\", which does not hold role models",
         ),
         ("sysupdate", "a system bundle"),
         (
