@@ -423,7 +423,11 @@ impl Console {
                                 .join(","),
                             v.imported_at.as_deref().unwrap_or("?"),
                             v.imported_by.as_deref().unwrap_or("?"),
-                            v.kept.map(|k| format!("  ({k})")).unwrap_or_default()
+                            // The active one is marked `*`; why it is kept says the same.
+                            v.kept
+                                .filter(|_| !v.active)
+                                .map(|k| format!("  ({k})"))
+                                .unwrap_or_default()
                         ));
                     }
                 }
