@@ -191,7 +191,8 @@ pub fn parse_output(text: &str) -> Vec<Entry> {
         .collect()
 }
 
-fn read_at(f: &mut std::fs::File, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
+/// Up to `len` bytes of `f` from `off` (fewer at its end).
+pub(crate) fn read_at(f: &mut std::fs::File, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
     use std::io::{Seek, SeekFrom};
     f.seek(SeekFrom::Start(off))?;
     let mut buf = vec![0u8; len];

@@ -92,19 +92,8 @@ pub fn fs_type(buf: &[u8]) -> Option<&'static str> {
 
 /// The first [`READ_LEN`] bytes of `/dev/DEV` (fewer if it is shorter).
 pub fn read_head(dev: &str) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; READ_LEN];
     let mut f = std::fs::File::open(format!("/dev/{dev}"))?;
-    let mut n = 0;
-    while n < READ_LEN {
-        match f.read(buf.get_mut(n..).unwrap_or(&mut [])) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(n);
-    Ok(buf)
+    crate::gpt::read_at(&mut f, 0, READ_LEN)
 }
 
 /// The file system types to try on `/dev/DEV`: the recognised one alone,
