@@ -11,7 +11,6 @@
 //! NTFS, no file system) has no label here.
 
 use airlock_formats::escape;
-use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
