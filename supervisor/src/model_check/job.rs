@@ -438,10 +438,13 @@ mod tests {
         );
     }
 
+    /// Result, reason code and detail of an expected draft.
+    type Want<'a> = Option<(Outcome, Option<&'a str>, String)>;
+
     #[test]
     fn audit_drafts_per_fact() {
         let long = "r".repeat(400);
-        let cases: Vec<(Line, Option<(Outcome, Option<&str>, String)>)> = vec![
+        let cases: Vec<(Line, Want)> = vec![
             (
                 Line::Checking {
                     name: "t".into(),
