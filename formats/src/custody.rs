@@ -129,9 +129,10 @@ pub fn model_dir(store: &Path, name: &str, version: u64) -> Result<PathBuf> {
     Ok(version_dir(store, Kind::Model, name, version))
 }
 
-/// The active version's directory of model `name`, after its at-rest check
-/// against `trust` (boot: the supervisor calls this before giving a worker
-/// the directory). Refused when no version is active or the check fails.
+/// The active version's directory of model `name`, after an at-rest check
+/// against `trust` run now. Refused when no version is active or the check
+/// fails. (The appliance checks at boot in a child and keeps the verdict
+/// for the boot: the supervisor's `model_check::record::worker_model_dir`.)
 pub fn active_model_dir(
     store: &Path,
     trust: &TrustFile,

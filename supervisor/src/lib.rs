@@ -17,6 +17,7 @@ pub mod events;
 pub mod gpt;
 pub mod identity;
 pub mod klog;
+pub mod model_check;
 pub mod models;
 pub mod mounts;
 pub mod netlock;
@@ -54,6 +55,7 @@ pub fn entry() -> std::process::ExitCode {
         Some("console") => console::main_from_args(&args[1..]),
         Some("usb-label") => usb_label::main_from_args(&args[1..]),
         Some("gpt-parts") => gpt::main_from_args(&args[1..]),
+        Some("model-check") => model_check::child::main_from_args(&args[1..]),
         Some("--version") => {
             println!("airlock-init {VERSION}");
             std::process::ExitCode::SUCCESS
@@ -62,7 +64,7 @@ pub fn entry() -> std::process::ExitCode {
             eprintln!(
                 "airlock-init: this is the appliance's PID 1 (/init); the only other mode is \
                  'airlock-init console TTY --ctl-fd N', 'airlock-init usb-label DISK' and \
-                 'airlock-init gpt-parts DISK', \
+                 'airlock-init gpt-parts DISK', 'airlock-init model-check STORE', \
                  started by the supervisor itself"
             );
             std::process::ExitCode::from(2)

@@ -38,7 +38,8 @@ struct Found {
     signers: Vec<String>,
 }
 
-fn human(bytes: u64) -> String {
+/// `98.1 MiB`, `2.00 GiB`.
+pub(crate) fn human(bytes: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     let b = bytes as f64;
     if b >= 1024.0 * MIB {
@@ -115,6 +116,37 @@ impl Progress for ConsoleProgress<'_> {
     fn finish(&mut self) {
         self.draw(true);
         let _ = self.tty.write_all(b"\n");
+    }
+}
+
+/// What `models` says after `(active: N)` about this boot's at-rest check
+/// of the active version (`model_check::record`).
+fn at_rest_note(store: &Path, name: &str, active: Option<u64>) -> String {
+    use crate::model_check::record::{worker_model_dir, Refusal, RECORD_DIR};
+    if active.is_none() {
+        return String::new();
+    }
+    match worker_model_dir(store, Path::new(RECORD_DIR), name) {
+        Ok(_) => "  verified at rest".into(),
+        Err(Refusal::Refused { reason, .. }) => format!("  REFUSED: {reason}"),
+        Err(Refusal::NotChecked { .. }) => "  at-rest check pending".into(),
+        Err(e) => format!("  REFUSED: {e}"),
+    }
+}
+
+/// Updates this boot's at-rest record after an `activate` (`version`) or
+/// a `rollback` (`None`), both of which re-hash what they make active.
+fn note_activation(
+    store: &Path,
+    name: &str,
+    version: Option<u64>,
+    r: &Result<custody::Activated, custody::CustodyError>,
+    started: Instant,
+) {
+    use crate::model_check::record::{after_activation, RECORD_DIR};
+    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if let Err(e) = after_activation(Path::new(RECORD_DIR), store, name, version, r, ms) {
+        log::warn!("{e}");
     }
 }
 
@@ -404,11 +436,12 @@ impl Console {
                 let mut t = String::new();
                 for m in ms {
                     t.push_str(&format!(
-                        "{} (active: {})\n",
+                        "{} (active: {}){}\n",
                         escape::text(&m.name),
                         m.active
                             .map(|v| v.to_string())
-                            .unwrap_or_else(|| "none".into())
+                            .unwrap_or_else(|| "none".into()),
+                        at_rest_note(&store, &m.name, m.active)
                     ));
                     for v in m.versions {
                         t.push_str(&format!(
@@ -449,35 +482,39 @@ impl Console {
                     .and_then(|m| m.versions.iter().map(|x| x.version).max())
                     .ok_or_else(|| format!("no model {} is installed", escape::text(name)))?,
             };
-            custody::activate(store, trust, name, v)
-                .map(|a| {
-                    (
-                        a.version,
-                        format!("{} version {} is active", escape::text(name), a.version),
-                    )
-                })
-                .map_err(|e| e.to_string())
+            let started = Instant::now();
+            let r = custody::activate(store, trust, name, v);
+            note_activation(store, name, Some(v), &r, started);
+            r.map(|a| {
+                (
+                    a.version,
+                    format!("{} version {} is active", escape::text(name), a.version),
+                )
+            })
+            .map_err(|e| e.to_string())
         });
     }
 
     /// `rollback NAME`.
     pub(crate) fn cmd_rollback(&mut self, name: &str) {
         self.custody_change("rollback", name, None, |store, trust, name, _| {
-            custody::rollback(store, trust, name)
-                .map(|a| {
-                    (
+            let started = Instant::now();
+            let r = custody::rollback(store, trust, name);
+            note_activation(store, name, None, &r, started);
+            r.map(|a| {
+                (
+                    a.version,
+                    format!(
+                        "{} rolled back to version {} (was {})",
+                        escape::text(name),
                         a.version,
-                        format!(
-                            "{} rolled back to version {} (was {})",
-                            escape::text(name),
-                            a.version,
-                            a.previous
-                                .map(|p| p.to_string())
-                                .unwrap_or_else(|| "none".into())
-                        ),
-                    )
-                })
-                .map_err(|e| e.to_string())
+                        a.previous
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "none".into())
+                    ),
+                )
+            })
+            .map_err(|e| e.to_string())
         });
     }
 

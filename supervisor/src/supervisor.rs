@@ -2,7 +2,8 @@
 //!
 //! Boot: block signals (signalfd) and disable ctrl-alt-del → mount /dev,
 //! /proc, /sys, securityfs, /run, /tmp → kmsg logging → command line →
-//! sysctls → network lockdown → state partition → consoles. Then one
+//! sysctls → network lockdown → state partition (then the `model-check`
+//! child, reaped by the loop) → consoles. Then one
 //! single-threaded loop: signals, control sockets of the consoles, a 1 s
 //! tick (USB sticks, new network interfaces, late state partition), due
 //! service restarts. Every turn runs under `catch_unwind`: a bug is logged
@@ -100,6 +101,8 @@ pub struct Supervisor {
     last_tick: Duration,
     /// The audit writer (the only one).
     audit: Auditd,
+    /// The boot's at-rest check of the models (`model-check` child).
+    model_check: crate::model_check::job::Job,
 }
 
 /// Runs PID 1. Never returns.
@@ -328,6 +331,7 @@ impl Supervisor {
                 .filter(|p| !p.to_string_lossy().ends_with(" (deleted)"))
                 .unwrap_or_else(|| PathBuf::from("/init")),
             last_tick: Duration::ZERO,
+            model_check: Default::default(),
             audit: Auditd::new(
                 Path::new(crate::auditd::AUDIT_DIR),
                 crate::auditd::boot_id(Path::new("/proc/sys")),
@@ -494,6 +498,9 @@ impl Supervisor {
                         self.state_partition =
                             format!("/dev/{dev} mounted at {}", mounts::STATE_MOUNT);
                         log::info!("state partition: {}", self.state_partition);
+                        let store = Path::new(mounts::STATE_MOUNT).join(crate::models::STORE_DIR);
+                        let facts = self.model_check.start(&self.self_exe, &store, boottime());
+                        self.on_model_check(facts);
                     }
                     Err(e) => {
                         self.state_partition = format!("/dev/{dev} found, NOT mounted: {e}");
@@ -662,11 +669,29 @@ impl Supervisor {
         }
     }
 
+    /// Audits and announces what the model check reported.
+    fn on_model_check(&mut self, facts: Vec<crate::model_check::line::Line>) {
+        use crate::model_check::job;
+        for f in facts {
+            log::info!("model check: {f}");
+            if let Some(n) = job::notice(&f) {
+                self.broadcast(&n);
+            }
+            if let Some(d) = job::draft(&f) {
+                self.record(d);
+            }
+        }
+    }
+
     fn on_reaped(&mut self, r: reaper::Reaped) {
         let now = boottime();
         if let Some(i) = self.label_jobs.iter().position(|j| j.pid == r.pid) {
             self.on_label_done(i);
             return;
+        }
+        if self.model_check.owns(r.pid) {
+            let facts = self.model_check.exited(&r.status, r.code, now);
+            return self.on_model_check(facts);
         }
         let Some(i) = self
             .consoles
@@ -771,6 +796,7 @@ impl Supervisor {
         r.push("state partition", self.state_partition.clone());
         r.push("root", crate::rootfs::status_value());
         r.push("state binding", self.state_binding.clone());
+        r.push("models at rest", self.model_check.status_value(now));
         if !self.state_ignored.is_empty() {
             r.push(
                 "state ignored",
@@ -816,11 +842,16 @@ impl Supervisor {
                     self.console_ready_at = Some(now);
                     log::info!("console ready after {}", secs3(now));
                 }
-                Reply::Ready(match (verdict, self.dma.warning(self.cmdline.dma)) {
+                let mut ready = match (verdict, self.dma.warning(self.cmdline.dma)) {
                     (Ok(()), None) => READY_LINE.to_string(),
                     (Ok(()), Some(w)) => format!("{READY_LINE}\n{w}"),
                     (Err(why), _) => format!("airlock: NOT READY — {why}"),
-                })
+                };
+                for n in self.model_check.notices() {
+                    ready.push('\n');
+                    ready.push_str(&n);
+                }
+                Reply::Ready(ready)
             }
             Request::Status => Reply::Status(self.status_report().render()),
             Request::Poweroff => {
@@ -990,6 +1021,8 @@ impl Supervisor {
         for r in reaper::reap_all() {
             self.on_reaped(r);
         }
+        let facts = self.model_check.drain();
+        self.on_model_check(facts);
         for i in ctl_ready {
             let mut buf = vec![0u8; MAX_MSG];
             while let Some(fd) = self.consoles.get(i).and_then(|c| c.ctl.as_ref()) {

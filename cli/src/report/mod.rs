@@ -87,6 +87,7 @@ pub fn section(a: Action) -> Section {
         | Action::ModelRemove
         | Action::ModelActivate
         | Action::ModelRollback
+        | Action::ModelVerify
         | Action::SystemImport
         | Action::SystemRollback => Section::Imports,
         // Who may do what, with which keys, at which time; the log itself.

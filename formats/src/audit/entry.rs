@@ -113,6 +113,9 @@ pub enum Action {
     ModelActivate,
     /// The active model set back to the previous installed version.
     ModelRollback,
+    /// The boot's at-rest check of an active model version against its
+    /// signed manifest (ok, refused with the reason, or failed to run).
+    ModelVerify,
     SystemImport,
     SystemRollback,
     /// The audit log exported to a stick.

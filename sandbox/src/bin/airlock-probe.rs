@@ -4,6 +4,7 @@
 //! ```text
 //! airlock-probe [--stage2] [--parent-pid PID] allow      # allowed side, then waits for EOF on stdin
 //! airlock-probe [--stage2] [--parent-pid PID] act NAME   # EOF on stdin, then one act (may end in SIGSYS)
+//! airlock-probe [--stage2] open PATH (read|write|create)  # EOF on stdin, then one open
 //! airlock-probe list                                      # names of the acts
 //! ```
 //! With `--stage2`, `act` installs the worker's exact stage-2 allow list
@@ -12,7 +13,10 @@
 //! worker's list plus the probe's additions) after its first checks. `act` waits for EOF on
 //! stdin before acting, so the spawner can confirm stage 2 before an act kills the probe.
 //! Output: one line per result,
-//! `act NAME errno ENAME` | `act NAME ok DETAIL` | `check NAME ok DETAIL` | `check NAME fail DETAIL`.
+//! `act NAME errno ENAME` | `act NAME ok DETAIL` | `check NAME ok DETAIL` | `check NAME fail DETAIL`
+//! | `open PATH errno ENAME` | `open PATH ok DETAIL`. `open` is for tests of what a sandbox with
+//! a given model dir can reach: `read` opens read-only and reads the whole file, `write` opens
+//! write-only, `create` creates.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::ffi::CStr;
@@ -66,6 +70,45 @@ fn open(path: &CStr, flags: libc::c_int) -> Outcome {
     // SAFETY: closing the fd we opened.
     unsafe { libc::close(fd) };
     Outcome::Ok(format!("opened {}", path.to_string_lossy()))
+}
+
+/// Opens `path` as `mode` says (`read`: and reads it to the end).
+fn open_path(path: &str, mode: &str) -> Option<Outcome> {
+    let flags = match mode {
+        "read" => libc::O_RDONLY,
+        "write" => libc::O_WRONLY,
+        "create" => libc::O_CREAT | libc::O_WRONLY,
+        _ => return None,
+    };
+    let Ok(c) = std::ffi::CString::new(path) else {
+        return Some(Outcome::Errno(libc::EINVAL));
+    };
+    // SAFETY: valid NUL-terminated path; the fd is closed below.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    if fd < 0 {
+        return Some(Outcome::Errno(last()));
+    }
+    let mut total = 0usize;
+    let mut result = Outcome::Ok(format!("opened for {mode}"));
+    if mode == "read" {
+        let mut buf = [0u8; 65536];
+        loop {
+            // SAFETY: reading into a live buffer of its length from our fd.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                result = Outcome::Errno(last());
+                break;
+            }
+            if n == 0 {
+                result = Outcome::Ok(format!("read {total} bytes"));
+                break;
+            }
+            total += n as usize;
+        }
+    }
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    Some(result)
 }
 
 fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> Outcome {
@@ -744,9 +787,31 @@ fn main() {
             }
             0
         }
+        (Some("open"), Some(path)) => {
+            let mode = args.next().unwrap_or_default();
+            if stage2 {
+                // The worker's exact list, as for `act`.
+                if let Err(e) = airlock_sandbox::seccomp::install(Profile::Worker) {
+                    println!("check stage2_installed fail {e}");
+                    std::process::exit(2);
+                }
+            }
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+            match open_path(&path, &mode) {
+                Some(Outcome::Ok(d)) => println!("open {path} ok {d}"),
+                Some(Outcome::Errno(e)) => println!("open {path} errno {}", errno_name(e)),
+                None => {
+                    eprintln!("airlock-probe: unknown open mode {mode:?}");
+                    std::process::exit(2);
+                }
+            }
+            0
+        }
         _ => {
             eprintln!(
-                "usage: airlock-probe [--stage2] [--parent-pid PID] (allow | act NAME | list)"
+                "usage: airlock-probe [--stage2] [--parent-pid PID] \
+                 (allow | act NAME | open PATH MODE | list)"
             );
             2
         }
