@@ -14,7 +14,7 @@
 
 use airlock_e2e::bundles::{self, flip_byte_in_ext4_file, make_stick, tiny_gguf, Packer, Signer};
 use airlock_e2e::session::{self, AUDITOR, OFFICER};
-use airlock_e2e::{timeout, Artifacts, Must, Vm, VmConfig};
+use airlock_e2e::{timeout, Artifacts, Must, Pattern, Vm, VmConfig};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -335,8 +335,10 @@ fn real_model_on_exfat_and_ext4_sticks() {
     vm.wait_exit(timeout(120)).must();
 }
 
-/// Marker of the import's progress line once it has started copying.
-const COPYING: &str = "s left";
+/// The import's progress line once bytes are flowing (a non-zero rate).
+fn copying() -> Pattern {
+    Pattern::regex(r"[1-9][0-9]*\.[0-9] MiB / [0-9.]+ MiB +[0-9.]+ MB/s").must()
+}
 
 #[test]
 fn import_faults_and_offline_edit() {
@@ -383,14 +385,22 @@ fn import_faults_and_offline_edit() {
     let listing = import_list(&mut vm);
     session::send(&mut vm, &number_of(&listing, "model big version 1")).must();
     session::answer(&mut vm, "Type yes: ", "yes").must();
-    vm.wait_for(COPYING, timeout(120)).must();
+    vm.wait_for(copying(), timeout(120)).must();
     vm.unplug_stick(&s).must();
     vm.wait_for("import failed: ", timeout(300)).must();
     vm.wait_for("; nothing changed", timeout(10)).must();
     vm.wait_for(PROMPT, timeout(60)).must();
     let out = vm.command("models").must();
     assert!(!out.contains("big"), "{out}");
-    let out = vm.command("status").must();
+    // The supervisor notices the pull within its next scans.
+    let mut out = String::new();
+    for _ in 0..30 {
+        out = vm.command("status").must();
+        if out.contains("usb sticks: none") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
     assert!(out.contains("usb sticks: none"), "{out}");
 
     // 2. A power cut mid-import (QEMU killed), then a boot.
@@ -400,7 +410,7 @@ fn import_faults_and_offline_edit() {
     let listing = import_list(&mut vm);
     session::send(&mut vm, &number_of(&listing, "model big version 1")).must();
     session::answer(&mut vm, "Type yes: ", "yes").must();
-    vm.wait_for(COPYING, timeout(120)).must();
+    vm.wait_for(copying(), timeout(120)).must();
     drop(vm);
 
     let mut vm = Vm::boot(&cfg, timeout(240)).must();
