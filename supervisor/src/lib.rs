@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod dma;
 pub mod events;
 pub mod gpt;
+pub mod grow;
 pub mod identity;
 pub mod klog;
 pub mod models;
@@ -54,6 +55,7 @@ pub fn entry() -> std::process::ExitCode {
         Some("console") => console::main_from_args(&args[1..]),
         Some("usb-label") => usb_label::main_from_args(&args[1..]),
         Some("gpt-parts") => gpt::main_from_args(&args[1..]),
+        Some("grow-state") => grow::main_from_args(&args[1..]),
         Some("--version") => {
             println!("airlock-init {VERSION}");
             std::process::ExitCode::SUCCESS
@@ -61,8 +63,9 @@ pub fn entry() -> std::process::ExitCode {
         _ => {
             eprintln!(
                 "airlock-init: this is the appliance's PID 1 (/init); the only other mode is \
-                 'airlock-init console TTY --ctl-fd N', 'airlock-init usb-label DISK' and \
-                 'airlock-init gpt-parts DISK', \
+                 'airlock-init console TTY --ctl-fd N', 'airlock-init usb-label DISK', \
+                 'airlock-init gpt-parts DISK' and \
+                 'airlock-init grow-state DISK PARTN GUID MOUNTPOINT', \
                  started by the supervisor itself"
             );
             std::process::ExitCode::from(2)
