@@ -19,7 +19,9 @@ ESP_FAT_LABEL=AIRLOCK-ESP                         # at most 11 characters
 
 # 2: state partition (ext4): model store, audit log, keys, config. Found by
 # the supervisor through its PARTLABEL. Fills the rest of the image (minus
-# 1 MiB for the backup GPT). Raise DISK_SIZE_MIB for a larger store.
+# 1 MiB for the backup GPT) and must stay the last partition: on a larger
+# disk the supervisor grows it (and its ext4) to fill the disk on first boot
+# (supervisor/src/grow.rs). Raise DISK_SIZE_MIB only for a larger image file.
 STATE_NUM=2
 STATE_NAME=airlock-state
 STATE_TYPE=0FC63DAF-8483-4772-8E79-3D69D8477DE4   # Linux filesystem data

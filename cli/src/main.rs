@@ -94,6 +94,8 @@ pub enum BundleCmd {
     /// GGUF file's own metadata. With --split, a file larger than SIZE is
     /// written as parts (FILE.part000, FILE.part001, …) that fit a FAT32
     /// stick; the import joins them and checks each part and the whole.
+    // `--version` here is the bundle's version, not the program's.
+    #[command(disable_version_flag = true)]
     Pack {
         /// What the bundle carries: model or system.
         #[arg(long)]

@@ -61,6 +61,35 @@ pub enum ImportError {
     Stage(FsError),
     #[error("commit: {0}")]
     Commit(FsError),
+    /// Checked after the bundle is verified and before a byte is copied.
+    #[error("not enough space: needs {}, {} free", human_bytes(*.needs), human_bytes(*.free))]
+    NoSpace { needs: u64, free: u64 },
+}
+
+/// A size as the console and the CLI show it: `767.0 MiB`, `1.62 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let b = bytes as f64;
+    if b >= 1024.0 * MIB {
+        format!("{:.2} GiB", b / (1024.0 * MIB))
+    } else {
+        format!("{:.1} MiB", b / MIB)
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding
+/// `path` (statvfs `f_bavail`); `None` when it cannot be asked.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Refuses a payload of `needs` bytes when only `free` are left.
+pub fn check_space(needs: u64, free: Option<u64>) -> Result<()> {
+    match free {
+        Some(free) if needs > free => Err(ImportError::NoSpace { needs, free }),
+        _ => Ok(()),
+    }
 }
 
 type Result<T> = std::result::Result<T, ImportError>;
@@ -196,6 +225,10 @@ pub fn import_by(
         report.already_installed = true;
         return Ok(report);
     }
+
+    // Before anything is staged: a bundle that does not fit is refused
+    // here, not by ENOSPC half-way through the copy.
+    check_space(m.total_size(), free_bytes(store))?;
 
     let staging_root = store.join(STAGING_DIR);
     fs::create_dir_all(&staging_root)
@@ -557,5 +590,33 @@ impl Drop for Staging {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod space_tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_does_not_fit_with_both_sizes() {
+        let cases: &[(u64, Option<u64>, Option<&str>)] = &[
+            (10, Some(10), None),
+            (10, None, None),
+            (
+                3 << 30,
+                Some(800 << 20),
+                Some("not enough space: needs 3.00 GiB, 800.0 MiB free"),
+            ),
+            (
+                1 << 20,
+                Some(0),
+                Some("not enough space: needs 1.0 MiB, 0.0 MiB free"),
+            ),
+        ];
+        for (needs, free, want) in cases {
+            let got = check_space(*needs, *free).err().map(|e| e.to_string());
+            assert_eq!(got.as_deref(), *want, "{needs} {free:?}");
+        }
+        assert!(free_bytes(Path::new("/")).is_some());
     }
 }

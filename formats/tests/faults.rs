@@ -327,9 +327,29 @@ fn disk_full_on_store() {
     store::init(&store).unwrap();
     import::import(&v1, &store, &k.trust, Commit::Now, &mut import::NoProgress).unwrap();
     let before = snapshot(&store);
+    // A bundle larger than the free space: refused before staging.
     let src2 = dir.path().join("m2.gguf");
     payload(&src2, 8 << 20, 2);
     let v2 = dir.path().join("tiny_2.airlock");
+    bundle(&k, &src2, &v2, 2);
+    let free = import::free_bytes(&store).unwrap();
+    let e =
+        import::import(&v2, &store, &k.trust, Commit::Now, &mut import::NoProgress).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "not enough space: needs 8.0 MiB, {} free",
+            import::human_bytes(free)
+        )
+    );
+    assert_eq!(snapshot(&store), before);
+    assert!(staging_empty(&store));
+    // A payload that just fits the check: the manifest and signature files
+    // staged beside it take the last pages, the copy hits ENOSPC and is
+    // cleaned up.
+    let src2 = dir.path().join("m2b.gguf");
+    payload(&src2, (free - 4096) as usize, 2);
+    let v2 = dir.path().join("tiny_2b.airlock");
     bundle(&k, &src2, &v2, 2);
     let e =
         import::import(&v2, &store, &k.trust, Commit::Now, &mut import::NoProgress).unwrap_err();

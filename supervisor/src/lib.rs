@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod dma;
 pub mod events;
 pub mod gpt;
+pub mod grow;
 pub mod identity;
 pub mod klog;
 pub mod model_check;
@@ -56,6 +57,7 @@ pub fn entry() -> std::process::ExitCode {
         Some("usb-label") => usb_label::main_from_args(&args[1..]),
         Some("gpt-parts") => gpt::main_from_args(&args[1..]),
         Some("model-check") => model_check::child::main_from_args(&args[1..]),
+        Some("grow-state") => grow::main_from_args(&args[1..]),
         Some("--version") => {
             println!("airlock-init {VERSION}");
             std::process::ExitCode::SUCCESS
@@ -63,8 +65,9 @@ pub fn entry() -> std::process::ExitCode {
         _ => {
             eprintln!(
                 "airlock-init: this is the appliance's PID 1 (/init); the only other mode is \
-                 'airlock-init console TTY --ctl-fd N', 'airlock-init usb-label DISK' and \
-                 'airlock-init gpt-parts DISK', 'airlock-init model-check STORE', \
+                 'airlock-init console TTY --ctl-fd N', 'airlock-init usb-label DISK', \
+                 'airlock-init gpt-parts DISK', 'airlock-init model-check STORE' and \
+                 'airlock-init grow-state DISK PARTN GUID MOUNTPOINT', \
                  started by the supervisor itself"
             );
             std::process::ExitCode::from(2)

@@ -40,19 +40,12 @@ struct Found {
 
 /// `98.1 MiB`, `2.00 GiB`.
 pub(crate) fn human(bytes: u64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    let b = bytes as f64;
-    if b >= 1024.0 * MIB {
-        format!("{:.2} GiB", b / (1024.0 * MIB))
-    } else {
-        format!("{:.1} MiB", b / MIB)
-    }
+    airlock_formats::import::human_bytes(bytes)
 }
 
 /// Free bytes of the filesystem holding `path`.
 fn free_bytes(path: &Path) -> Option<u64> {
-    let st = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+    airlock_formats::import::free_bytes(path)
 }
 
 /// A progress line on the console: bytes, MB/s, time left; redrawn at

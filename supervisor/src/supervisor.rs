@@ -85,6 +85,8 @@ pub struct Supervisor {
     state_ignored: Vec<crate::state::Ignored>,
     /// The boot ESP from LoaderDevicePartUUID, read once.
     boot_esp: Option<Result<Option<String>, crate::state::StateError>>,
+    /// What the `grow-state` child did this boot (`state space`).
+    state_grow: Option<crate::grow::Report>,
     /// GPTs read by `gpt-parts` children, per disk (read once per boot).
     gpt_cache: Vec<(String, Result<Vec<crate::gpt::Entry>, String>)>,
     dma: crate::dma::Report,
@@ -174,20 +176,62 @@ pub const GPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`GPT_TIMEOUT`]; a child still running then is killed (and later reaped
 /// by the event loop's reaper).
 fn run_gpt_child(exe: &Path, disk: &str) -> Result<Vec<crate::gpt::Entry>, String> {
+    let (ok, out, err) = run_child(exe, &["gpt-parts", disk], GPT_TIMEOUT)?;
+    if !ok {
+        return Err(err);
+    }
+    Ok(crate::gpt::parse_output(&String::from_utf8_lossy(&out)))
+}
+
+/// How long a `grow-state` child may take: growing the ext4 of a large disk
+/// online adds thousands of block groups. A child still running then is
+/// killed; the kernel finishes a resize it started, and the next boot
+/// carries on where this one stopped.
+pub const GROW_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `airlock-init grow-state DISK PARTN GUID MOUNTPOINT` (grow.rs).
+fn run_grow_child(exe: &Path, disk: &str, partn: u32, guid: &str) -> crate::grow::Report {
+    let partn = partn.to_string();
+    let args = ["grow-state", disk, &partn, guid, mounts::STATE_MOUNT];
+    match run_child(exe, &args, GROW_TIMEOUT) {
+        Ok((ok, out, err)) => {
+            let mut r = crate::grow::parse_output(&String::from_utf8_lossy(&out));
+            if !ok {
+                r.error = Some(err);
+            }
+            r
+        }
+        Err(e) => crate::grow::Report {
+            error: Some(e),
+            ..Default::default()
+        },
+    }
+}
+
+/// Runs `airlock-init ARGS...` with an empty environment and collects its
+/// stdout (at most 64 KiB) and the first 512 bytes of its stderr (without
+/// the `airlock-init: ` prefix). Waits at most `timeout`; a child still
+/// running then is killed (and later reaped by the event loop's reaper).
+fn run_child(
+    exe: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<(bool, Vec<u8>, String), String> {
     use std::io::Read;
+    let name = args.first().copied().unwrap_or("child");
+    let what = args.get(..2).unwrap_or(args).join(" ");
     let mut child = Command::new(exe)
-        .arg("gpt-parts")
-        .arg(disk)
+        .args(args)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("spawn gpt-parts: {e}"))?;
+        .map_err(|e| format!("spawn {name}: {e}"))?;
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err("gpt-parts: no pipes".into());
+        return Err(format!("{name}: no pipes"));
     };
-    let deadline = boottime() + GPT_TIMEOUT;
+    let deadline = boottime() + timeout;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -195,12 +239,12 @@ fn run_gpt_child(exe: &Path, disk: &str) -> Result<Vec<crate::gpt::Entry>, Strin
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLIN)];
         let ready = matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0);
+        if !ready && boottime() < deadline {
+            continue; // a poll shorter than the time left (u16 ms)
+        }
         if !ready || out.len() > 64 * 1024 {
             let _ = child.kill();
-            return Err(format!(
-                "gpt-parts {disk}: no answer within {} s",
-                GPT_TIMEOUT.as_secs()
-            ));
+            return Err(format!("{what}: no answer within {} s", timeout.as_secs()));
         }
         match stdout.read(&mut buf) {
             Ok(0) => break,
@@ -208,19 +252,18 @@ fn run_gpt_child(exe: &Path, disk: &str) -> Result<Vec<crate::gpt::Entry>, Strin
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 let _ = child.kill();
-                return Err(format!("gpt-parts {disk}: {e}"));
+                return Err(format!("{what}: {e}"));
             }
         }
     }
-    let status = child.wait().map_err(|e| format!("gpt-parts {disk}: {e}"))?;
+    let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
+    let mut err = Vec::new();
     if !status.success() {
-        let mut err = Vec::new();
         let _ = (&mut stderr).take(512).read_to_end(&mut err);
-        let err = String::from_utf8_lossy(&err);
-        let msg = err.trim().trim_start_matches("airlock-init: ");
-        return Err(msg.to_string());
     }
-    Ok(crate::gpt::parse_output(&String::from_utf8_lossy(&out)))
+    let err = String::from_utf8_lossy(&err);
+    let msg = err.trim().trim_start_matches("airlock-init: ").to_string();
+    Ok((status.success(), out, msg))
 }
 
 impl Supervisor {
@@ -315,6 +358,7 @@ impl Supervisor {
             state_binding: "none".into(),
             state_ignored: Vec::new(),
             boot_esp: None,
+            state_grow: None,
             gpt_cache: Vec::new(),
             dma: crate::dma::probe_system(),
             consoles,
@@ -498,6 +542,10 @@ impl Supervisor {
                         self.state_partition =
                             format!("/dev/{dev} mounted at {}", mounts::STATE_MOUNT);
                         log::info!("state partition: {}", self.state_partition);
+                        let partn = named.iter().find(|n| n.dev == dev).map(|n| n.partn);
+                        if let (Some(partn), Some(guid)) = (partn, want.as_deref()) {
+                            self.grow_state(&disk, partn, guid);
+                        }
                         let store = Path::new(mounts::STATE_MOUNT).join(crate::models::STORE_DIR);
                         let facts = self.model_check.start(&self.self_exe, &store, boottime());
                         self.on_model_check(facts);
@@ -515,6 +563,50 @@ impl Supervisor {
                 self.state_partition = format!("refused: {e}");
                 log::error!("state partition: {e}");
             }
+        }
+    }
+
+    /// Grows the state partition and its ext4 to fill the disk (a child,
+    /// grow.rs), once the state is mounted; audited when something grew or
+    /// a step failed. Never stops the boot: the state stays mounted at the
+    /// size it has.
+    fn grow_state(&mut self, disk: &str, partn: u32, guid: &str) {
+        let r = run_grow_child(&self.self_exe, disk, partn, guid);
+        if let Some(line) = r.summary() {
+            let outcome = if r.error.is_some() {
+                log::error!("state space: {line}");
+                Outcome::Failed
+            } else {
+                log::info!("state space: {line}");
+                Outcome::Ok
+            };
+            let detail = crate::screen::line(&line).chars().take(250).collect();
+            self.record(Draft::system(
+                AuditAction::StateGrown,
+                outcome,
+                Some(detail),
+            ));
+        }
+        self.state_grow = Some(r);
+    }
+
+    /// The `state space` status value (statvfs of the mount).
+    fn state_space(&self) -> String {
+        let mounted = self
+            .mounts
+            .mounted
+            .iter()
+            .any(|m| m.target == Path::new(mounts::STATE_MOUNT));
+        if !mounted {
+            return "unknown (state partition not mounted)".into();
+        }
+        match nix::sys::statvfs::statvfs(mounts::STATE_MOUNT) {
+            Ok(st) => crate::grow::space_value(
+                st.blocks_available().saturating_mul(st.fragment_size()),
+                st.blocks().saturating_mul(st.fragment_size()),
+                self.state_grow.as_ref(),
+            ),
+            Err(e) => format!("unknown (statvfs {}: {e})", mounts::STATE_MOUNT),
         }
     }
 
@@ -794,6 +886,7 @@ impl Supervisor {
         }
         r.push("dma protection", self.dma.status_value(self.cmdline.dma));
         r.push("state partition", self.state_partition.clone());
+        r.push("state space", self.state_space());
         r.push("root", crate::rootfs::status_value());
         r.push("state binding", self.state_binding.clone());
         r.push("models at rest", self.model_check.status_value(now));

@@ -108,7 +108,8 @@ pub fn section(a: Action) -> Section {
         | Action::Shutdown
         | Action::Selftest
         | Action::StickInserted
-        | Action::StickRemoved => Section::System,
+        | Action::StickRemoved
+        | Action::StateGrown => Section::System,
     }
 }
 

@@ -134,6 +134,10 @@ pub enum Action {
     /// A USB stick appeared; `detail` names device, size and label.
     StickInserted,
     StickRemoved,
+    /// The state partition or its file system grown to fill the disk (first
+    /// boot on a disk larger than the image), or a step of it failed;
+    /// `detail` says from which size to which, or why.
+    StateGrown,
     /// A console command refused before it ran (role, not logged in);
     /// `detail` names the command, `reason` the role it needs.
     Command,
