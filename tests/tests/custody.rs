@@ -7,7 +7,8 @@
 //!   stick, a table of bundles that must be refused on an ext4 stick, both
 //!   sticks inserted at once; the officer sees every refusal with its
 //!   reason, imports, activates, rolls back and removes.
-//! - `import_faults_and_offline_edit`: a stick pulled mid-import, QEMU
+//! - `import_faults_and_offline_edit`: on a disk larger than the image
+//!   (the state partition grows to fill it), a stick pulled mid-import, QEMU
 //!   killed mid-import (a power cut) and booted again, then a model file
 //!   edited offline in the disk image and caught at the next boot.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -373,12 +374,31 @@ fn import_faults_and_offline_edit() {
     make_stick(&stick, "vfat", "BIG", None, &[big]).must();
 
     let disk = session::provisioned_disk("custody-faults").must();
+    // As if flashed onto a larger disk: 1 GiB image, 2 GiB disk.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(disk.path())
+        .and_then(|f| f.set_len(2 << 30))
+        .must();
     let cfg = VmConfig::direct("custody-faults", &Artifacts::locate())
         .must()
         .with_writable_disk(disk.path());
 
-    // 1. The stick pulled mid-import: one line, nothing installed, PID 1 fine.
+    // 0. The state partition has grown to fill the disk (first boot).
     let mut vm = Vm::boot(&cfg, timeout(240)).must();
+    let status = vm.command("status").must();
+    let space = status
+        .lines()
+        .find(|l| l.starts_with("state space: "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        space.contains(" GiB free of 1.7")
+            && space.contains("(grown from 7")
+            && space.ends_with(" MiB at boot)"),
+        "{space}"
+    );
+
+    // 1. The stick pulled mid-import: one line, nothing installed, PID 1 fine.
     let s = vm.plug_stick(&stick).must();
     vm.wait_for("[usb] stick inserted", timeout(60)).must();
     session::login(&mut vm, OFFICER).must();
@@ -416,6 +436,7 @@ fn import_faults_and_offline_edit() {
     let mut vm = Vm::boot(&cfg, timeout(240)).must();
     let status = vm.command("status").must();
     assert!(status.contains("models at rest: "), "{status}");
+    assert!(status.contains(" GiB free of 1.7"), "still grown: {status}");
     vm.plug_stick(&stick).must();
     vm.wait_for("[usb] stick inserted", timeout(60)).must();
     session::login(&mut vm, OFFICER).must();
