@@ -217,27 +217,51 @@ fn setup(v2_len: usize) -> Setup {
     }
 }
 
+/// A change made to the source file after the first chunk was copied.
+type Mutation = fn(&Path);
+
 #[test]
-fn source_truncated_mid_copy() {
-    let s = setup(24 << 20);
-    let before = snapshot(&s.store);
-    let victim = s.v2.join("model.gguf");
-    let mut h = hook(1, || {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&victim)
-            .unwrap()
-            .set_len(5 << 20)
-            .unwrap();
-    });
-    let e = import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut h).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("payload model.gguf: truncated: source ended after"),
-        "{e}"
-    );
-    assert_eq!(snapshot(&s.store), before);
-    assert!(staging_empty(&s.store));
+fn source_changed_mid_copy_is_refused_and_changes_nothing() {
+    let rows: &[(&str, Mutation, &str)] = &[
+        (
+            "truncated",
+            |victim| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(victim)
+                    .unwrap()
+                    .set_len(5 << 20)
+                    .unwrap()
+            },
+            "payload model.gguf: truncated: source ended after",
+        ),
+        (
+            "grown",
+            |victim| {
+                let mut f = fs::OpenOptions::new().append(true).open(victim).unwrap();
+                f.write_all(b"more").unwrap();
+            },
+            "source is longer than the listed",
+        ),
+        (
+            "overwritten",
+            |victim| {
+                let f = fs::OpenOptions::new().write(true).open(victim).unwrap();
+                f.write_all_at(b"X", (24 << 20) - 1).unwrap();
+            },
+            "payload model.gguf: SHA-256 mismatch",
+        ),
+    ];
+    for (what, mutate, want) in rows {
+        let s = setup(24 << 20);
+        let before = snapshot(&s.store);
+        let victim = s.v2.join("model.gguf");
+        let mut h = hook(1, || mutate(&victim));
+        let e = import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut h).unwrap_err();
+        assert!(e.to_string().contains(want), "{what}: {e}");
+        assert_eq!(snapshot(&s.store), before, "{what}");
+        assert!(staging_empty(&s.store), "{what}");
+    }
 }
 
 #[test]
@@ -251,43 +275,6 @@ fn source_removed_mid_copy_is_read_consistently_or_refused() {
     assert_eq!(r.version, 2);
     let installed = s.store.join("model/tiny/2/model.gguf");
     assert_eq!(fs::read(installed).unwrap(), fs::read(&s.src2).unwrap());
-}
-
-#[test]
-fn source_grown_mid_copy() {
-    let s = setup(24 << 20);
-    let before = snapshot(&s.store);
-    let victim = s.v2.join("model.gguf");
-    let mut h = hook(1, || {
-        let mut f = fs::OpenOptions::new().append(true).open(&victim).unwrap();
-        f.write_all(b"more").unwrap();
-    });
-    let e = import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut h).unwrap_err();
-    assert!(
-        e.to_string().contains("source is longer than the listed"),
-        "{e}"
-    );
-    assert_eq!(snapshot(&s.store), before);
-    assert!(staging_empty(&s.store));
-}
-
-#[test]
-fn source_overwritten_mid_copy_hash_mismatch() {
-    let s = setup(24 << 20);
-    let before = snapshot(&s.store);
-    let victim = s.v2.join("model.gguf");
-    let mut h = hook(1, || {
-        let f = fs::OpenOptions::new().write(true).open(&victim).unwrap();
-        f.write_all_at(b"X", (24 << 20) - 1).unwrap();
-    });
-    let e = import::import(&s.v2, &s.store, &s.k.trust, Commit::Now, &mut h).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("payload model.gguf: SHA-256 mismatch"),
-        "{e}"
-    );
-    assert_eq!(snapshot(&s.store), before);
-    assert!(staging_empty(&s.store));
 }
 
 /// Unmounts and removes a mount point on drop.
