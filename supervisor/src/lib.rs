@@ -13,6 +13,7 @@ pub mod console;
 pub mod control;
 pub mod cpu;
 pub mod dma;
+pub mod docsplit;
 pub mod events;
 pub mod gpt;
 pub mod grow;
