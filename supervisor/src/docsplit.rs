@@ -351,7 +351,8 @@ mod tests {
     #[test]
     fn property_parts_join_to_the_input_within_budget() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_0011);
-        let counts: [(&str, fn(&str) -> usize); 3] = [
+        type Count = (&'static str, fn(&str) -> usize);
+        let counts: [Count; 3] = [
             ("bytes4", bytes4),
             ("words", words),
             ("chars", |s| s.chars().count()),
@@ -369,7 +370,7 @@ mod tests {
                         .any(|c| count(c.encode_utf8(&mut [0; 4])) > budget));
                     continue;
                 }
-                Err(e) => panic!("{e}"),
+                Err(e) => unreachable!("{e}"),
             };
             assert_eq!(parts.concat(), doc, "{name} budget {budget}");
             let mut at = 0;
