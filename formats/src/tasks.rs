@@ -423,6 +423,7 @@ impl TaskTable {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     /// The image's table, as shipped in rootfs-overlay.
