@@ -29,10 +29,8 @@ pub fn eject_target(
     match want {
         Some(w) => {
             let part_of = |d: &String| {
-                w.strip_prefix(d.as_str()).is_some_and(|rest| {
-                    let digits = rest.strip_prefix('p').unwrap_or(rest);
-                    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-                })
+                w.strip_prefix(d.as_str())
+                    .is_some_and(|rest| stickhold::is_partition_suffix(d, rest))
             };
             known
                 .iter()

@@ -81,6 +81,14 @@ fn still_mounted(root: &Path, dev: &str) -> bool {
     here.dev() == node.rdev()
 }
 
+/// Whether `p` is a mount point (its device differs from its parent's).
+fn is_mount_point(p: &Path) -> bool {
+    let (Ok(here), Some(Ok(up))) = (std::fs::metadata(p), p.parent().map(std::fs::metadata)) else {
+        return false;
+    };
+    here.dev() != up.dev()
+}
+
 impl Holder {
     /// The holder of console `tty`.
     pub fn new(tty: &str) -> Holder {
@@ -104,7 +112,15 @@ impl Holder {
             }
             self.release(disk);
         }
-        let mounted = stickread::mount_ro_at(dev, &self.base.join(dev))?;
+        // A mount left there by this console's previous run (a crash) is
+        // taken off first, so mounts never stack up on one point.
+        let point = self.base.join(dev);
+        while is_mount_point(&point) {
+            if umount2(&point, MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+        let mounted = stickread::mount_ro_at(dev, &point)?;
         let root = mounted.root.clone();
         self.held.insert(
             disk.to_string(),
@@ -199,8 +215,22 @@ fn is_on(source: &str, disk: &str) -> bool {
     let Some(rest) = name.strip_prefix(disk) else {
         return false;
     };
-    let digits = rest.strip_prefix('p').unwrap_or(rest);
-    rest.is_empty() || (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+    rest.is_empty() || is_partition_suffix(disk, rest)
+}
+
+/// Whether `rest` after a disk's name names one of its partitions: `1`
+/// after `sdb`, `p1` after a name ending in a digit (`mmcblk0p1`,
+/// `loop0p1`; `loop10` is not a partition of `loop1`).
+pub fn is_partition_suffix(disk: &str, rest: &str) -> bool {
+    let digits = if disk.ends_with(|c: char| c.is_ascii_digit()) {
+        match rest.strip_prefix('p') {
+            Some(d) => d,
+            None => return false,
+        }
+    } else {
+        rest
+    };
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `\040` and the like in a mountinfo field.
@@ -318,6 +348,9 @@ mod tests {
         assert!(is_on("/dev/sdb", "sdb"));
         assert!(!is_on("/dev/sdbx", "sdb"));
         assert!(!is_on("sdb1", "sdb"));
+        assert!(is_on("/dev/mmcblk0p2", "mmcblk0"));
+        assert!(!is_on("/dev/loop10", "loop1"));
+        assert!(!is_on("/dev/sdbp1", "sdb"));
     }
 
     #[test]
@@ -344,6 +377,14 @@ mod tests {
         // A mark left by a process that is gone does not count.
         std::fs::write(dir.join("sdb"), "999999999 run").unwrap();
         assert_eq!(busy_in(&dir, "sdb"), None);
+    }
+
+    #[test]
+    fn mount_points() {
+        assert!(is_mount_point(Path::new("/proc")));
+        let t = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(t.path()));
+        assert!(!is_mount_point(&t.path().join("missing")));
     }
 
     #[test]
