@@ -196,11 +196,15 @@ pub fn render(l: &Listing) -> String {
         let what = match (&it.inside, it.symlink) {
             (_, true) => "symbolic link, not followed".to_string(),
             (Some((d, o, more)), _) => {
-                let mut s = format!(
-                    "{}, {}",
-                    plural(*d, "document", "documents"),
-                    plural(*o, "other entry", "other entries")
-                );
+                let mut s = if it.class == Class::Bundle {
+                    plural(d + o, "entry", "entries")
+                } else {
+                    format!(
+                        "{}, {}",
+                        plural(*d, "document", "documents"),
+                        plural(*o, "other entry", "other entries")
+                    )
+                };
                 if *more {
                     s.push_str(&format!(" (more than {MAX_ENTRIES}, not all read)"));
                 }
@@ -281,7 +285,7 @@ mod tests {
   document  b.txt.gpg  2 KiB
   document  evil\\x1b[2J\\xff.gpg  1 B
   folder    monday/  2 documents, 1 other entry, 3 KiB
-  bundle    demo.airlock/  0 documents, 1 other entry, 4 KiB
+  bundle    demo.airlock/  1 entry, 4 KiB
   answer    a.answer.gpg  1 B
   other     link.gpg  symbolic link, not followed
   other     notes.txt  1 B
