@@ -16,6 +16,7 @@
 //! - [`at_rest`]: an installed model checked against its signed manifest
 //! - [`fsutil`]: atomic file replace, directory fsync
 //! - [`bounded`]: reading a worker's replies under per-frame, per-job and size limits
+//! - [`tasks`]: job templates (summarize, extract, ...) as data, strict parse
 //! - [`escape`]: untrusted text made safe for a terminal
 //! - [`audit`]: audit log entries, Merkle tree, signed checkpoints, verifier
 
@@ -35,4 +36,5 @@ pub mod protocol;
 pub mod state;
 pub mod store;
 pub mod stream;
+pub mod tasks;
 pub mod trust;

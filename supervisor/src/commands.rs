@@ -45,6 +45,8 @@ pub enum Command {
         name: String,
         version: u64,
     },
+    Usb,
+    Eject(Option<String>),
 }
 
 /// Why a line was refused. Each message is one line with a hint.
@@ -302,6 +304,28 @@ pub const COMMANDS: &[CommandSpec] = &[
                rollback target (until the active one has run a job) are refused.",
     },
     CommandSpec {
+        name: "usb",
+        usage: "usb",
+        min_args: 0,
+        max_args: 0,
+        summary: "list the USB sticks and the files on them",
+        help: "Per inserted stick: device, size, label, then its top-level entries classified: \
+               document (*.gpg, *.asc, *.pgp), folder (with the documents one level down, for \
+               'batch DIR'), bundle (*.airlock), answer (*.answer.gpg, *.answer.receipt), other; \
+               with sizes, at most 40 per stick. Names are shown escaped. The sticks stay \
+               mounted read-only until a result is written or they are ejected.",
+    },
+    CommandSpec {
+        name: "eject",
+        usage: "eject [STICK]",
+        min_args: 0,
+        max_args: 1,
+        summary: "sync and unmount a stick so it can be pulled",
+        help: "Syncs and unmounts every mount of the stick (STICK names it when several are \
+               inserted, e.g. sdb), then says it can be pulled. Refused while something writes \
+               to it or another console reads from it.",
+    },
+    CommandSpec {
         name: "poweroff",
         usage: "poweroff",
         min_args: 0,
@@ -457,6 +481,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, GrammarError> {
                 },
             )?,
         },
+        "usb" => Command::Usb,
+        "eject" => Command::Eject(arg(0)),
         _ => return Err(GrammarError::Unknown(short(first))),
     }))
 }
@@ -489,6 +515,8 @@ impl Command {
             Command::Activate { .. } => "activate",
             Command::Rollback(_) => "rollback",
             Command::Remove { .. } => "remove",
+            Command::Usb => "usb",
+            Command::Eject(_) => "eject",
         }
     }
 }
@@ -585,6 +613,9 @@ mod tests {
                 },
             ),
             ("rollback tiny", Command::Rollback("tiny".into())),
+            ("usb", Command::Usb),
+            ("eject", Command::Eject(None)),
+            ("eject sdb", Command::Eject(s("sdb"))),
             (
                 "remove tiny 1",
                 Command::Remove {

@@ -134,6 +134,8 @@ pub struct Console {
     require_mount: bool,
     pub(crate) policy: Policy,
     pub(crate) login: Option<Login>,
+    /// Sticks held mounted read-only between commands (`usb`, `eject`).
+    pub(crate) sticks: crate::stickhold::Holder,
     last_input: Instant,
 }
 
@@ -189,6 +191,7 @@ impl Console {
             require_mount: false,
             policy: Policy::default(),
             login: None,
+            sticks: crate::stickhold::Holder::new(tty_name),
             last_input: Instant::now(),
         })
     }
@@ -533,6 +536,8 @@ impl Console {
             Command::Activate { name, version } => self.cmd_activate(&name, version),
             Command::Rollback(name) => self.cmd_rollback(&name),
             Command::Remove { name, version } => self.cmd_remove(&name, version),
+            Command::Usb => self.cmd_usb(),
+            Command::Eject(stick) => self.cmd_eject(stick.as_deref()),
             Command::Poweroff => {
                 // PID 1 writes "airlock: powering off" on every console itself.
                 if self.send(Request::Poweroff).is_err() {

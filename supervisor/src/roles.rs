@@ -92,6 +92,16 @@ pub const RULES: &[Rule] = &[
         why: "fingerprints are public; every role compares them",
     },
     Rule {
+        command: "usb",
+        who: Who::AnyAccount,
+        why: "every role brings or takes sticks; names only, shown escaped",
+    },
+    Rule {
+        command: "eject",
+        who: Who::AnyAccount,
+        why: "whoever wrote to a stick or listed it releases it before pulling it",
+    },
+    Rule {
         command: "selftest",
         who: Who::Roles(&[Role::Operator, Role::Officer]),
         why: "runs the sandbox probe: operators before jobs, officers after changes",
@@ -325,6 +335,12 @@ mod tests {
             ("import", true, off, "ok"),
             ("models", true, op, "ok"),
             ("activate", true, aud, "role-officer-required"),
+            ("usb", true, op, "ok"),
+            ("usb", true, off, "ok"),
+            ("usb", true, aud, "ok"),
+            ("usb", true, None, "not-logged-in"),
+            ("eject", true, op, "ok"),
+            ("eject", false, None, "not-provisioned"),
         ];
         for (cmd, prov, sess, want) in cases {
             let got = match check(cmd, *prov, *sess) {

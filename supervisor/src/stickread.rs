@@ -41,7 +41,14 @@ impl Drop for Mounted {
 
 /// Mounts `/dev/DEV` read-only on `MOUNT_BASE/DEV`.
 pub fn mount_ro(dev: &str) -> Result<Mounted, StickReadError> {
-    let root = Path::new(MOUNT_BASE).join(dev);
+    mount_ro_at(dev, &Path::new(MOUNT_BASE).join(dev))
+}
+
+/// Mounts `/dev/DEV` read-only on `root` (created if missing); the same
+/// flags and filesystem choice as [`mount_ro`] (`stickhold` keeps one per
+/// console).
+pub fn mount_ro_at(dev: &str, root: &Path) -> Result<Mounted, StickReadError> {
+    let root = root.to_path_buf();
     std::fs::create_dir_all(&root)
         .map_err(|e| StickReadError::MountPoint(root.display().to_string(), e))?;
     let flags = MsFlags::MS_RDONLY

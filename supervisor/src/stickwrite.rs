@@ -53,6 +53,8 @@ pub enum StickWriteError {
     },
     #[error("unmount {dev}: {errno}; do not pull the stick yet")]
     Unmount { dev: String, errno: nix::Error },
+    #[error("{0}")]
+    Hold(#[from] crate::stickhold::StickHoldError),
     #[error("read the audit log {path}: {reason}")]
     Source { path: String, reason: String },
 }
@@ -106,6 +108,11 @@ pub fn write_new_dir(
 ) -> Result<Written, StickWriteError> {
     let disk = choose(want)?;
     let dev = device_of(&disk);
+    // Marked busy while written ('eject' refuses meanwhile). The read-only
+    // mounts of the stick (consoles' `usb`, an import) go first: the
+    // kernel refuses a read-write mount beside a read-only one (EBUSY).
+    let _busy = crate::stickhold::Busy::claim(&disk, name)?;
+    crate::stickhold::unmount_ours(&disk)?;
     let mp = PathBuf::from(MOUNT_POINT);
     let _ = std::fs::create_dir_all(&mp);
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;

@@ -137,6 +137,8 @@ fn provisioning_logins_roles_lockout_and_idle_on_a_pty() {
     t.until("airlock> ");
     t.line("provision");
     t.until("'provision' is for first boot only");
+    t.line("usb");
+    t.until("'usb' needs a login; log in first with 'login NAME'");
 
     // Each role logs in; another role's command is refused with the role named.
     let cases = [
@@ -173,6 +175,10 @@ fn provisioning_logins_roles_lockout_and_idle_on_a_pty() {
         t.until(refusal);
         t.line("keys show");
         t.until("audit key:");
+        // Every role may list and eject sticks; an unknown one is named.
+        // (No `usb` here: it would mount the host's own USB disks.)
+        t.line("eject sdzz");
+        t.until("eject refused: no inserted stick is called 'sdzz'; see 'usb'");
         t.line("logout");
         t.until(&format!("{name} logged out"));
         t.until("airlock> ");
