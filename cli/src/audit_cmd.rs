@@ -55,6 +55,7 @@ pub enum AuditCmd {
     /// entry names. Exit 1 with one line naming what failed.
     #[command(name = "verify-receipt", alias = "receipt")]
     VerifyReceipt {
+        /// The receipt file (C2SP tlog-proof shape, see docs/audit.md).
         receipt: PathBuf,
         /// The audit public key recorded at provisioning (verifier key
         /// `name+keyid+base64`, one line; its name is the log's origin).
