@@ -1,7 +1,8 @@
-//! `airlock audit verify|compare|receipt|report`: the auditor's checks of
+//! `airlock audit verify|compare|verify-receipt|report`: the auditor's checks of
 //! an audit-log export, offline on the connected machine (format and rules:
 //! docs/audit.md; the checks themselves: `airlock_formats::audit::verify`;
-//! the HTML page of `report`: `crate::report`).
+//! the HTML page of `report`: `crate::report`; receipts:
+//! `crate::receipt_cmd`).
 //!
 //! Every string that came from the log is shown through
 //! `airlock_formats::escape::text`.
@@ -11,7 +12,6 @@ use airlock_formats::audit::compare::{compare, Comparison};
 use airlock_formats::audit::entry::Role;
 use airlock_formats::audit::merkle::hash_to_base64;
 use airlock_formats::audit::note::{NoteError, NoteVerifier};
-use airlock_formats::audit::receipt::{Receipt, ReceiptError};
 use airlock_formats::audit::verify::{verify, SinceMatch, StepWhy, Summary, Verified, VerifyError};
 use airlock_formats::escape;
 use airlock_formats::fsutil::{write_atomic, FsError};
@@ -49,11 +49,21 @@ pub enum AuditCmd {
         #[arg(long, value_name = "AUDIT_PUB")]
         key: PathBuf,
     },
-    /// Check a receipt (entry, checkpoint, inclusion proof) on its own.
-    Receipt {
-        file: PathBuf,
+    /// Check a receipt (`NAME.answer.receipt`: entry, checkpoint,
+    /// inclusion proof) on its own and print what its entry says; with
+    /// --answer also that the answer file is the output ciphertext the
+    /// entry names. Exit 1 with one line naming what failed.
+    #[command(name = "verify-receipt", alias = "receipt")]
+    VerifyReceipt {
+        /// The receipt file (C2SP tlog-proof shape, see docs/audit.md).
+        receipt: PathBuf,
+        /// The audit public key recorded at provisioning (verifier key
+        /// `name+keyid+base64`, one line; its name is the log's origin).
         #[arg(long, value_name = "AUDIT_PUB")]
         key: PathBuf,
+        /// The answer file (`NAME.answer.gpg`) the receipt came with.
+        #[arg(long, value_name = "FILE")]
+        answer: Option<PathBuf>,
     },
     /// Verify an export exactly like `verify` and write one self-contained
     /// HTML page for the auditor (inline CSS and SVG, no script, nothing
@@ -96,8 +106,8 @@ pub enum AuditCmdError {
     },
     #[error("fork: {0}")]
     Fork(String),
-    #[error("receipt {path} refused: {source}")]
-    Receipt { path: String, source: ReceiptError },
+    #[error("{0}")]
+    Receipt(#[from] crate::receipt_cmd::ReceiptCmdError),
     #[error("report {path}: the file name is not UTF-8")]
     ReportName { path: String },
     #[error("write report: {0}")]
@@ -120,7 +130,11 @@ pub fn run(cmd: AuditCmd) -> std::result::Result<(), String> {
             export_b,
             key,
         } => run_compare(&export_a, &export_b, &key),
-        AuditCmd::Receipt { file, key } => run_receipt(&file, &key),
+        AuditCmd::VerifyReceipt {
+            receipt,
+            key,
+            answer,
+        } => run_receipt(&receipt, &key, answer.as_deref()),
         AuditCmd::Report {
             export_dir,
             key,
@@ -469,29 +483,9 @@ fn run_compare(a: &Path, b: &Path, key: &Path) -> Result<()> {
     }
 }
 
-fn run_receipt(file: &Path, key: &Path) -> Result<()> {
+fn run_receipt(file: &Path, key: &Path, answer: Option<&Path>) -> Result<()> {
     let key = load_key(key)?;
     let bytes = read_small(file)?;
-    let bad = |source| AuditCmdError::Receipt {
-        path: escape::path(file),
-        source,
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let r = Receipt::from_json(text.trim_end()).map_err(bad)?;
-    let (e, cp) = r.verify(&key).map_err(bad)?;
-    println!(
-        "receipt OK: entry {} is in checkpoint of {}",
-        e.seq,
-        cp.describe()
-    );
-    println!(
-        "entry        {} {} {} by {} ({}){}",
-        format_rfc3339(e.wall),
-        e.action,
-        e.result,
-        escape::text(&e.account),
-        e.role,
-        e.job.map(|j| format!(", job {j}")).unwrap_or_default()
-    );
+    print!("{}", crate::receipt_cmd::run(file, &bytes, &key, answer)?);
     Ok(())
 }

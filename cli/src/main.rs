@@ -8,6 +8,7 @@ mod audit_cmd;
 mod bundle_cmd;
 mod keys;
 mod progress;
+mod receipt_cmd;
 mod report;
 mod store_cmd;
 mod trust_cmd;

@@ -14,6 +14,12 @@
 //! in (the console hands over the seed after login and takes it back at
 //! logout); checkpoints are signed at each login, logout, export request
 //! and shutdown while the key is held.
+//!
+//! Receipts: after an audited job a console asks (`Q`) for a receipt of
+//! the last entry it recorded. PID 1 makes it only from its own state: the
+//! entry it appended (kept in memory per console), the tree and a
+//! checkpoint it signs then if none covers the entry yet; nothing the
+//! console sends is parsed.
 
 use airlock_formats::audit::checkpoint::Stamp;
 use airlock_formats::audit::entry::{Action, Entry, Outcome, Role, Subject, SYSTEM_ACCOUNT};
@@ -21,7 +27,7 @@ use airlock_formats::audit::layout;
 use airlock_formats::audit::note::{NoteSigner, NoteVerifier};
 use airlock_formats::audit::writer::{AuditLog, Policy};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -52,6 +58,49 @@ pub enum AuditdError {
     WrongKey,
     #[error("audit event: {0}")]
     Draft(String),
+    #[error("no entry recorded on this console since its login: nothing to give a receipt for")]
+    NothingToReceipt,
+    #[error("make a receipt for entry {seq}: {reason}")]
+    Receipt { seq: u64, reason: String },
+    #[error("the receipt for entry {seq} is {len} bytes, more than a control message holds")]
+    ReceiptTooLarge { seq: u64, len: usize },
+}
+
+/// The answer to a receipt request: `ok receipt SEQ checkpoint N`, a
+/// newline, then the receipt text (C2SP tlog-proof shape).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptAnswer {
+    /// The entry's seq.
+    pub seq: u64,
+    /// Index of the checkpoint the receipt is under.
+    pub checkpoint: u64,
+    /// The receipt text, to be written as `NAME.answer.receipt`.
+    pub text: String,
+}
+
+impl ReceiptAnswer {
+    pub fn encode(&self) -> String {
+        format!(
+            "ok receipt {} checkpoint {}\n{}",
+            self.seq, self.checkpoint, self.text
+        )
+    }
+
+    /// Reads an answer (the console side; PID 1 never parses one).
+    pub fn decode(answer: &str) -> Option<ReceiptAnswer> {
+        let (first, text) = answer.split_once('\n')?;
+        let mut w = first.split(' ');
+        let (Some("ok"), Some("receipt"), Some(seq), Some("checkpoint"), Some(cp), None) =
+            (w.next(), w.next(), w.next(), w.next(), w.next(), w.next())
+        else {
+            return None;
+        };
+        Some(ReceiptAnswer {
+            seq: seq.parse().ok()?,
+            checkpoint: cp.parse().ok()?,
+            text: text.to_owned(),
+        })
+    }
 }
 
 /// What is to be recorded; PID 1 adds seq and clocks.
@@ -187,6 +236,8 @@ pub struct Auditd {
     policy: Policy,
     /// Segments kept (0: all); see [`Auditd::with_retention`].
     keep_segments: u64,
+    /// The last entry each console (by index) recorded since its login.
+    recorded: BTreeMap<usize, Entry>,
 }
 
 impl Auditd {
@@ -202,6 +253,7 @@ impl Auditd {
             holders: BTreeSet::new(),
             policy,
             keep_segments: 0,
+            recorded: BTreeMap::new(),
         }
     }
 
@@ -281,6 +333,22 @@ impl Auditd {
 
     /// Records a draft now; `Ok(None)` when it was queued (no log yet).
     pub fn record(&mut self, d: Draft) -> Result<Option<u64>, AuditdError> {
+        self.append(d).map(|e| e.map(|e| e.seq))
+    }
+
+    /// Records a draft for console `console`, which may then ask for its
+    /// receipt.
+    pub fn record_for(&mut self, console: usize, d: Draft) -> Result<Option<u64>, AuditdError> {
+        let e = self.append(d)?;
+        Ok(e.map(|e| {
+            let seq = e.seq;
+            self.recorded.insert(console, e);
+            seq
+        }))
+    }
+
+    /// Appends a draft (or queues it): the entry as appended.
+    fn append(&mut self, d: Draft) -> Result<Option<Entry>, AuditdError> {
         match &mut self.state {
             LogState::Absent => {
                 if self.queue.len() < QUEUE_MAX {
@@ -310,7 +378,7 @@ impl Auditd {
                     subjects: d.subjects,
                 };
                 match log.append(&e) {
-                    Ok(()) => Ok(Some(seq)),
+                    Ok(()) => Ok(Some(e)),
                     // A refused draft (bad field) is the sender's bug: the log stays open.
                     Err(airlock_formats::audit::writer::WriterError::Entry { source, .. }) => {
                         Err(AuditdError::Draft(source.to_string()))
@@ -346,6 +414,7 @@ impl Auditd {
     /// dropped when no console holds a login any more.
     pub fn release_key(&mut self, console: usize) {
         self.holders.remove(&console);
+        self.recorded.remove(&console);
         if self.holders.is_empty() {
             // NoteSigner's key zeroizes on drop (ed25519-dalek "zeroize").
             self.signer = None;
@@ -382,6 +451,51 @@ impl Auditd {
                 Err(e)
             }
         }
+    }
+
+    /// A receipt for the last entry console `console` recorded: under the
+    /// newest checkpoint if it covers the entry, else under one signed now.
+    /// Built from memory and verified against the log's key by the writer.
+    pub fn receipt(&mut self, console: usize) -> Result<ReceiptAnswer, AuditdError> {
+        let entry = self
+            .recorded
+            .get(&console)
+            .cloned()
+            .ok_or(AuditdError::NothingToReceipt)?;
+        let covered = match &self.state {
+            LogState::Open(log) => log
+                .last_checkpoint()
+                .is_some_and(|(_, cp)| cp.size > entry.seq),
+            LogState::Failed(w) => return Err(AuditdError::Failed(w.clone())),
+            LogState::Absent => return Err(AuditdError::NoLog),
+        };
+        if !covered {
+            self.checkpoint()?;
+        }
+        let LogState::Open(log) = &self.state else {
+            return Err(AuditdError::NoLog);
+        };
+        let bad = |reason: String| AuditdError::Receipt {
+            seq: entry.seq,
+            reason,
+        };
+        let r = log.receipt(&entry).map_err(|e| bad(e.to_string()))?;
+        let (checkpoint, _) = log
+            .last_checkpoint()
+            .ok_or_else(|| bad("no checkpoint".into()))?;
+        let answer = ReceiptAnswer {
+            seq: entry.seq,
+            checkpoint,
+            text: r.to_text(),
+        };
+        let len = answer.encode().len() + 1;
+        if len > crate::control::MAX_MSG {
+            return Err(AuditdError::ReceiptTooLarge {
+                seq: entry.seq,
+                len,
+            });
+        }
+        Ok(answer)
     }
 
     /// Removes the segments older than the newest `keep_segments` (all
@@ -460,7 +574,7 @@ impl Auditd {
         let r = match req {
             Request::Audit(json) => {
                 Draft::decode(json)
-                    .and_then(|d| self.record(d))
+                    .and_then(|d| self.record_for(i, d))
                     .map(|seq| match seq {
                         Some(n) => format!("ok {n}"),
                         None => "ok queued".into(),
@@ -485,6 +599,7 @@ impl Auditd {
                     Some("auditor") => Some(Role::Auditor),
                     _ => None,
                 };
+                self.recorded.remove(&i);
                 match (name, role, seed.and_then(seed_from_hex)) {
                     (Some(n), Some(role), Some(seed)) => self.hold_key(i, &seed).and_then(|()| {
                         change = Some(Some((n.to_string(), role)));
@@ -505,6 +620,7 @@ impl Auditd {
                 change = Some(None);
                 r
             }
+            Request::Receipt => self.receipt(i).map(|a| a.encode()),
             Request::Checkpoint => self.checkpoint().map(|n| format!("ok checkpoint {n}")),
             _ => Ok("ok".into()),
         };
@@ -663,6 +779,61 @@ mod tests {
         assert!(v.summary.first_seq > 0, "nothing was pruned");
         let last = last_actions(&dir);
         assert!(last.contains(&Action::AuditPrune), "{last:?}");
+    }
+
+    #[test]
+    fn receipt_for_the_entry_a_console_just_recorded() {
+        use crate::control::Request;
+        use airlock_formats::audit::receipt::Receipt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("audit");
+        let (signer, seed) = setup(&dir);
+        let mut a = Auditd::new(&dir, "0".repeat(32), Policy::default());
+        assert!(a.open().unwrap());
+        a.record(Draft::system(Action::Boot, Outcome::Ok, None))
+            .unwrap();
+        let hold = format!("olga operator {}", &*seed_to_hex(&seed));
+        assert_eq!(a.handle(0, &Request::KeyHold(hold)).0, "ok checkpoint 1");
+        // Nothing recorded by this console yet.
+        let (answer, _) = a.handle(0, &Request::Receipt);
+        assert!(answer.starts_with("err no entry recorded"), "{answer}");
+        let mut job = Draft::by("olga", Role::Operator, Action::Job, Outcome::Ok);
+        job.job = Some(1);
+        job.detail = Some("task=summarize".into());
+        assert_eq!(a.handle(0, &Request::Audit(job.encode())).0, "ok 1");
+        // Another console has no receipt for it.
+        assert!(a.handle(1, &Request::Receipt).0.starts_with("err no entry"));
+        let (answer, _) = a.handle(0, &Request::Receipt);
+        let got = ReceiptAnswer::decode(&answer).expect(&answer);
+        assert_eq!((got.seq, got.checkpoint), (1, 2));
+        let v = Receipt::parse(got.text.as_bytes())
+            .unwrap()
+            .verify(&signer.verifier())
+            .unwrap();
+        assert_eq!(v.entry.seq, 1);
+        assert_eq!(v.entry.detail.as_deref(), Some("task=summarize"));
+        assert_eq!(v.checkpoint.size, 2);
+        // Asked again: the checkpoint that covers it is reused.
+        let again = ReceiptAnswer::decode(&a.handle(0, &Request::Receipt).0).unwrap();
+        assert_eq!(again, got);
+        // With the key locked an uncovered entry gets no receipt.
+        a.record_for(
+            2,
+            Draft::by("ada", Role::Auditor, Action::Login, Outcome::Ok),
+        )
+        .unwrap();
+        assert_eq!(a.handle(0, &Request::KeyDrop).0, "ok checkpoint 3");
+        assert!(a.handle(0, &Request::Receipt).0.starts_with("err no entry"));
+        a.record_for(
+            2,
+            Draft::by("ada", Role::Auditor, Action::Logout, Outcome::Ok),
+        )
+        .unwrap();
+        let (answer, _) = a.handle(2, &Request::Receipt);
+        assert!(
+            answer.starts_with("err no account is logged in"),
+            "{answer}"
+        );
     }
 
     fn last_actions(dir: &Path) -> Vec<Action> {

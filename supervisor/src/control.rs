@@ -8,7 +8,9 @@
 //! (just provisioned), `K` + `NAME ROLE SEEDHEX` (logged in: hold the audit
 //! key, sign a checkpoint), `k` (logging out: sign a checkpoint, drop the
 //! key when no console holds it), `C` sign a checkpoint now (export), `W`
-//! is the log open and writable.
+//! is the log open and writable, `Q` a receipt for the last entry this
+//! console recorded (`ok receipt SEQ checkpoint N` + `\n` + the receipt
+//! text, `auditd::ReceiptAnswer`).
 //! PID 1 -> console: `r` readiness line, `s` status text, `n` notice line
 //! (asynchronous, e.g. `[usb] stick inserted: sdb (16 MiB)`), `d` answer to
 //! an audit request: `ok[ DETAIL]` or `err REASON`.
@@ -37,6 +39,9 @@ pub enum Request {
     Checkpoint,
     /// Is the audit log open and healthy?
     AuditCheck,
+    /// A receipt (entry, checkpoint signed after it, inclusion proof) for
+    /// the last entry this console recorded with `A`.
+    Receipt,
 }
 
 /// Messages from PID 1 to a console child.
@@ -75,6 +80,7 @@ impl Request {
             Request::KeyDrop => (b'k', ""),
             Request::Checkpoint => (b'C', ""),
             Request::AuditCheck => (b'W', ""),
+            Request::Receipt => (b'Q', ""),
         };
         let mut v = Vec::with_capacity(text.len() + 1);
         v.push(tag);
@@ -104,6 +110,7 @@ impl Request {
             b'k' => none(Request::KeyDrop),
             b'C' => none(Request::Checkpoint),
             b'W' => none(Request::AuditCheck),
+            b'Q' => none(Request::Receipt),
             b'A' => Ok(Request::Audit(text()?)),
             b'K' => Ok(Request::KeyHold(text()?)),
             t => Err(ControlError::UnknownTag(t)),
@@ -159,6 +166,7 @@ mod tests {
             Request::KeyDrop,
             Request::Checkpoint,
             Request::AuditCheck,
+            Request::Receipt,
         ] {
             assert_eq!(Request::decode(&r.encode()), Ok(r));
         }
@@ -177,6 +185,7 @@ mod tests {
         assert_eq!(Request::decode(b""), Err(ControlError::Empty));
         assert_eq!(Request::decode(b"X"), Err(ControlError::UnknownTag(b'X')));
         assert_eq!(Request::decode(b"Sx"), Err(ControlError::Payload));
+        assert_eq!(Request::decode(b"Q12"), Err(ControlError::Payload));
         assert_eq!(Request::decode(b"A\xff"), Err(ControlError::Payload));
         assert_eq!(Reply::decode(b"?hi"), Err(ControlError::UnknownTag(b'?')));
         let big = vec![b'n'; MAX_MSG + 1];

@@ -958,7 +958,8 @@ impl Supervisor {
             | Request::KeyHold(_)
             | Request::KeyDrop
             | Request::Checkpoint
-            | Request::AuditCheck) => Reply::Done(self.on_audit_request(i, r)),
+            | Request::AuditCheck
+            | Request::Receipt) => Reply::Done(self.on_audit_request(i, r)),
         };
         if let Some(fd) = self.consoles.get(i).and_then(|c| c.ctl.as_ref()) {
             let _ = socket::send(

@@ -366,6 +366,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&sha2::Sha256::digest(bytes))
 }
 
+/// SHA-256 of everything `r` yields, lower-case hex (an answer file
+/// checked against its receipt, read in chunks).
+pub fn sha256_hex_of_reader(mut r: impl std::io::Read) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf)? {
+            0 => return Ok(hex(&h.finalize())),
+            n => h.update(buf.get(..n).unwrap_or_default()),
+        }
+    }
+}
+
 pub(crate) fn hex(b: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(b.len() * 2);
@@ -493,6 +507,12 @@ pub(crate) mod tests {
             e.validate().unwrap();
         }
         assert_eq!(sanitise_name(&[b'x'; 600]).len(), MAX_NAME_LEN);
+    }
+
+    #[test]
+    fn reader_hash_is_the_bytes_hash() {
+        let data = vec![7u8; 200_000];
+        assert_eq!(sha256_hex_of_reader(&data[..]).unwrap(), sha256_hex(&data));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - [`checkpoint`]: C2SP tlog-checkpoint body with a time line
 //! - [`layout`]: segment files, checkpoint files, export layout
 //! - [`writer`]: append with fsync, signed checkpoints, pruning, export
-//! - [`receipt`]: entry + checkpoint + inclusion proof
+//! - [`job`]: the layout of a job entry (input, model, answer, task)
+//! - [`receipt`]: entry + checkpoint + inclusion proof (C2SP tlog-proof)
 //! - [`verify`]: the host verifier and `--since`
 //! - [`compare`]: two exports compared (forks)
 //!
@@ -15,6 +16,7 @@
 pub mod checkpoint;
 pub mod compare;
 pub mod entry;
+pub mod job;
 pub mod layout;
 pub mod merkle;
 pub mod note;
@@ -22,5 +24,7 @@ pub mod receipt;
 pub mod verify;
 pub mod writer;
 
+#[cfg(test)]
+mod receipt_tests;
 #[cfg(test)]
 mod tests;

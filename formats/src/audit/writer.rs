@@ -13,14 +13,15 @@
 //!   later root and proof can still be made (see [`crate::audit::merkle`]).
 //! - [`AuditLog::export`] copies the log with the public key and VERIFY.txt.
 //! - [`AuditLog::receipt`] gives an entry, the last checkpoint and the
-//!   inclusion proof (a receipt per answer).
+//!   inclusion proof (a receipt per answer); [`AuditLog::receipt_at`] the
+//!   same for any kept entry under any stored checkpoint, from the files.
 
 use crate::audit::checkpoint::{Checkpoint, CheckpointError, Stamp};
 use crate::audit::entry::{Action, Entry, EntryError};
 use crate::audit::layout::{self, LayoutError, SegmentHeader};
 use crate::audit::merkle::{verify_consistency, MerkleError, Tree};
 use crate::audit::note::{NoteSigner, NoteVerifier};
-use crate::audit::receipt::Receipt;
+use crate::audit::receipt::{Receipt, ReceiptError};
 use crate::fsutil::{sync_dir, write_atomic, FsError};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -104,6 +105,12 @@ pub enum WriterError {
     Missing(String),
     #[error("no checkpoint covers entry {0} yet")]
     NotCovered(u64),
+    #[error("no stored checkpoint has size {0}")]
+    NoCheckpointOfSize(u64),
+    #[error("entry {0} is not kept in the log (pruned or not written)")]
+    NotKept(u64),
+    #[error("receipt for entry {seq} does not verify against the log's own key: {source}")]
+    Receipt { seq: u64, source: ReceiptError },
     #[error("export to {path}: {source}")]
     Export {
         path: String,
@@ -124,6 +131,8 @@ struct Last {
 pub struct AuditLog {
     dir: PathBuf,
     origin: String,
+    /// The key the checkpoints are checked against (its name is the origin).
+    key: NoteVerifier,
     policy: Policy,
     tree: Tree,
     segment: File,
@@ -162,6 +171,7 @@ impl AuditLog {
         Ok(Self {
             dir: dir.to_owned(),
             origin: key.name().to_owned(),
+            key: key.clone(),
             policy,
             tree,
             segment,
@@ -307,6 +317,7 @@ impl AuditLog {
         Ok(Self {
             dir: dir.to_owned(),
             origin: key.name().to_owned(),
+            key: key.clone(),
             policy,
             tree,
             segment: open_append(&path)?,
@@ -556,7 +567,9 @@ impl AuditLog {
     }
 
     /// A receipt for `entry` (already appended): the entry, the newest
-    /// checkpoint and the inclusion proof of the entry in it.
+    /// checkpoint and the inclusion proof of the entry in it. Built from
+    /// memory only (the entry as given, the tree, the note this writer
+    /// signed or checked on open) and verified before it is returned.
     pub fn receipt(&self, entry: &Entry) -> Result<Receipt> {
         let Some((_, cp, note)) = &self.last_checkpoint else {
             return Err(WriterError::NotCovered(entry.seq));
@@ -568,12 +581,70 @@ impl AuditLog {
             seq: entry.seq,
             source,
         })?;
-        let proof = self.tree.inclusion_proof(entry.seq, cp.size)?;
-        Ok(Receipt {
-            entry: line,
-            checkpoint: note.clone(),
+        self.build_receipt(entry.seq, line, cp.size, note.clone())
+    }
+
+    /// A receipt for the stored entry `index` under the stored checkpoint
+    /// of tree size `size` (the newest one of that size): the entry line
+    /// from its segment file, the note from the checkpoints directory,
+    /// the inclusion proof from the tree. Verified before it is returned.
+    pub fn receipt_at(&self, index: u64, size: u64) -> Result<Receipt> {
+        if index >= size {
+            return Err(WriterError::NotCovered(index));
+        }
+        let note = layout::list_checkpoints(&self.dir)?
+            .into_iter()
+            .rev()
+            .find(|s| Checkpoint::open(&s.note, &self.key).is_ok_and(|c| c.size == size))
+            .ok_or(WriterError::NoCheckpointOfSize(size))?;
+        let note =
+            String::from_utf8(note.note).map_err(|_| WriterError::NoCheckpointOfSize(size))?;
+        let line = self.stored_line(index)?;
+        self.build_receipt(index, line, size, note)
+    }
+
+    /// The line of stored entry `index`, strictly parsed.
+    fn stored_line(&self, index: u64) -> Result<String> {
+        let segments = layout::list_segments(&self.dir)?;
+        let (first, path) = segments
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= index)
+            .ok_or(WriterError::NotKept(index))?;
+        let seg = layout::read_segment(path)?;
+        let at = usize::try_from(index - first).map_err(|_| WriterError::NotKept(index))?;
+        let (line_no, bytes) = seg.lines.get(at).ok_or(WriterError::NotKept(index))?;
+        let e = Entry::parse(bytes).map_err(|source| WriterError::Stored {
+            path: seg.path.clone(),
+            line: *line_no,
+            source,
+        })?;
+        if e.seq != index {
+            return Err(WriterError::Sequence {
+                want: index,
+                got: e.seq,
+            });
+        }
+        String::from_utf8(bytes.clone()).map_err(|_| WriterError::NotKept(index))
+    }
+
+    fn build_receipt(
+        &self,
+        index: u64,
+        entry: String,
+        size: u64,
+        checkpoint: String,
+    ) -> Result<Receipt> {
+        let proof = self.tree.inclusion_proof(index, size)?;
+        let r = Receipt {
+            index,
+            entry,
             proof,
-        })
+            checkpoint,
+        };
+        r.verify(&self.key)
+            .map_err(|source| WriterError::Receipt { seq: index, source })?;
+        Ok(r)
     }
 }
 
