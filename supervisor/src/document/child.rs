@@ -1,0 +1,80 @@
+//! `airlock-init doc-open`: the sandboxed child that opens one document.
+//! On the sandbox's spawn path it is PID 1 of its PID namespace, so it is
+//! started with argv[0] = [`ARGV0`] (args: the options below), which
+//! `entry()` checks before its PID-1 test. Stdin and stdout are the pipe
+//! of [`super::frame`]; it installs the worker's stage-2 seccomp
+//! allowlist first thing (before any document byte is read; the spawner
+//! waits for it), then runs one [`super::frame::serve_open`] exchange.
+//! It holds no key: the parent sends only the session key.
+//!
+//! Exit status: 0 when the exchange completed (text or refusal sent, or
+//! aborted by the parent), 2 on a usage error, 3 when the pipe broke or
+//! stage 2 could not be installed.
+
+use std::process::ExitCode;
+
+use super::frame::serve_open;
+use super::open::Limits;
+
+/// argv[0] that selects this mode (the kernel gives the real PID 1 "/init").
+pub const ARGV0: &str = "airlock-doc-open";
+
+/// Parses `[--max-ciphertext N] [--max-plaintext N]`.
+fn parse_args(args: &[String]) -> Option<Limits> {
+    let mut limits = Limits::default();
+    let mut it = args.iter();
+    while let Some(opt) = it.next() {
+        let n: usize = it.next()?.parse().ok()?;
+        match opt.as_str() {
+            "--max-ciphertext" => limits.max_ciphertext = n,
+            "--max-plaintext" => limits.max_plaintext = n,
+            _ => return None,
+        }
+    }
+    Some(limits)
+}
+
+/// Entry point of `airlock-init doc-open …`.
+pub fn main_from_args(args: &[String]) -> ExitCode {
+    let Some(limits) = parse_args(args) else {
+        eprintln!(
+            "airlock-init: usage: airlock-init doc-open [--max-ciphertext N] [--max-plaintext N] \
+             (got {args:?})"
+        );
+        return ExitCode::from(2);
+    };
+    if let Err(e) = airlock_sandbox::seccomp::install(airlock_sandbox::seccomp::Profile::Worker) {
+        eprintln!("airlock-init doc-open: install stage 2: {e}");
+        return ExitCode::from(3);
+    }
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    match serve_open(&mut stdin.lock(), &mut stdout.lock(), limits) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("airlock-init doc-open: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_table() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_args(&[]), Some(Limits::default()));
+        assert_eq!(
+            parse_args(&s(&["--max-ciphertext", "10", "--max-plaintext", "20"])),
+            Some(Limits {
+                max_ciphertext: 10,
+                max_plaintext: 20
+            })
+        );
+        assert_eq!(parse_args(&s(&["--max-ciphertext"])), None);
+        assert_eq!(parse_args(&s(&["--bogus", "1"])), None);
+        assert_eq!(parse_args(&s(&["--max-plaintext", "x"])), None);
+    }
+}
