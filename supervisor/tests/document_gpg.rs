@@ -171,6 +171,7 @@ fn gpg_encrypts_and_the_job_opens_the_exact_text() {
         &["--sign", "-u", "sender@example.org"],
         &["--sign", "-u", "sender@example.org", "-z", "0", "--armor"],
         &["--cipher-algo", "AES128"],
+        &["--throw-keyids"],
     ];
     for algo in [KeyAlgo::Ed25519, KeyAlgo::Rsa4096] {
         let a = appliance(algo);
@@ -251,6 +252,21 @@ fn bad_inputs_are_refused_with_their_reason() {
             a.gpg.run(&["-o", "-", "--store"], TEXT.as_bytes()).stdout,
             Limits::default(),
             "refused: not encrypted (a plain OpenPGP message)".into(),
+        ),
+        (
+            "weak cipher (CAST5)",
+            a.gpg
+                .encrypt(fpr, &["--cipher-algo", "CAST5"], TEXT.as_bytes()),
+            Limits::default(),
+            "refused: unsupported symmetric algorithm CAST5".into(),
+        ),
+        (
+            "password only (gpg -c)",
+            a.gpg
+                .run(&["--passphrase", "pw", "-o", "-", "-c"], TEXT.as_bytes())
+                .stdout,
+            Limits::default(),
+            "refused: the message is not encrypted to any public key (password-only)".into(),
         ),
         (
             "bit flipped",
@@ -555,4 +571,38 @@ fn decrypt_time_for_5_mb_and_64_mib() {
         assert_eq!(got.len(), size);
         println!("decrypt {name} (uncompressed, {} bytes): {ms} ms", ct.len());
     }
+}
+
+/// rPGP can write SEIPD v2 (with a v6 PKESK, even to a v4 key); gpg 2.2
+/// cannot. The key holder refuses the v6 PKESK, and `open` refuses the
+/// SEIPD v2 packet even when handed a session key.
+#[test]
+fn seipd_v2_is_refused() {
+    use airlock_supervisor::document::secret::SessionKey;
+    use pgp::composed::{MessageBuilder, SignedPublicKey};
+    use pgp::crypto::aead::{AeadAlgorithm, ChunkSize};
+    use pgp::crypto::sym::SymmetricKeyAlgorithm;
+    let a = appliance(KeyAlgo::Ed25519);
+    let (public, _) = SignedPublicKey::from_string(&a.key.public_armored).unwrap();
+    let mut b = MessageBuilder::from_bytes("", TEXT.as_bytes().to_vec()).seipd_v2(
+        rand::rngs::OsRng,
+        SymmetricKeyAlgorithm::AES256,
+        AeadAlgorithm::Ocb,
+        ChunkSize::default(),
+    );
+    b.encrypt_to_key(rand::rngs::OsRng, &public.public_subkeys[0].key)
+        .unwrap();
+    let ct = b.to_vec(rand::rngs::OsRng).unwrap();
+    assert_eq!(
+        job(&ct, &a.secret, Limits::default()).unwrap_err(),
+        "refused: PKESK version 6 is not supported (v3 only)"
+    );
+    let sk = SessionKey {
+        algo: 9,
+        key: zeroize::Zeroizing::new(vec![7; 32]),
+    };
+    assert_eq!(
+        open(&ct, &sk, Limits::default()).unwrap_err().to_string(),
+        "refused: SEIPD v2 is not accepted (v1 with MDC, or GnuPG OCB)"
+    );
 }
