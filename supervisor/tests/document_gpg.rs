@@ -220,6 +220,12 @@ fn bad_inputs_are_refused_with_their_reason() {
             format!("not encrypted to this appliance's key (recipients: {other_sub})"),
         ),
         (
+            "to another key, hidden recipient",
+            other.encrypt("other@example.org", &["--throw-keyids"], TEXT.as_bytes()),
+            Limits::default(),
+            "not encrypted to this appliance's key (recipients: anonymous)".into(),
+        ),
+        (
             "no MDC (gpg --rfc2440)",
             a.gpg.encrypt(fpr, &["--rfc2440"], TEXT.as_bytes()),
             Limits::default(),

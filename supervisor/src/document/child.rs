@@ -11,6 +11,8 @@
 //! aborted by the parent), 2 on a usage error, 3 when the pipe broke or
 //! stage 2 could not be installed.
 
+use std::fs::File;
+use std::os::fd::FromRawFd as _;
 use std::process::ExitCode;
 
 use super::frame::serve_open;
@@ -47,9 +49,15 @@ pub fn main_from_args(args: &[String]) -> ExitCode {
         eprintln!("airlock-init doc-open: install stage 2: {e}");
         return ExitCode::from(3);
     }
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    match serve_open(&mut stdin.lock(), &mut stdout.lock(), limits) {
+    // Unbuffered: std's stdin/stdout buffers would keep copies of the
+    // session key and the text in memory that is never wiped.
+    // SAFETY: fds 0 and 1 are open for the whole life of the process (the
+    // spawner hands them over); ManuallyDrop keeps these handles from
+    // closing them.
+    let mut input = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+    // SAFETY: as above, for fd 1.
+    let mut output = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
+    match serve_open(&mut *input, &mut *output, limits) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("airlock-init doc-open: {e}");
