@@ -10,9 +10,10 @@
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
-use airlock_sandbox::{spawn, ExitStatus, Spec};
+use airlock_sandbox::{spawn, ExitStatus};
 use airlock_supervisor::document::frame::{
     read_frame, read_outcome, serve_open, session_key_body, write_frame, Kind, Outcome, Served,
 };
@@ -100,9 +101,7 @@ fn sandboxed(ciphertext: &[u8], key: &SignedSecretKey) -> (Result<String, String
     let (in_r, in_w) = pipe();
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
-    let mut spec = Spec::new(BIN);
-    spec.argv0 = airlock_supervisor::document::child::ARGV0.into();
-    spec.scratch_size = 1 << 20;
+    let mut spec = airlock_supervisor::document::child::spec(Path::new(BIN), Limits::default());
     spec.fds.push((in_r, 0));
     spec.fds.push((out_w, 1));
     spec.fds.push((err_w, 2));
@@ -125,6 +124,7 @@ fn doc_open_runs_in_the_sandbox_and_returns_the_text_or_the_reason() {
         return;
     }
     let (key, msg) = fixture(DOC);
+    let (_, to_other) = fixture(DOC);
     let mut flipped = msg.clone();
     let n = flipped.len() - 30;
     flipped[n] ^= 0x04;
@@ -135,6 +135,11 @@ fn doc_open_runs_in_the_sandbox_and_returns_the_text_or_the_reason() {
             "bit flipped",
             flipped,
             Err("refused: integrity check failed: the ciphertext was modified or truncated".into()),
+        ),
+        (
+            "to another key (the parent aborts after unwrap)",
+            to_other,
+            Err("not encrypted to this appliance's key (recipients: ".into()),
         ),
         (
             "garbage",

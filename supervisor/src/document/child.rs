@@ -13,13 +13,33 @@
 
 use std::fs::File;
 use std::os::fd::FromRawFd as _;
+use std::path::Path;
 use std::process::ExitCode;
+
+use airlock_sandbox::Spec;
 
 use super::frame::serve_open;
 use super::open::Limits;
 
 /// argv[0] that selects this mode (the kernel gives the real PID 1 "/init").
 pub const ARGV0: &str = "airlock-doc-open";
+
+/// The sandbox spec of a `doc-open` child of `program` (the running
+/// `airlock-init`): argv[0] [`ARGV0`], the limits as arguments, no model
+/// directory, a 1 MiB scratch (it writes nothing), the worker's stage 2.
+/// The caller adds fds 0 and 1 (the pipe) and 2.
+pub fn spec(program: &Path, limits: Limits) -> Spec {
+    let mut spec = Spec::new(program);
+    spec.argv0 = ARGV0.into();
+    spec.args = vec![
+        "--max-ciphertext".into(),
+        limits.max_ciphertext.to_string().into(),
+        "--max-plaintext".into(),
+        limits.max_plaintext.to_string().into(),
+    ];
+    spec.scratch_size = 1 << 20;
+    spec
+}
 
 /// Parses `[--max-ciphertext N] [--max-plaintext N]`.
 fn parse_args(args: &[String]) -> Option<Limits> {
