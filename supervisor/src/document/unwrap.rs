@@ -162,3 +162,98 @@ fn recover(
         None => Err(UnwrapError::NotForUs(names.join(", "))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::packets::split;
+    use pgp::composed::{
+        EncryptionCaps, KeyType, MessageBuilder, SecretKeyParamsBuilder, SubkeyParamsBuilder,
+    };
+    use pgp::crypto::ecc_curve::ECCCurve;
+
+    /// An Ed25519 key with one Curve25519 subkey whose binding signature
+    /// carries the given encryption flags.
+    fn key(caps: EncryptionCaps) -> SignedSecretKey {
+        let sub = SubkeyParamsBuilder::default()
+            .key_type(KeyType::ECDH(ECCCurve::Curve25519Legacy))
+            .can_encrypt(caps)
+            .build()
+            .unwrap();
+        SecretKeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .can_sign(true)
+            .primary_user_id("t <t>".into())
+            .subkey(sub)
+            .build()
+            .unwrap()
+            .generate(rand::rngs::OsRng)
+            .unwrap()
+    }
+
+    /// A message whose PKESK names `key`'s first subkey, whatever its flags
+    /// (rPGP's `encrypt_to_key` does not check them).
+    fn message_to_subkey(key: &SignedSecretKey) -> Vec<u8> {
+        let public = key.to_public_key();
+        let mut b = MessageBuilder::from_bytes("", b"text".to_vec())
+            .seipd_v1(rand::rngs::OsRng, SymmetricKeyAlgorithm::AES256);
+        b.encrypt_to_key(rand::rngs::OsRng, &public.public_subkeys[0].key)
+            .unwrap();
+        b.to_vec(rand::rngs::OsRng).unwrap()
+    }
+
+    /// The decryption subkey is chosen by key flags: a subkey whose binding
+    /// does not say "encrypt" is never used, even when a PKESK names it.
+    #[test]
+    fn the_decryption_subkey_is_chosen_by_key_flags() {
+        // (flags on the subkey's binding, expected)
+        let cases = [
+            (EncryptionCaps::All, true),
+            (EncryptionCaps::Communication, true),
+            (EncryptionCaps::Storage, true),
+            (EncryptionCaps::None, false),
+        ];
+        for (caps, opens) in cases {
+            let k = key(caps);
+            let esk = split(&message_to_subkey(&k), 1 << 20).unwrap();
+            let got = unwrap(&esk, &k);
+            if opens {
+                let sk = got.unwrap();
+                assert_eq!(sk.algo, 9, "{caps:?}");
+                assert_eq!(sk.key.len(), 32, "{caps:?}");
+            } else {
+                assert_eq!(got.unwrap_err(), UnwrapError::NoDecryptionKey, "{caps:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn packet_bounds_and_junk_are_refused() {
+        let k = key(EncryptionCaps::All);
+        let esk = split(&message_to_subkey(&k), 1 << 20).unwrap();
+        assert_eq!(
+            unwrap(&vec![0u8; MAX_ESK_BYTES + 1], &k).unwrap_err(),
+            UnwrapError::TooLarge
+        );
+        let many: Vec<u8> = esk.repeat(MAX_PKESKS + 1);
+        assert!(many.len() <= MAX_ESK_BYTES);
+        assert_eq!(unwrap(&many, &k).unwrap_err(), UnwrapError::TooMany);
+        assert_eq!(
+            unwrap(&[], &k).unwrap_err(),
+            UnwrapError::NotForUs("none".into())
+        );
+        // a PKESK header over junk: its first byte is read as the version
+        assert_eq!(
+            unwrap(b"\xc1\x05junk!", &k).unwrap_err(),
+            UnwrapError::Version("106".into())
+        );
+        // a literal data packet where a PKESK belongs
+        assert!(matches!(
+            unwrap(b"\xcb\x07b\x00\x00\x00\x00\x00x", &k).unwrap_err(),
+            UnwrapError::NotPkesk(_) | UnwrapError::Parse(_)
+        ));
+        let msg = "refused: the session-key packets are larger than 65536 bytes";
+        assert_eq!(UnwrapError::TooLarge.to_string(), msg);
+    }
+}
