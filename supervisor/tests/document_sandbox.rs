@@ -156,3 +156,51 @@ fn doc_open_runs_in_the_sandbox_and_returns_the_text_or_the_reason() {
         }
     }
 }
+
+/// A large document through the sandboxed opener: its buffers grow past
+/// glibc's mmap threshold, so this exercises the memory calls of the
+/// opener's seccomp profile.
+#[test]
+fn a_large_document_opens_in_the_sandbox() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the sandbox needs root");
+        return;
+    }
+    let line = "A long document, line after line, for the sandboxed opener.\n";
+    let text = line.repeat((24 << 20) / line.len());
+    let (key, msg) = fixture(&text);
+    let (got, err) = sandboxed(&msg, &key);
+    assert_eq!(got.map(|t| t.len()), Ok(text.len()), "stderr: {err}");
+}
+
+/// A compression bomb (200 MiB of zeros, ZLIB) refused inside the sandbox
+/// at the 64 MiB bound.
+#[test]
+fn a_compression_bomb_is_refused_in_the_sandbox() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the sandbox needs root");
+        return;
+    }
+    use pgp::composed::MessageBuilder;
+    use pgp::crypto::sym::SymmetricKeyAlgorithm;
+    use pgp::types::CompressionAlgorithm;
+    let appliance = pgpkey::generate(KeyAlgo::Ed25519, "Airlock <t>", 1_750_000_000).unwrap();
+    let key = pgpkey::parse_secret(&appliance.secret).unwrap();
+    let (public, _) = SignedPublicKey::from_string(&appliance.public_armored).unwrap();
+    let mut b = MessageBuilder::from_bytes("", vec![0u8; 200 << 20])
+        .seipd_v1(rand::rngs::OsRng, SymmetricKeyAlgorithm::AES256);
+    b.compression(CompressionAlgorithm::ZLIB);
+    b.encrypt_to_key(rand::rngs::OsRng, &public.public_subkeys[0].key)
+        .unwrap();
+    let bomb = b.to_vec(rand::rngs::OsRng).unwrap();
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let (got, err) = sandboxed(&bomb, &key);
+    assert_eq!(
+        got,
+        Err(format!(
+            "refused: decompressed size exceeds {} bytes",
+            64 << 20
+        )),
+        "stderr: {err}"
+    );
+}

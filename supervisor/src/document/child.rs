@@ -2,9 +2,10 @@
 //! On the sandbox's spawn path it is PID 1 of its PID namespace, so it is
 //! started with argv[0] = [`ARGV0`] (args: the options below), which
 //! `entry()` checks before its PID-1 test. Stdin and stdout are the pipe
-//! of [`super::frame`]; it installs the worker's stage-2 seccomp
-//! allowlist first thing (before any document byte is read; the spawner
-//! waits for it), then runs one [`super::frame::serve_open`] exchange.
+//! of [`super::frame`]; it installs its own stage-2 seccomp profile
+//! (`seccomp::Profile::DocOpen`) first thing (before any document byte is
+//! read; the spawner waits for it), then runs one
+//! [`super::frame::serve_open`] exchange.
 //! It holds no key: the parent sends only the session key.
 //!
 //! Exit status: 0 when the exchange completed (text or refusal sent, or
@@ -26,7 +27,8 @@ pub const ARGV0: &str = "airlock-doc-open";
 
 /// The sandbox spec of a `doc-open` child of `program` (the running
 /// `airlock-init`): argv[0] [`ARGV0`], the limits as arguments, no model
-/// directory, a 1 MiB scratch (it writes nothing), the worker's stage 2.
+/// directory, a 1 MiB scratch (it writes nothing), the spawner's default
+/// stage-2 count (every profile installs the same number of programs).
 /// The caller adds fds 0 and 1 (the pipe) and 2.
 pub fn spec(program: &Path, limits: Limits) -> Spec {
     let mut spec = Spec::new(program);
@@ -65,7 +67,7 @@ pub fn main_from_args(args: &[String]) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    if let Err(e) = airlock_sandbox::seccomp::install(airlock_sandbox::seccomp::Profile::Worker) {
+    if let Err(e) = airlock_sandbox::seccomp::install(airlock_sandbox::seccomp::Profile::DocOpen) {
         eprintln!("airlock-init doc-open: install stage 2: {e}");
         return ExitCode::from(3);
     }
