@@ -416,6 +416,48 @@ pub const PROBE_ALLOW_EXTRA: &[Allow] = &[
     allow!(SYS_getgid),
 ];
 
+/// The document opener's stage 2 allow list (`airlock-init` as `airlock-doc-open`, the
+/// supervisor's `document` module): it reads a ciphertext and a session key from fd 0, writes
+/// frames to fd 1 (and a line to fd 2 on failure), and computes. Measured with `strace -ff`
+/// of `supervisor/tests/document_sandbox.rs` ("D"); the rest is kept for paths the
+/// measurement did not take, each saying why. No file, socket, thread or clock calls.
+pub const DOC_OPEN_ALLOW: &[Allow] = &[
+    // D: heap growth (glibc malloc).
+    allow!(SYS_brk),
+    // D: large buffers (ciphertext, decrypted packet, text) above glibc's mmap threshold
+    // (PROT_EXEC refused by STAGE2_DENY).
+    allow!(SYS_mmap),
+    // D: freeing them.
+    allow!(SYS_munmap),
+    // D: growing a large Vec in place (realloc of an mmapped chunk); the worker's list
+    // does not have it, and a 24 MiB document was killed without it.
+    allow!(SYS_mremap),
+    // glibc malloc trimming; narrowed to the measured advices as in the worker's list.
+    allow!(SYS_madvise),
+    // D: the frames.
+    allow!(SYS_read),
+    // D: the frames, and the one-line error on fd 2.
+    allow!(SYS_write),
+    // D: std tears down the main thread's signal stack at exit.
+    allow!(SYS_sigaltstack),
+    // D: exit.
+    allow!(SYS_exit_group),
+    // std's panic path (a panic in rPGP is caught and refused): abort and backtrace paths.
+    allow!(SYS_rt_sigprocmask),
+    // std's panic path: the default handler may reset SIGABRT before abort.
+    allow!(SYS_rt_sigaction),
+    // std's panic path: raise(SIGABRT).
+    allow!(SYS_gettid),
+    // std's panic path: raise(SIGABRT).
+    allow!(SYS_getpid),
+    // std's panic path: raise(SIGABRT).
+    allow!(SYS_tgkill),
+    // std's HashMap seeds (RandomState) on first use inside rPGP.
+    allow!(SYS_getrandom),
+    // An uncontended std lock never calls it; a contended one (the stderr lock) does.
+    allow!(SYS_futex),
+];
+
 /// A named stage-2 profile: which allow list and which argument narrowing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -424,11 +466,17 @@ pub enum Profile {
     /// The probe's allowed side: the worker's list plus [`PROBE_ALLOW_EXTRA`], and the prctl
     /// queries of [`PROBE_PRCTL_EXTRA`].
     ProbeAllowedSide,
+    /// The OpenPGP document opener: [`DOC_OPEN_ALLOW`], with the worker's narrowing of the
+    /// calls it shares ([`WORKER_ONLY`]).
+    DocOpen,
 }
 
 impl Profile {
     /// The allow list of the profile.
     pub fn allow(self) -> Vec<Allow> {
+        if self == Profile::DocOpen {
+            return DOC_OPEN_ALLOW.to_vec();
+        }
         let mut v = STAGE2_ALLOW.to_vec();
         if self == Profile::ProbeAllowedSide {
             v.extend_from_slice(PROBE_ALLOW_EXTRA);
@@ -439,7 +487,7 @@ impl Profile {
     /// The argument narrowing of allowed calls in the profile.
     pub fn only(self) -> Vec<(i64, When)> {
         match self {
-            Profile::Worker => WORKER_ONLY.to_vec(),
+            Profile::Worker | Profile::DocOpen => WORKER_ONLY.to_vec(),
             Profile::ProbeAllowedSide => WORKER_ONLY
                 .iter()
                 .map(|&(sys, when)| {
@@ -759,7 +807,7 @@ mod tests {
     #[test]
     fn tables_compile() {
         assert_eq!(stage1_programs().unwrap().len(), 1 + 3);
-        for p in [Profile::Worker, Profile::ProbeAllowedSide] {
+        for p in [Profile::Worker, Profile::ProbeAllowedSide, Profile::DocOpen] {
             assert_eq!(profile_programs(p).unwrap().len(), stage2_filter_count());
         }
     }

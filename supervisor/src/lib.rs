@@ -14,6 +14,7 @@ pub mod control;
 pub mod cpu;
 pub mod dma;
 pub mod docsplit;
+pub mod document;
 pub mod events;
 pub mod gpt;
 pub mod grow;
@@ -53,16 +54,26 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Entry point shared by every mode of the binary. PID 1 never returns.
 pub fn entry() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The sandboxed document opener is PID 1 of its own PID namespace: it
+    // is told apart by its argv[0], which the kernel sets to "/init" for the
+    // real PID 1 whatever the kernel command line says.
+    if std::env::args_os()
+        .next()
+        .is_some_and(|a| a == document::child::ARGV0)
+    {
+        return document::child::main_from_args(&args);
+    }
     if nix::unistd::getpid().as_raw() == 1 {
         supervisor::run_pid1();
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("console") => console::main_from_args(&args[1..]),
         Some("usb-label") => usb_label::main_from_args(&args[1..]),
         Some("gpt-parts") => gpt::main_from_args(&args[1..]),
         Some("model-check") => model_check::child::main_from_args(&args[1..]),
         Some("grow-state") => grow::main_from_args(&args[1..]),
+        Some("doc-open") => document::child::main_from_args(&args[1..]),
         Some("--version") => {
             println!("airlock-init {VERSION}");
             std::process::ExitCode::SUCCESS
@@ -71,8 +82,8 @@ pub fn entry() -> std::process::ExitCode {
             eprintln!(
                 "airlock-init: this is the appliance's PID 1 (/init); the only other mode is \
                  'airlock-init console TTY --ctl-fd N', 'airlock-init usb-label DISK', \
-                 'airlock-init gpt-parts DISK', 'airlock-init model-check STORE' and \
-                 'airlock-init grow-state DISK PARTN GUID MOUNTPOINT', \
+                 'airlock-init gpt-parts DISK', 'airlock-init model-check STORE', \
+                 'airlock-init grow-state DISK PARTN GUID MOUNTPOINT' and 'airlock-init doc-open', \
                  started by the supervisor itself"
             );
             std::process::ExitCode::from(2)
