@@ -29,16 +29,8 @@ fn reads_the_partition_guids_of_a_disk() {
         "sgdisk"
     };
     let st = Command::new(sgdisk)
+        .args(common::SGDISK_ESP)
         .args([
-            "--clear",
-            "-n",
-            "1:2048:+8M",
-            "-t",
-            "1:EF00",
-            "-u",
-            "1:f6df8968-40d2-48cd-b61c-e838db0717f0",
-            "-c",
-            "1:airlock-esp",
             "-n",
             "2:0:0",
             "-t",

@@ -61,17 +61,7 @@ fn image(dir: &Path, mib: u64, parts: &[&str], state_fs: bool) -> PathBuf {
         .unwrap()
         .set_len(mib * MIB)
         .unwrap();
-    let mut args = vec![
-        "--clear",
-        "-n",
-        "1:2048:+8M",
-        "-t",
-        "1:EF00",
-        "-u",
-        "1:f6df8968-40d2-48cd-b61c-e838db0717f0",
-        "-c",
-        "1:airlock-esp",
-    ];
+    let mut args = common::SGDISK_ESP.to_vec();
     args.extend_from_slice(parts);
     let img_s = img.display().to_string();
     args.push(&img_s);

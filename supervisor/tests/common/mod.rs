@@ -8,6 +8,20 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_airlock-init");
 
+/// `sgdisk` arguments for partition 1 as the image makes it: the ESP at
+/// 1 MiB, 8 MiB here, with the image's partition GUID and name.
+pub const SGDISK_ESP: &[&str] = &[
+    "--clear",
+    "-n",
+    "1:2048:+8M",
+    "-t",
+    "1:EF00",
+    "-u",
+    "1:f6df8968-40d2-48cd-b61c-e838db0717f0",
+    "-c",
+    "1:airlock-esp",
+];
+
 /// A loop device, detached on drop.
 pub struct Loop(pub String);
 
