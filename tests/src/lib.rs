@@ -5,7 +5,8 @@
 //! [`qemu`] builds QEMU's arguments and owns the process, [`console`] is
 //! the serial expect stream, [`qmp`] the QMP client, [`stick`] makes USB
 //! stick images and reads them back, [`disk`] makes writable disk copies,
-//! [`bundles`] packs and signs bundles for the import tests,
+//! [`bundles`] packs and signs bundles for the import tests, [`gpg`]
+//! drives the host's gpg for operator jobs (documents in, answers checked),
 //! [`keyboard`] maps text to USB keyboard strokes, [`screenshot`] checks
 //! screendumps, [`status`] parses `status`, [`figures`] prints figures.
 //! See docs/testing.md.
@@ -15,6 +16,7 @@ pub mod bundles;
 pub mod console;
 pub mod disk;
 pub mod figures;
+pub mod gpg;
 pub mod keyboard;
 pub mod qemu;
 pub mod qmp;

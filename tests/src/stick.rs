@@ -57,7 +57,8 @@ fn run(tool: &'static str, args: &[&str]) -> Result<(), StickError> {
 }
 
 /// Makes a FAT stick image of `size_mib` MiB at `path` labelled `label`,
-/// holding `files` (name, contents) in its root directory.
+/// holding `files` (name, contents). A name may hold `/`: `batch/a.gpg`
+/// lands in the directory `batch` (made once, with its parents).
 pub fn make_vfat_stick(
     path: &Path,
     label: &str,
@@ -79,8 +80,28 @@ pub fn make_vfat_stick(
         "mkfs.vfat"
     };
     run(mkfs, &["-C", "-n", label, &p, &kib])?;
+    let mut made = BTreeSet::new();
     for (name, contents) in files {
-        let staged = path.with_extension(format!("file-{name}"));
+        let name = name.trim_start_matches('/');
+        let mut parent = String::new();
+        for part in name
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            parent = if parent.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{parent}/{part}")
+            };
+            if made.insert(parent.clone()) {
+                run("mmd", &["-i", &p, &format!("::/{parent}")])?;
+            }
+        }
+        let staged = path.with_extension(format!("file-{}", name.replace('/', "_")));
         std::fs::write(&staged, contents).map_err(|source| StickError::Write {
             path: staged.clone(),
             source,
@@ -138,6 +159,67 @@ pub fn read_vfat_stick(image: &Path) -> Result<StickContents, StickError> {
     });
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// One file of the FAT image `image`, by its path from the root
+/// (`batch/a.answer.gpg`), read with `mcopy` to stdout; `None` when there
+/// is no such file.
+pub fn read_vfat_file(image: &Path, name: &str) -> Result<Option<Vec<u8>>, StickError> {
+    let tool = "mcopy";
+    let src = format!("::/{}", name.trim_start_matches('/'));
+    let args = ["-n", "-i", &image.display().to_string(), &src, "-"];
+    let out = Command::new(tool)
+        .args(args)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .map_err(|source| StickError::Spawn { tool, source })?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if out.status.success() {
+        Ok(Some(out.stdout))
+    } else if stderr.contains("not found") {
+        Ok(None)
+    } else {
+        Err(StickError::Tool {
+            tool,
+            args: args.join(" "),
+            status: out.status,
+            stderr,
+        })
+    }
+}
+
+/// The paths of every file and directory (directories end in `/`) on the
+/// FAT image `image`, from the root, sorted, without reading the files
+/// (`mdir -/ -b`).
+pub fn list_vfat_stick(image: &Path) -> Result<Vec<String>, StickError> {
+    let tool = "mdir";
+    let args = ["-/", "-b", "-i", &image.display().to_string(), "::/"];
+    let out = Command::new(tool)
+        .args(args)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .map_err(|source| StickError::Spawn { tool, source })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        // An empty root: mdir -b says `File "::/" not found` and fails.
+        if stderr.contains("\"::/\" not found") {
+            return Ok(Vec::new());
+        }
+        return Err(StickError::Tool {
+            tool,
+            args: args.join(" "),
+            status: out.status,
+            stderr,
+        });
+    }
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("::/"))
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// Adds the files and directories under `dir` (shown as `prefix`).
@@ -343,6 +425,59 @@ mod tests {
                 && info.contains("'airlock-state'"),
             "{info}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_go_into_subdirectories_and_are_read_one_by_one() {
+        let dir = std::env::temp_dir().join(format!("airlock-e2e-subdir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("stick.img");
+        let bin: &[u8] = b"\x85\x01\x0c\x03\x00\xff binary";
+        make_vfat_stick(
+            &img,
+            "JOBS",
+            16,
+            &[
+                ("Quarterly Report.gpg", bin),
+                ("batch/a.gpg", b"A"),
+                ("batch/b.gpg", b"B"),
+                ("batch/deeper/c.gpg", b"C"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            list_vfat_stick(&img).unwrap(),
+            [
+                "Quarterly Report.gpg",
+                "batch/",
+                "batch/a.gpg",
+                "batch/b.gpg",
+                "batch/deeper/",
+                "batch/deeper/c.gpg",
+            ]
+        );
+        // (name on the stick, what read_vfat_file gives)
+        let cases: &[(&str, Option<&[u8]>)] = &[
+            ("Quarterly Report.gpg", Some(bin)),
+            ("batch/b.gpg", Some(b"B")),
+            ("/batch/deeper/c.gpg", Some(b"C")),
+            ("batch/absent.gpg", None),
+            ("absent/x", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(
+                read_vfat_file(&img, name).unwrap().as_deref(),
+                *want,
+                "{name}"
+            );
+        }
+        assert_eq!(read_vfat_stick(&img).unwrap().files.len(), 4);
+        make_vfat_stick(&img, "EMPTY", 16, &[]).unwrap();
+        assert!(list_vfat_stick(&img).unwrap().is_empty());
+        std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+        assert!(list_vfat_stick(&img).is_err());
+        assert!(read_vfat_file(&img, "x").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
