@@ -47,6 +47,10 @@ pub enum Command {
     },
     Usb,
     Eject(Option<String>),
+    /// `run FILE [options]`: the rest of the line, parsed by `jobargs`.
+    Run(String),
+    /// `batch DIR [options]`: the rest of the line, parsed by `jobargs`.
+    Batch(String),
 }
 
 /// Why a line was refused. Each message is one line with a hint.
@@ -326,6 +330,35 @@ pub const COMMANDS: &[CommandSpec] = &[
                to it or another console reads from it.",
     },
     CommandSpec {
+        name: "run",
+        usage: "run FILE [--task T] [--question Q] [--language L]",
+        min_args: 1,
+        max_args: 64,
+        summary: "analyse an encrypted document on a stick; the answer goes back encrypted",
+        help: "FILE is a document on a stick encrypted to this appliance's key (NAME, DIR/NAME, \
+               or sdb:NAME when several sticks are in). Tasks: summarize (default), extract, \
+               translate --language L, answer --question \"...\", classify; quote values with \
+               spaces. --model NAME picks the model when several are active. The document is \
+               opened in a sandbox, answered by a fresh sandboxed worker (long documents in \
+               parts), and the answer, signed by the appliance and encrypted to the admin \
+               recipients, is written beside it as NAME.answer.gpg with its audit receipt \
+               NAME.answer.receipt. The console shows progress and a summary, not the answer \
+               (--show prints it where the policy allows).",
+    },
+    CommandSpec {
+        name: "batch",
+        usage: "batch DIR [--task T] [--question Q] [--language L]",
+        min_args: 1,
+        max_args: 64,
+        summary: "run every document in a folder of a stick, with a signed summary",
+        help: "Every *.gpg, *.pgp and *.asc document in the folder DIR of a stick, one fresh \
+               worker per document, as 'run' does. A failure does not stop the batch; a \
+               document whose answer is already there and whose receipt verifies is skipped, \
+               so a batch can be run again after a fault. At the end a summary \
+               batch-TIME.summary.json and its OpenPGP signature (.asc) list each input's \
+               SHA-256, result and answer.",
+    },
+    CommandSpec {
         name: "poweroff",
         usage: "poweroff",
         min_args: 0,
@@ -483,6 +516,20 @@ pub fn parse(line: &str) -> Result<Option<Command>, GrammarError> {
         },
         "usb" => Command::Usb,
         "eject" => Command::Eject(arg(0)),
+        "run" | "batch" => {
+            // The raw rest of the line: values may be quoted.
+            let rest = line
+                .trim_start()
+                .get(s.name.len()..)
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if s.name == "run" {
+                Command::Run(rest)
+            } else {
+                Command::Batch(rest)
+            }
+        }
         _ => return Err(GrammarError::Unknown(short(first))),
     }))
 }
@@ -517,6 +564,8 @@ impl Command {
             Command::Remove { .. } => "remove",
             Command::Usb => "usb",
             Command::Eject(_) => "eject",
+            Command::Run(_) => "run",
+            Command::Batch(_) => "batch",
         }
     }
 }
@@ -614,6 +663,11 @@ mod tests {
             ),
             ("rollback tiny", Command::Rollback("tiny".into())),
             ("usb", Command::Usb),
+            (
+                "run  a.gpg --question \"why   not\"",
+                Command::Run("a.gpg --question \"why   not\"".into()),
+            ),
+            ("batch inbox", Command::Batch("inbox".into())),
             ("eject", Command::Eject(None)),
             ("eject sdb", Command::Eject(s("sdb"))),
             (

@@ -538,6 +538,8 @@ impl Console {
             Command::Remove { name, version } => self.cmd_remove(&name, version),
             Command::Usb => self.cmd_usb(),
             Command::Eject(stick) => self.cmd_eject(stick.as_deref()),
+            Command::Run(rest) => self.cmd_run(&rest),
+            Command::Batch(rest) => self.cmd_batch(&rest),
             Command::Poweroff => {
                 // PID 1 writes "airlock: powering off" on every console itself.
                 if self.send(Request::Poweroff).is_err() {

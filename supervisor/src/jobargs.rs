@@ -27,7 +27,7 @@ pub enum RunArgError {
     NoFile,
     #[error("run: only one FILE; '{0}' is a second one (quote a value with spaces)")]
     SecondFile(String),
-    #[error("run: unknown option '{0}'; the options are --task, --question, --language")]
+    #[error("run: unknown option '{0}'; the options are --task, --question, --language, --model, --show")]
     UnknownOption(String),
     #[error("run: {0} is given twice")]
     Twice(&'static str),
@@ -65,6 +65,10 @@ pub struct RunRequest {
     pub task: String,
     pub question: Option<String>,
     pub language: Option<String>,
+    /// `--model NAME`: which active model, when several are active.
+    pub model: Option<String>,
+    /// `--show`: print the answer on the console too (policy permitting).
+    pub show: bool,
 }
 
 /// Splits on spaces, honouring `"..."` and `'...'`.
@@ -142,9 +146,17 @@ pub fn parse_run(args: &str, tasks: &TaskTable) -> Result<RunRequest, RunArgErro
     let mut task: Option<String> = None;
     let mut question: Option<String> = None;
     let mut language: Option<String> = None;
+    let mut model: Option<String> = None;
+    let mut show = false;
     let mut it = ws.iter();
     while let Some(w) = it.next() {
         let (slot, name, max): (&mut Option<String>, &'static str, usize) = match w.as_str() {
+            "--show" if show => return Err(RunArgError::Twice("--show")),
+            "--show" => {
+                show = true;
+                continue;
+            }
+            "--model" => (&mut model, "--model", 64),
             "--task" => (&mut task, "--task", 32),
             "--question" => (&mut question, "--question", MAX_QUESTION),
             "--language" => (&mut language, "--language", MAX_LANGUAGE),
@@ -202,6 +214,8 @@ pub fn parse_run(args: &str, tasks: &TaskTable) -> Result<RunRequest, RunArgErro
         task,
         question,
         language,
+        model,
+        show,
     })
 }
 
@@ -235,6 +249,8 @@ mod tests {
                     task: "summarize".into(),
                     question: None,
                     language: None,
+                    model: None,
+                    show: false,
                 },
             ),
             (
@@ -244,6 +260,8 @@ mod tests {
                     task: "extract".into(),
                     question: None,
                     language: None,
+                    model: None,
+                    show: false,
                 },
             ),
             (
@@ -253,6 +271,8 @@ mod tests {
                     task: "answer".into(),
                     question: s("Who signed it?"),
                     language: None,
+                    model: None,
+                    show: false,
                 },
             ),
             (
@@ -262,6 +282,8 @@ mod tests {
                     task: "translate".into(),
                     question: None,
                     language: s("Swiss German"),
+                    model: None,
+                    show: false,
                 },
             ),
             (
@@ -271,6 +293,8 @@ mod tests {
                     task: "classify".into(),
                     question: None,
                     language: None,
+                    model: None,
+                    show: false,
                 },
             ),
         ];
@@ -287,7 +311,7 @@ mod tests {
             ("--task answer", "run: name the file, e.g. 'run report.txt.gpg'; see 'help run'"),
             ("a.gpg \"open", "run: a quote is not closed; see 'help run'"),
             ("a.gpg b.gpg", "run: only one FILE; 'b.gpg' is a second one (quote a value with spaces)"),
-            ("a.gpg --force", "run: unknown option '--force'; the options are --task, --question, --language"),
+            ("a.gpg --force", "run: unknown option '--force'; the options are --task, --question, --language, --model, --show"),
             ("a.gpg --task", "run: --task needs a value"),
             ("a.gpg --task poem", "run: unknown task 'poem'; the tasks are summarize, extract, translate, answer, classify"),
             ("a.gpg --task answer", "run: task 'answer' needs --question (e.g. --question \"Who signed the contract?\")"),

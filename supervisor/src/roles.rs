@@ -102,6 +102,16 @@ pub const RULES: &[Rule] = &[
         why: "whoever wrote to a stick or listed it releases it before pulling it",
     },
     Rule {
+        command: "run",
+        who: Who::Roles(OPERATOR),
+        why: "jobs are the operator's: the operator's session holds the document key",
+    },
+    Rule {
+        command: "batch",
+        who: Who::Roles(OPERATOR),
+        why: "jobs are the operator's: the operator's session holds the document key",
+    },
+    Rule {
         command: "selftest",
         who: Who::Roles(&[Role::Operator, Role::Officer]),
         why: "runs the sandbox probe: operators before jobs, officers after changes",
@@ -336,6 +346,10 @@ mod tests {
             ("models", true, op, "ok"),
             ("activate", true, aud, "role-officer-required"),
             ("usb", true, op, "ok"),
+            ("run", true, op, "ok"),
+            ("run", true, off, "role-operator-required"),
+            ("batch", true, aud, "role-operator-required"),
+            ("batch", true, None, "not-logged-in"),
             ("usb", true, off, "ok"),
             ("usb", true, aud, "ok"),
             ("usb", true, None, "not-logged-in"),

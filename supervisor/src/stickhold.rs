@@ -173,7 +173,7 @@ impl Busy {
         Busy::claim_in(Path::new(BUSY_DIR), disk, what)
     }
 
-    fn claim_in(dir: &Path, disk: &str, what: &str) -> Result<Busy, StickHoldError> {
+    pub(crate) fn claim_in(dir: &Path, disk: &str, what: &str) -> Result<Busy, StickHoldError> {
         if let Some(other) = busy_in(dir, disk) {
             return Err(StickHoldError::Busy {
                 disk: disk.into(),

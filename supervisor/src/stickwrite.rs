@@ -78,7 +78,7 @@ pub(crate) fn device_of(disk: &str) -> String {
     }
 }
 
-fn choose(want: Option<&str>) -> Result<String, StickWriteError> {
+pub(crate) fn choose(want: Option<&str>) -> Result<String, StickWriteError> {
     let sticks = usb::scan(Path::new("/sys/block"), &[]).unwrap_or_default();
     match want {
         Some(w) => sticks

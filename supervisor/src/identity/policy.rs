@@ -81,6 +81,18 @@ pub struct Policy {
     pub audit_keep_segments: u64,
     /// Algorithm of the document key made at provisioning and rotation.
     pub document_key: KeyAlgo,
+    /// Largest encrypted document a job reads from a stick, bytes.
+    pub job_max_input_bytes: u64,
+    /// Largest plaintext a document may decompress to, bytes.
+    pub job_max_plaintext_bytes: u64,
+    /// Address-space limit of a job's inference worker, MiB.
+    pub job_memory_mib: u64,
+    /// Tokens of the model's context a job uses (at most the model's own).
+    pub job_context_tokens: u64,
+    /// Most tokens generated per part and for the combined answer.
+    pub job_answer_tokens: u64,
+    /// 1: `run --show` may print the answer on the console; 0: never.
+    pub job_allow_show: u64,
 }
 
 impl Default for Policy {
@@ -97,6 +109,12 @@ impl Default for Policy {
             audit_segment_entries: 4_096,
             audit_keep_segments: 0,
             document_key: KeyAlgo::Ed25519,
+            job_max_input_bytes: 64 << 20,
+            job_max_plaintext_bytes: 64 << 20,
+            job_memory_mib: 4_096,
+            job_context_tokens: 2_048,
+            job_answer_tokens: 256,
+            job_allow_show: 0,
         }
     }
 }
@@ -198,6 +216,56 @@ const RULES: &[Rule] = &[
         max: 1_000_000,
         tighten: Tighten::Never,
         field: |p| &mut p.audit_keep_segments,
+    },
+    // the ciphertext is read whole into RAM: 64 MiB by default
+    Rule {
+        key: "job_max_input_bytes",
+        min: 1_024,
+        max: 1 << 30,
+        tighten: Tighten::Down,
+        field: |p| &mut p.job_max_input_bytes,
+    },
+    // bounds a compression bomb; the plaintext lives in RAM only
+    Rule {
+        key: "job_max_plaintext_bytes",
+        min: 1_024,
+        max: 1 << 30,
+        tighten: Tighten::Down,
+        field: |p| &mut p.job_max_plaintext_bytes,
+    },
+    // RLIMIT_AS of the worker: a model too big for it fails to load with a
+    // clear reason instead of pushing the appliance into the OOM killer
+    Rule {
+        key: "job_memory_mib",
+        min: 16,
+        max: 1 << 20,
+        tighten: Tighten::Down,
+        field: |p| &mut p.job_memory_mib,
+    },
+    // a shorter context splits documents into more parts; the model's own
+    // context length caps it
+    Rule {
+        key: "job_context_tokens",
+        min: 256,
+        max: 1 << 20,
+        tighten: Tighten::Down,
+        field: |p| &mut p.job_context_tokens,
+    },
+    Rule {
+        key: "job_answer_tokens",
+        min: 16,
+        max: 4_096,
+        tighten: Tighten::Down,
+        field: |p| &mut p.job_answer_tokens,
+    },
+    // the answer on the screen is readable by whoever stands behind the
+    // operator: off unless the site decides otherwise
+    Rule {
+        key: "job_allow_show",
+        min: 0,
+        max: 1,
+        tighten: Tighten::Down,
+        field: |p| &mut p.job_allow_show,
     },
 ];
 
