@@ -19,6 +19,7 @@ pub mod events;
 pub mod gpt;
 pub mod grow;
 pub mod identity;
+pub mod infer;
 pub mod jobargs;
 pub mod klog;
 pub mod model_check;
