@@ -85,6 +85,12 @@ pub struct GenerateRequest {
 pub enum Request {
     /// Run one generation; the worker answers with tokens then `Done`, or `Error`.
     Generate(GenerateRequest),
+    /// Count the tokens of `text` with the model's tokenizer (no chat template, no BOS);
+    /// the worker answers with `Count`, or `Error`.
+    Count {
+        /// The text (at most [`MAX_PROMPT_BYTES`]).
+        text: String,
+    },
     /// Exit cleanly.
     Shutdown,
 }
@@ -145,6 +151,14 @@ pub enum Response {
         model: String,
         /// Time taken to load it (ms).
         load_ms: u64,
+        /// The model's context length (tokens), when the engine reports one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context_length: Option<u64>,
+    },
+    /// The answer to `Count`: tokens of the text.
+    Count {
+        /// Number of tokens.
+        tokens: u64,
     },
     /// A piece of generated text (one or more tokens).
     Token {
@@ -371,8 +385,15 @@ pub fn decode<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, DecodeE
 /// Decodes and validates a request payload.
 pub fn decode_request(payload: &[u8]) -> Result<Request, DecodeError> {
     let req: Request = decode(payload)?;
-    if let Request::Generate(g) = &req {
-        g.validate().map_err(DecodeError::Invalid)?;
+    match &req {
+        Request::Generate(g) => g.validate().map_err(DecodeError::Invalid)?,
+        Request::Count { text } if text.len() > MAX_PROMPT_BYTES => {
+            return Err(DecodeError::Invalid(format!(
+                "text of {} bytes to count, limit {MAX_PROMPT_BYTES}",
+                text.len()
+            )))
+        }
+        Request::Count { .. } | Request::Shutdown => {}
     }
     Ok(req)
 }
@@ -496,7 +517,15 @@ mod tests {
             Response::Ready {
                 model: "m.gguf".into(),
                 load_ms: 3,
+                context_length: None,
             },
+            Response::Ready {
+                model: "m.gguf".into(),
+                load_ms: 3,
+                context_length: Some(8192),
+            },
+            Response::Count { tokens: 0 },
+            Response::Count { tokens: u64::MAX },
             Response::Token { text: "hi".into() },
             Response::Done(Stats {
                 prompt_tokens: 5,
@@ -518,12 +547,99 @@ mod tests {
     }
 
     #[test]
+    fn requests_round_trip() {
+        let msgs = [
+            Request::Generate(req()),
+            Request::Count {
+                text: String::new(),
+            },
+            Request::Count {
+                text: "a document\n\u{0}\u{202e}".into(),
+            },
+            Request::Shutdown,
+        ];
+        for m in msgs {
+            let p = encode_payload(&m).unwrap();
+            assert_eq!(decode_request(&p).unwrap(), m);
+        }
+    }
+
+    #[test]
     fn wire_shape_is_documented_json() {
-        let p = encode_payload(&Request::Shutdown).unwrap();
+        let cases: [(&dyn erased::Encode, &str); 5] = [
+            (&Request::Shutdown, r#"{"v":1,"msg":"shutdown"}"#),
+            (
+                &Request::Count { text: "hi".into() },
+                r#"{"v":1,"msg":{"count":{"text":"hi"}}}"#,
+            ),
+            (
+                &Response::Count { tokens: 7 },
+                r#"{"v":1,"msg":{"count":{"tokens":7}}}"#,
+            ),
+            (
+                &Response::Ready {
+                    model: "m.gguf".into(),
+                    load_ms: 3,
+                    context_length: Some(2048),
+                },
+                r#"{"v":1,"msg":{"ready":{"model":"m.gguf","load_ms":3,"context_length":2048}}}"#,
+            ),
+            (
+                &Response::Ready {
+                    model: "m.gguf".into(),
+                    load_ms: 3,
+                    context_length: None,
+                },
+                r#"{"v":1,"msg":{"ready":{"model":"m.gguf","load_ms":3}}}"#,
+            ),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(msg.encode(), want);
+        }
+        // A Ready without the field (an older worker) still decodes.
         assert_eq!(
-            std::str::from_utf8(&p).unwrap(),
-            r#"{"v":1,"msg":"shutdown"}"#
+            decode_response(br#"{"v":1,"msg":{"ready":{"model":"m","load_ms":1}}}"#).unwrap(),
+            Response::Ready {
+                model: "m".into(),
+                load_ms: 1,
+                context_length: None
+            }
         );
+    }
+
+    /// Encoding requests and responses through one table.
+    mod erased {
+        pub trait Encode {
+            fn encode(&self) -> String;
+        }
+        impl<T: serde::Serialize> Encode for T {
+            fn encode(&self) -> String {
+                String::from_utf8(super::encode_payload(self).unwrap()).unwrap()
+            }
+        }
+    }
+
+    #[test]
+    fn count_text_over_the_limit_is_invalid() {
+        let ok = Request::Count {
+            text: "a".repeat(MAX_PROMPT_BYTES),
+        };
+        assert_eq!(decode_request(&encode_payload(&ok).unwrap()).unwrap(), ok);
+        let big = Request::Count {
+            text: "a".repeat(MAX_PROMPT_BYTES + 1),
+        };
+        let err = decode_request(&encode_payload(&big).unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid request: text of 3145729 bytes to count, limit 3145728"
+        );
+        assert!(matches!(
+            err.reply(),
+            Response::Error {
+                kind: ErrorKind::InvalidRequest,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -338,7 +338,8 @@ pub const STAGE2_ALLOW: &[Allow] = &[
     allow!(SYS_rt_sigreturn),
     // W P: per-thread alternate signal stacks (std).
     allow!(SYS_sigaltstack),
-    // unmeasured: abort() raises SIGABRT with tgkill, so an abort ends as SIGABRT.
+    // unmeasured: abort() raises SIGABRT with tgkill, so an abort reaches the worker's SIGABRT
+    // handler (exit status 134; as PID 1 of its namespace it cannot die of its own SIGABRT).
     allow!(SYS_tgkill),
     // --- event loop ---
     // W P: tokio's reactor.

@@ -19,6 +19,7 @@ pub mod events;
 pub mod gpt;
 pub mod grow;
 pub mod identity;
+pub mod infer;
 pub mod job;
 pub mod jobargs;
 pub mod jobcmd;

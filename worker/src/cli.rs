@@ -29,6 +29,32 @@ const EXIT_PROTOCOL: u8 = 3;
 const EXIT_SECCOMP: u8 = 4;
 /// Exit status: generation failed in one-shot mode.
 const EXIT_GENERATE: u8 = 5;
+/// Exit status: the process aborted (128 + SIGABRT, as a shell reports it); chiefly Rust's
+/// allocator when the address-space limit is reached ("memory allocation of N bytes failed").
+pub const EXIT_ABORT: i32 = 134;
+
+extern "C" fn exit_on_abort(_: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe and ends the process at once.
+    unsafe { libc::_exit(EXIT_ABORT) }
+}
+
+/// Makes `abort()` end the process with [`EXIT_ABORT`]. In the sandbox the worker is PID 1
+/// of its namespace, and the kernel drops a signal it sends itself unless it has a handler:
+/// glibc's `raise(SIGABRT)` would be ignored and `abort()` would end in its last resort, a
+/// faulting instruction (SIGSEGV), indistinguishable from a crash. With this handler an
+/// allocation failure reaches the supervisor as exit status 134.
+fn exit_on_abort_signal() -> Result<(), String> {
+    // SAFETY: sigaction is plain data; all-zero is a valid value (empty mask, no flags).
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = exit_on_abort as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installs a handler that only calls the async-signal-safe _exit; `sa` is a
+    // valid, initialised sigaction and the old action is not asked for.
+    let rc = unsafe { libc::sigaction(libc::SIGABRT, &sa, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -92,6 +118,10 @@ fn install_allowlist() -> Result<(), String> {
 /// Runs the worker with the process's command line; returns its exit status.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = exit_on_abort_signal() {
+        eprintln!("airlock-worker: installing the SIGABRT handler: {e}");
+        return ExitCode::from(EXIT_SECCOMP);
+    }
     // Still single-threaded here: the environment can be changed safely.
     if let Some(n) = args.threads {
         std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
@@ -159,7 +189,12 @@ fn serve(args: &Args, opts: &EngineOptions, mut conn: std::fs::File) -> ExitCode
             return ExitCode::from(EXIT_MODEL);
         }
     };
-    if let Err(e) = send(&mut conn, &Response::Ready { model, load_ms }) {
+    let ready = Response::Ready {
+        model,
+        load_ms,
+        context_length: engine.context_length(),
+    };
+    if let Err(e) = send(&mut conn, &ready) {
         eprintln!("airlock-worker: {}", escape::text(&e.to_string()));
         return ExitCode::from(EXIT_PROTOCOL);
     }

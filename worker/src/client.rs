@@ -131,8 +131,33 @@ pub fn receive(conn: &mut UnixStream) -> Result<Response, ClientError> {
 
 /// Waits for `Ready`; returns the model load time (ms).
 pub fn wait_ready(conn: &mut UnixStream) -> Result<u64, ClientError> {
+    wait_ready_info(conn).map(|(load_ms, _)| load_ms)
+}
+
+/// Waits for `Ready`; returns the model load time (ms) and the context length it reported.
+pub fn wait_ready_info(conn: &mut UnixStream) -> Result<(u64, Option<u64>), ClientError> {
     match receive(conn)? {
-        Response::Ready { load_ms, .. } => Ok(load_ms),
+        Response::Ready {
+            load_ms,
+            context_length,
+            ..
+        } => Ok((load_ms, context_length)),
+        Response::Error { kind, reason } => Err(ClientError::Worker { kind, reason }),
+        other => Err(ClientError::Unexpected(Box::new(other))),
+    }
+}
+
+/// Sends `Count` and returns the number of tokens of `text` (under [`REPLY_LIMITS`]).
+pub fn count(conn: &mut UnixStream, text: &str) -> Result<u64, ClientError> {
+    send(
+        conn,
+        &Request::Count {
+            text: text.to_string(),
+        },
+    )
+    .map_err(ClientError::Send)?;
+    match receive(conn)? {
+        Response::Count { tokens } => Ok(tokens),
         Response::Error { kind, reason } => Err(ClientError::Worker { kind, reason }),
         other => Err(ClientError::Unexpected(Box::new(other))),
     }

@@ -137,6 +137,15 @@ impl Engine {
             .map_err(|e| EngineError::Tokenize(first_line(e)))
     }
 
+    /// The model's context length (tokens) as mistral.rs read it from the GGUF, if it has one.
+    pub fn context_length(&self) -> Option<u64> {
+        self.model
+            .max_sequence_length()
+            .ok()
+            .flatten()
+            .and_then(|n| u64::try_from(n).ok())
+    }
+
     /// Runs one generation; `on_text` gets each piece of text and returns
     /// `false` when its consumer is gone (the generation is then abandoned).
     pub fn generate(

@@ -1,5 +1,5 @@
 //! The request loop: reads frames from the supervisor, answers each with
-//! streamed tokens and stats, or with an error reply; never panics on input.
+//! streamed tokens and stats, a token count, or an error reply; never panics on input.
 
 use std::io::{Read, Write};
 
@@ -29,6 +29,19 @@ pub enum SessionEnd {
     Shutdown,
 }
 
+/// The reply to `Count`: the number of tokens of `text`, or an inference error.
+fn count(engine: &Engine, text: &str) -> Response {
+    match engine.tokenize(&text) {
+        Ok(ids) => Response::Count {
+            tokens: u64::try_from(ids.len()).unwrap_or(u64::MAX),
+        },
+        Err(e) => Response::Error {
+            kind: ErrorKind::Inference,
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// Serves requests on `conn` until end of stream or `Shutdown`.
 pub fn serve<S: Read + Write>(conn: &mut S, engine: &Engine) -> Result<SessionEnd, SessionError> {
     loop {
@@ -47,6 +60,11 @@ pub fn serve<S: Read + Write>(conn: &mut S, engine: &Engine) -> Result<SessionEn
         let req = match decode_request(&payload) {
             Ok(Request::Shutdown) => return Ok(SessionEnd::Shutdown),
             Ok(Request::Generate(g)) => g,
+            Ok(Request::Count { text }) => {
+                drop(payload);
+                send(conn, &count(engine, &text)).map_err(SessionError::Write)?;
+                continue;
+            }
             Err(e) => {
                 send(conn, &e.reply()).map_err(SessionError::Write)?;
                 continue;

@@ -12,7 +12,8 @@ use airlock_formats::protocol::{
 };
 use airlock_sandbox::{ExitStatus, Limits};
 use airlock_worker::client::{
-    generate, receive, spawn_local, spawn_sandboxed, wait_ready, ClientError, SandboxedWorker,
+    count, generate, receive, spawn_local, spawn_sandboxed, wait_ready, ClientError,
+    SandboxedWorker,
 };
 use airlock_worker::modelgen::{write_model, Preset, Quant};
 
@@ -73,6 +74,9 @@ fn sandboxed_worker_generates_the_same_tokens_as_unsandboxed() {
         r
     })
     .unwrap();
+    // Tokenizing runs under stage 2 too (a missing call would end the worker with SIGSYS).
+    let counted_inside = count(&mut sb.conn, "What does the document say?").unwrap();
+    assert!(counted_inside > 0);
     send(&mut sb.conn, &Request::Shutdown).unwrap();
     assert_eq!(wait(&mut sb), ExitStatus::Exited(0));
 
@@ -87,12 +91,14 @@ fn sandboxed_worker_generates_the_same_tokens_as_unsandboxed() {
         r
     })
     .unwrap();
+    let counted_outside = count(&mut local.conn, "What does the document say?").unwrap();
     drop(local.conn);
     assert!(local.child.wait().unwrap().success());
 
     assert!(!inside.is_empty());
     assert_eq!(inside, outside, "seeded sampling differs in the sandbox");
     assert_eq!(greedy_inside, greedy_outside);
+    assert_eq!(counted_inside, counted_outside);
 }
 
 #[test]

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -12,7 +11,9 @@ use airlock_formats::protocol::{
     send, write_frame, ErrorKind, FinishReason, GenerateRequest, Message, Request, Response, Role,
     MAX_FRAME_LEN,
 };
-use airlock_worker::client::{generate, receive, spawn_local, wait_ready, ClientError};
+use airlock_worker::client::{
+    count, generate, receive, spawn_local, wait_ready, wait_ready_info, ClientError,
+};
 use airlock_worker::modelgen::{write_model, Preset, Quant};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_airlock-worker");
@@ -99,6 +100,42 @@ fn loads_tiny_model_generates_and_shuts_down() {
         assert_eq!(stats.finish_reason, FinishReason::Length);
     }
     assert!(!text.is_empty() || stats.decode_tokens < 12);
+    send(&mut w.conn, &Request::Shutdown).unwrap();
+    assert!(wait(&mut w.child, Duration::from_secs(30)).success());
+}
+
+/// `Count` gives the tokenizer's count (the same ids `--tokenize` prints), no template, no
+/// BOS; the worker keeps serving after it, and `Ready` carries the GGUF's context length.
+#[test]
+fn count_gives_the_tokenizers_count_and_ready_the_context_length() {
+    let fx = Fixture::new();
+    let mut w = spawn_local(Path::new(WORKER), fx.args(&fx.model()), None).unwrap();
+    let (_, ctx) = wait_ready_info(&mut w.conn).unwrap();
+    assert_eq!(ctx, Some(2048), "the tiny preset's llama.context_length");
+    let long = "The quarterly report, page 12: revenue rose. ".repeat(2000);
+    for text in [
+        "",
+        "Summarise the quarterly report in one line.",
+        long.as_str(),
+    ] {
+        let out = Command::new(WORKER)
+            .args(fx.args(&fx.model()))
+            .arg("--tokenize")
+            .arg(text)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let ids: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            count(&mut w.conn, text).unwrap(),
+            ids.len() as u64,
+            "{}",
+            text.len()
+        );
+    }
+    assert_eq!(count(&mut w.conn, "").unwrap(), 0);
+    let (_, stats) = generate(&mut w.conn, &request(1, 0.0)).unwrap();
+    assert!(stats.decode_tokens > 0);
     send(&mut w.conn, &Request::Shutdown).unwrap();
     assert!(wait(&mut w.child, Duration::from_secs(30)).success());
 }
@@ -203,7 +240,8 @@ fn crash_mid_generation_reaches_the_spawner_as_exit_status() {
         Response::Token { .. }
     ));
     // SIGABRT, as from a failed allocation or an abort (a SIGSEGV sent with
-    // kill(2) would be caught and ignored by Rust's stack-overflow handler).
+    // kill(2) would be caught and ignored by Rust's stack-overflow handler); the
+    // worker's handler ends it with exit status 134 (see cli::EXIT_ABORT).
     let pid = w.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-ABRT", &pid])
@@ -211,7 +249,7 @@ fn crash_mid_generation_reaches_the_spawner_as_exit_status() {
         .unwrap()
         .success());
     let st = wait(&mut w.child, Duration::from_secs(30));
-    assert_eq!(st.signal(), Some(libc::SIGABRT));
+    assert_eq!(st.code(), Some(airlock_worker::cli::EXIT_ABORT), "{st:?}");
     // The connection reports the end instead of blocking.
     loop {
         match receive(&mut w.conn) {
