@@ -121,7 +121,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         help: "Prints one 'key: value' line per fact: version, boot slot, uptime, readiness, \
                network interfaces, whether network sockets can be opened, security modules, \
                Landlock ABI, seccomp, sysctl lockdown, state partition, USB sticks, audit log, \
-               services.",
+               answer recipients, services.",
     },
     CommandSpec {
         name: "provision",

@@ -88,6 +88,41 @@ pub fn seccomp(proc_root: &Path) -> String {
     }
 }
 
+/// The `recipients` value: the fingerprints the image's recipient files in
+/// `dir` are named by (`<FINGERPRINT>.asc`, see
+/// `document::recipients::IMAGE_DIR`), sorted, plus how many other entries
+/// there are. Only names are read: PID 1 never parses OpenPGP (the build
+/// checked the keys with gpg; the key holder parses them when sealing).
+pub fn recipients(dir: &Path) -> String {
+    const NONE: &str = "none (answers cannot be sealed; the image was built without --recipients)";
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return NONE.to_string(),
+        Err(e) => return format!("unknown ({e})"),
+    };
+    let mut fprs = Vec::new();
+    let mut unreadable = 0usize;
+    for entry in entries {
+        let named = entry.ok().and_then(|e| {
+            let is_file = e.file_type().is_ok_and(|t| t.is_file());
+            let name = e.file_name().into_string().ok()?;
+            let fpr = crate::document::recipients::named_fingerprint(&name)?;
+            is_file.then(|| fpr.to_string())
+        });
+        match named {
+            Some(fpr) => fprs.push(fpr),
+            None => unreadable += 1,
+        }
+    }
+    fprs.sort();
+    match (fprs.is_empty(), unreadable) {
+        (true, 0) => NONE.to_string(),
+        (true, n) => format!("none (answers cannot be sealed); {n} unreadable"),
+        (false, 0) => fprs.join(", "),
+        (false, n) => format!("{}; {n} unreadable", fprs.join(", ")),
+    }
+}
+
 /// A `VmRSS:` style value in KiB from a /proc/PID/status text.
 pub fn status_kib(status_text: &str, key: &str) -> Option<u64> {
     status_text
@@ -134,6 +169,54 @@ mod tests {
         assert_eq!(status_kib(s, "VmRSS"), Some(1234));
         assert_eq!(status_kib(s, "VmHWM"), None);
         assert!(self_rss_kib().unwrap() > 0);
+    }
+
+    #[test]
+    fn recipients_from_file_names() {
+        const A: &str = "0ED596949EA0F9A4EB49E806F2704D18E5C4E7AC";
+        const B: &str = "0F87FC435AF3F3A0A10B7F366D0108A6E2DC6541";
+        let none = "none (answers cannot be sealed; the image was built without --recipients)";
+        // (files, directories, status value); None: no directory at all
+        type Case<'a> = (Option<&'a [&'a str]>, &'a [&'a str], String);
+        let cases: &[Case] = &[
+            (None, &[], none.into()),
+            (Some(&[]), &[], none.into()),
+            (Some(&[&format!("{A}.asc")]), &[], A.into()),
+            (
+                Some(&[&format!("{B}.asc"), &format!("{A}.asc")]),
+                &[],
+                format!("{A}, {B}"),
+            ),
+            (
+                Some(&[
+                    &format!("{B}.asc"),
+                    "README",
+                    &format!("{}.asc", A.to_lowercase()),
+                ]),
+                &[&format!("{A}.asc")],
+                format!("{B}; 3 unreadable"),
+            ),
+            (
+                Some(&["admin.asc", &format!("{A}.gpg")]),
+                &[],
+                "none (answers cannot be sealed); 2 unreadable".into(),
+            ),
+        ];
+        for (files, dirs, want) in cases {
+            let t = tempfile::tempdir().unwrap();
+            let dir = t.path().join("recipients");
+            if let Some(files) = files {
+                std::fs::create_dir(&dir).unwrap();
+                for f in *files {
+                    // the contents are never read
+                    std::fs::write(dir.join(f), b"not a key").unwrap();
+                }
+                for d in *dirs {
+                    std::fs::create_dir(dir.join(d)).unwrap();
+                }
+            }
+            assert_eq!(recipients(&dir), *want, "{files:?} {dirs:?}");
+        }
     }
 
     #[test]

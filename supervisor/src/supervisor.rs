@@ -899,6 +899,10 @@ impl Supervisor {
         r.push("usb sticks", usb::status_value(&self.sticks));
         r.push("audit log", self.audit.status_value());
         r.push(
+            "recipients",
+            status::recipients(Path::new(crate::document::recipients::IMAGE_DIR)),
+        );
+        r.push(
             "supervisor rss",
             status::self_rss_kib()
                 .map(|k| format!("{k} KiB"))
