@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 /// The worker binary in the image.
 pub const WORKER_BIN: &str = "/bin/airlock-worker";
 /// The image's admin recipients.
-pub const RECIPIENTS_DIR: &str = "/etc/airlock/recipients";
+pub const RECIPIENTS_DIR: &str = crate::document::recipients::IMAGE_DIR;
 /// How long opening one document may take.
 pub const OPEN_WITHIN: Duration = Duration::from_secs(120);
 /// How long the worker may take to load the model (QEMU under TCG is slow).

@@ -155,5 +155,5 @@ pub fn keys(docs: &[DocumentSecret]) -> Result<Vec<SignedSecretKey>, SetupError>
 
 /// The image's admin recipients.
 pub fn recipients(dir: &Path, now: u32) -> Result<Vec<SignedPublicKey>, SetupError> {
-    recipients::load_dir(dir, now).map_err(|e| SetupError::Recipients(e.to_string()))
+    recipients::load_image_dir(dir, now).map_err(|e| SetupError::Recipients(e.to_string()))
 }
