@@ -101,6 +101,14 @@ pub fn progress_line(job: u64, e: &Event) -> String {
         Event::PartStart { i, n, tokens } => {
             format!("job {job}: part {i} of {n}: reading {tokens} tokens")
         }
+        Event::Writing {
+            i,
+            n,
+            tokens,
+            tok_per_s,
+        } => format!(
+            "job {job}: part {i} of {n}: {tokens} pieces written so far ({tok_per_s:.1} per s)"
+        ),
         Event::PartDone {
             i,
             n,
@@ -184,6 +192,8 @@ impl Console {
         let label = job
             .map(|j| format!("job {j}"))
             .unwrap_or_else(|| "run".into());
+        // The reasons of the OpenPGP core start with "refused: " already.
+        let why = why.strip_prefix("refused: ").unwrap_or(why);
         self.out(&format!(
             "{label} refused: {}; nothing was written\n",
             crate::screen::line(why)
@@ -326,7 +336,7 @@ impl Console {
         rec.input_tag = ctx.tag.as_ref().map(|k| plaintext_tag(k, plain.as_bytes()));
         self.job_out(&format!(
             "job {job}: opened: {} of text",
-            crate::models::human(plain.len() as u64)
+            crate::sticklist::size(plain.len() as u64)
         ));
         // 3. One fresh sandboxed worker for this job.
         let Some(task) = ctx.tasks.get(&req.task).cloned() else {

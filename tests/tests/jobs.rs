@@ -16,7 +16,8 @@
 //! - `no_model_and_worker_out_of_memory`: a job before any model is
 //!   refused; under a worker memory limit too small for SmolLM2 the job
 //!   fails with the out-of-memory reason, and the next job (on the tiny
-//!   model) works.
+//!   model, a document longer than the 512-token context the policy
+//!   leaves) is split into parts whose answers are combined.
 //! - `smollm2_summary_names_the_subject`: the real SmolLM2 summarizes a
 //!   memo on a distinctive subject; the decrypted summary names it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -441,7 +442,10 @@ fn no_model_and_worker_out_of_memory() {
     let cfg = VmConfig::direct("jobs-oom", &Artifacts::locate())
         .must()
         .with_writable_disk(disk.path())
-        .with_append(&format!("airlock.policy.job_memory_mib={OOM_LIMIT_MIB}"));
+        .with_append(&format!(
+            "airlock.policy.job_memory_mib={OOM_LIMIT_MIB} \
+             airlock.policy.job_context_tokens=512 airlock.policy.job_answer_tokens=32"
+        ));
     let mut vm = Vm::boot(&cfg, timeout(240)).must();
     // No model yet: refused before anything is read.
     session::login(&mut vm, OPERATOR).must();
@@ -464,7 +468,17 @@ fn no_model_and_worker_out_of_memory() {
     let fpr = host.import_bytes(&appliance_key).must().remove(0);
     let docs = scratch.path("docs.img");
     let one = host.encrypt(b"A short note about the weather.\n", &fpr).must();
-    let two = host.encrypt(b"Another note about the tides.\n", &fpr).must();
+    // Longer than the 512-token context the policy leaves: split in parts.
+    let long: String = (1..=12)
+        .map(|i| {
+            format!(
+                "Paragraph {i}. The tide tables of the harbour were checked on day {i}; \
+                 the pilots report that the channel is deep enough for the ferries, \
+                 and the buoys are in place.\n\n"
+            )
+        })
+        .collect();
+    let two = host.encrypt(long.as_bytes(), &fpr).must();
     make_vfat_stick(&docs, "DOCS", 16, &[("one.gpg", &one), ("two.gpg", &two)]).must();
     vm.plug_stick(&docs).must();
     vm.wait_for("[usb] stick inserted", timeout(60)).must();
@@ -481,6 +495,12 @@ fn no_model_and_worker_out_of_memory() {
     );
     let out = job(&mut vm, "run two.gpg --model tiny", 900);
     assert!(out.contains(" done: "), "{out}");
+    let parts = Pattern::regex(r"split into (\d+) parts of at most \d+ tokens").must();
+    let m = parts.find(&out).unwrap_or_else(|| panic!("not split:\n{out}"));
+    let n: usize = m.group(1).parse().unwrap();
+    assert!(n >= 2, "{out}");
+    assert!(out.contains(&format!("part {n} of {n} done: ")), "{out}");
+    assert!(out.contains(&format!("combining {n} partial answers")), "{out}");
     session::logout(&mut vm).must();
     session::send(&mut vm, "poweroff").must();
     vm.wait_exit(timeout(120)).must();

@@ -18,6 +18,9 @@ use zeroize::Zeroizing;
 /// separators), over what the system and user prompts count.
 pub const TEMPLATE_SLACK: usize = 48;
 
+/// How often a long generation reports its progress.
+pub const WRITING_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What a job asks of its model.
 pub trait Engine {
     /// Tokens of `text` (no chat template).
@@ -48,6 +51,14 @@ pub enum Event {
     Split { n: usize, budget: usize },
     /// Part `i` (1-based) of `n` is being read: `tokens` in.
     PartStart { i: usize, n: usize, tokens: usize },
+    /// Part `i` of `n` is being written: `tokens` so far (at most every
+    /// [`WRITING_EVERY`]).
+    Writing {
+        i: usize,
+        n: usize,
+        tokens: u64,
+        tok_per_s: f64,
+    },
     /// Part `i` of `n` is answered.
     PartDone {
         i: usize,
@@ -157,8 +168,22 @@ pub fn run(
         progress(Event::PartStart { i, n, tokens });
         let user = Zeroizing::new(task.user_prompt(&values(p, part, "")));
         let t0 = Instant::now();
+        let mut written = 0u64;
+        let mut last = Instant::now();
         let g = engine
-            .generate(&system, &user, answer_tokens, &mut || {})
+            .generate(&system, &user, answer_tokens, &mut || {
+                written += 1;
+                if last.elapsed() >= WRITING_EVERY {
+                    last = Instant::now();
+                    let secs = t0.elapsed().as_secs_f64().max(0.001);
+                    progress(Event::Writing {
+                        i,
+                        n,
+                        tokens: written,
+                        tok_per_s: written as f64 / secs,
+                    });
+                }
+            })
             .map_err(|reason| PartsError::Generate { i, n, reason })?;
         let secs = t0.elapsed().as_secs_f64().max(0.001);
         tokens_in += g.prompt_tokens;
