@@ -542,6 +542,7 @@ fn name(r: &Response) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
     use airlock_formats::protocol::{encode_payload, Request};
