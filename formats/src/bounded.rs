@@ -23,7 +23,10 @@ pub struct ReplyLimits {
     pub job_bytes: usize,
 }
 
-/// The limits used by the worker client (`airlock_worker::client`).
+/// The limits used by the worker client (`airlock_worker::client`) and the supervisor's driver
+/// (`airlock_supervisor::infer`, which replaces `job` by its caller's deadline for the model
+/// load). A `count` reply is one small frame; tokenizing a prompt-sized text (3 MiB) takes
+/// seconds, far inside the job limit.
 pub const REPLY_LIMITS: ReplyLimits = ReplyLimits {
     // A frame is one write of at most MAX_FRAME_LEN bytes on a local socketpair: it arrives in
     // microseconds; 10 s leaves room for a loaded 2-core machine and QEMU under TCG.

@@ -31,7 +31,7 @@ pub enum SessionEnd {
 
 /// The reply to `Count`: the number of tokens of `text`, or an inference error.
 fn count(engine: &Engine, text: &str) -> Response {
-    match engine.tokenize(&text) {
+    match engine.tokenize(text) {
         Ok(ids) => Response::Count {
             tokens: u64::try_from(ids.len()).unwrap_or(u64::MAX),
         },

@@ -13,7 +13,14 @@
 //! freed ([`Zeroizing`], exact capacity so no reallocation leaves a copy behind), and so are
 //! the reply payloads and the collected answer. Worker-supplied text in errors is escaped.
 
-use std::io::{self, Write};
+//!
+//! Split: [`error`] (the failures and how a dead worker is read), [`frame`] (request frames in
+//! wiped buffers), this file (the driver).
+
+pub mod error;
+mod frame;
+
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -22,177 +29,19 @@ use std::time::Duration;
 use airlock_formats::bounded::{Job, ReplyError, ReplyLimits, REPLY_LIMITS};
 use airlock_formats::escape;
 use airlock_formats::protocol::{
-    decode_response, DecodeError, ErrorKind, FrameError, GenerateRequest, Message, Response, Role,
-    Stats, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    decode_response, ErrorKind, FrameError, GenerateRequest, Message, Response, Role, Stats,
 };
-use airlock_sandbox::{ExitStatus, Sandboxed, SpawnError, Spec, Stage2, WaitError};
-use serde::Serialize;
+use airlock_sandbox::{ExitStatus, Sandboxed, Spec, Stage2};
 use zeroize::Zeroizing;
+
+pub use error::{classify, Failure, InferError, FINISH_WAIT, WORKER_EXIT_ABORT};
+use frame::{frame, push_wiped, OutRequest};
 
 /// Descriptor number the worker finds its socketpair end under.
 pub const WORKER_FD: i32 = 3;
 
-/// How long a worker may take to exit after `Shutdown` before it is killed.
-pub const FINISH_WAIT: Duration = Duration::from_secs(5);
-
-/// The worker's exit status after `abort()` (`airlock_worker::cli::EXIT_ABORT`: its SIGABRT
-/// handler, since a PID 1 cannot deliver SIGABRT to itself), chiefly an allocation failure.
-pub const WORKER_EXIT_ABORT: i32 = 134;
-
 /// How long the exit status of a worker whose connection broke is waited for.
 const DEATH_WAIT: Duration = Duration::from_secs(5);
-
-/// Why an operation on the worker failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// The model file name is not a plain file name inside the model directory.
-    #[error("model file name {0:?} is not a plain file name")]
-    ModelFile(String),
-    /// The spec has no model directory to bind at `/model`.
-    #[error("the sandbox spec has no model directory")]
-    NoModelDir,
-    /// The socketpair could not be created.
-    #[error("socketpair: {0}")]
-    Socket(#[source] io::Error),
-    /// The sandbox's spawn path failed.
-    #[error("{0}")]
-    Spawn(#[source] SpawnError),
-    /// The worker died while an address-space limit was set, of SIGKILL/SIGABRT or after an
-    /// error reply about memory.
-    #[error("the worker ran out of memory (address-space limit {limit_mib} MiB)")]
-    OutOfMemory {
-        /// The limit, MiB.
-        limit_mib: u64,
-    },
-    /// The worker died otherwise.
-    #[error("the worker crashed ({})", describe(*.0))]
-    Crashed(ExitStatus),
-    /// The worker answered with an error reply.
-    #[error("the worker refused: {} ({kind:?})", escape::text(reason))]
-    Refused {
-        /// Class of the error.
-        kind: ErrorKind,
-        /// Its reason.
-        reason: String,
-    },
-    /// A reply limit was reached or a frame was bad (the worker has been killed).
-    #[error("{0}")]
-    Reply(#[source] ReplyError),
-    /// The worker closed the connection and did not exit.
-    #[error("the worker closed the connection")]
-    Closed,
-    /// A reply could not be decoded (the worker has been killed).
-    #[error("decoding the worker's reply: {}", escape::text(&.0.to_string()))]
-    Decode(#[source] DecodeError),
-    /// A reply that does not belong at this point (the worker has been killed).
-    #[error("the worker sent an unexpected {0} reply")]
-    Unexpected(&'static str),
-    /// Encoding or sending the request failed.
-    #[error("sending the request: {0}")]
-    Send(#[source] io::Error),
-    /// The request does not fit in a frame.
-    #[error("the request of {len} bytes exceeds the frame limit {MAX_FRAME_LEN}")]
-    TooLarge {
-        /// Encoded length.
-        len: usize,
-    },
-    /// Encoding the request failed.
-    #[error("encoding the request: {0}")]
-    Encode(#[source] serde_json::Error),
-    /// The worker did not exit after `Shutdown` within [`FINISH_WAIT`] and was killed.
-    #[error("the worker did not exit within {}s of the shutdown request and was killed", FINISH_WAIT.as_secs())]
-    NoExit,
-    /// Waiting for or signalling the process failed.
-    #[error("{0}")]
-    Wait(#[source] WaitError),
-    /// The worker is no longer running (an earlier operation failed).
-    #[error("the worker is no longer running")]
-    Gone,
-}
-
-/// Errors of the worker driver; each names the operation that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum InferError {
-    /// Spawning the sandboxed worker failed.
-    #[error("spawning the worker: {0}")]
-    Spawn(#[source] Failure),
-    /// The worker did not become ready (the model did not load).
-    #[error("loading the model: {0}")]
-    Ready(#[source] Failure),
-    /// Counting tokens failed.
-    #[error("counting tokens: {0}")]
-    Count(#[source] Failure),
-    /// Generating failed.
-    #[error("generating: {0}")]
-    Generate(#[source] Failure),
-    /// Stopping the worker failed.
-    #[error("stopping the worker: {0}")]
-    Finish(#[source] Failure),
-}
-
-impl InferError {
-    /// Why the operation failed.
-    pub fn failure(&self) -> &Failure {
-        match self {
-            InferError::Spawn(f)
-            | InferError::Ready(f)
-            | InferError::Count(f)
-            | InferError::Generate(f)
-            | InferError::Finish(f) => f,
-        }
-    }
-}
-
-/// "signal 9, SIGKILL" or "exit status 2".
-fn describe(s: ExitStatus) -> String {
-    match s {
-        ExitStatus::Signaled(n) => {
-            format!("signal {n}, {}", airlock_sandbox::names::signal_name(n))
-        }
-        ExitStatus::Exited(WORKER_EXIT_ABORT) => format!("exit status {WORKER_EXIT_ABORT}, abort"),
-        ExitStatus::Exited(c) => format!("exit status {c}"),
-    }
-}
-
-/// Whether a worker's error reason says an allocation failed.
-fn mentions_memory(reason: &str) -> bool {
-    let r = reason.to_ascii_lowercase();
-    [
-        "memory allocation",
-        "cannot allocate memory",
-        "out of memory",
-        "os error 12",
-        "failed to allocate",
-    ]
-    .iter()
-    .any(|n| r.contains(n))
-}
-
-/// How a dead worker's end is reported: out of memory when an address-space limit was set
-/// and it died of SIGKILL (the kernel's way), SIGABRT or [`WORKER_EXIT_ABORT`] (the
-/// allocator's) or its last error reply was about memory; a crash otherwise. (A stack that
-/// cannot grow under the limit ends in SIGSEGV, reported as a crash: it cannot be told
-/// from a real fault.)
-pub fn classify(
-    status: ExitStatus,
-    address_space: Option<u64>,
-    last_error: Option<&str>,
-) -> Failure {
-    let oom_signal = matches!(
-        status,
-        ExitStatus::Signaled(libc::SIGKILL)
-            | ExitStatus::Signaled(libc::SIGABRT)
-            | ExitStatus::Exited(WORKER_EXIT_ABORT)
-    );
-    match address_space {
-        Some(limit) if oom_signal || last_error.is_some_and(mentions_memory) => {
-            Failure::OutOfMemory {
-                limit_mib: limit >> 20,
-            }
-        }
-        _ => Failure::Crashed(status),
-    }
-}
 
 /// A system message (if not empty) and the user's message.
 pub fn chat_messages(system: &str, user: &str) -> Vec<Message> {
@@ -208,66 +57,6 @@ pub fn chat_messages(system: &str, user: &str) -> Vec<Message> {
         content: user.to_string(),
     });
     v
-}
-
-/// The requests this driver sends, borrowing their contents (no copy of the document);
-/// the wire shape is `airlock_formats::protocol::Request`'s (a test compares the bytes).
-#[derive(Serialize)]
-#[serde(rename_all = "snake_case")]
-enum OutRequest<'a> {
-    Generate(&'a GenerateRequest),
-    Count { text: &'a str },
-    Shutdown,
-}
-
-#[derive(Serialize)]
-struct OutFrame<'a> {
-    v: u32,
-    msg: &'a OutRequest<'a>,
-}
-
-/// Counts the bytes written to it.
-struct Counter(usize);
-
-impl Write for Counter {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0 += b.len();
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The whole frame (length prefix and payload) of `req` in a buffer of exact capacity that is
-/// wiped when freed.
-fn frame(req: &OutRequest<'_>) -> Result<Zeroizing<Vec<u8>>, Failure> {
-    let out = OutFrame {
-        v: PROTOCOL_VERSION,
-        msg: req,
-    };
-    let mut counter = Counter(0);
-    serde_json::to_writer(&mut counter, &out).map_err(Failure::Encode)?;
-    let len = u32::try_from(counter.0)
-        .ok()
-        .filter(|&l| l <= MAX_FRAME_LEN)
-        .ok_or(Failure::TooLarge { len: counter.0 })?;
-    let mut buf = Zeroizing::new(Vec::with_capacity(4 + counter.0));
-    buf.extend_from_slice(&len.to_le_bytes());
-    serde_json::to_writer(&mut *buf, &out).map_err(Failure::Encode)?;
-    Ok(buf)
-}
-
-/// Appends `s` to `out`; when it must grow, the old buffer is wiped (never reallocated in
-/// place).
-fn push_wiped(out: &mut Zeroizing<String>, s: &str) {
-    let need = out.len() + s.len();
-    if need > out.capacity() {
-        let mut grown = Zeroizing::new(String::with_capacity(need.max(out.capacity() * 2)));
-        grown.push_str(out);
-        *out = grown;
-    }
-    out.push_str(s);
 }
 
 /// A sandboxed worker with a loaded model and the supervisor's end of its socketpair.
@@ -542,138 +331,9 @@ fn name(r: &Response) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
-    use airlock_formats::protocol::{encode_payload, Request};
-
-    fn req() -> GenerateRequest {
-        GenerateRequest {
-            messages: chat_messages("Be brief.", "Summarise:\n\u{0}\u{202e}\"x\""),
-            max_tokens: 16,
-            temperature: 0.5,
-            top_p: 0.9,
-            seed: 3,
-            stop: vec!["\n\n".into()],
-        }
-    }
-
-    #[test]
-    fn frames_are_the_protocols_bytes() {
-        let g = req();
-        for (ours, theirs) in [
-            (OutRequest::Generate(&g), Request::Generate(g.clone())),
-            (
-                OutRequest::Count { text: "a\u{1}b" },
-                Request::Count {
-                    text: "a\u{1}b".into(),
-                },
-            ),
-            (
-                OutRequest::Count { text: "" },
-                Request::Count {
-                    text: String::new(),
-                },
-            ),
-            (OutRequest::Shutdown, Request::Shutdown),
-        ] {
-            let f = frame(&ours).unwrap();
-            let p = encode_payload(&theirs).unwrap();
-            assert_eq!(f.len(), 4 + p.len());
-            assert_eq!(f.capacity(), f.len(), "exact capacity: no reallocated copy");
-            assert_eq!(&f[..4], &(p.len() as u32).to_le_bytes());
-            assert_eq!(&f[4..], &p[..]);
-        }
-    }
-
-    #[test]
-    fn a_request_over_the_frame_limit_is_refused() {
-        let text = "a".repeat(MAX_FRAME_LEN as usize);
-        let e = frame(&OutRequest::Count { text: &text }).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            format!(
-                "the request of {} bytes exceeds the frame limit {MAX_FRAME_LEN}",
-                MAX_FRAME_LEN as usize + 35
-            )
-        );
-    }
-
-    #[test]
-    fn deaths_are_classified() {
-        const G: u64 = 1 << 30;
-        for (status, limit, last, want) in [
-            (
-                ExitStatus::Signaled(libc::SIGABRT),
-                Some(G),
-                None,
-                "the worker ran out of memory (address-space limit 1024 MiB)",
-            ),
-            (
-                ExitStatus::Signaled(libc::SIGKILL),
-                Some(512 << 20),
-                None,
-                "the worker ran out of memory (address-space limit 512 MiB)",
-            ),
-            (
-                ExitStatus::Exited(2),
-                Some(G),
-                Some("loading model m.gguf: Cannot allocate memory (os error 12)"),
-                "the worker ran out of memory (address-space limit 1024 MiB)",
-            ),
-            (
-                ExitStatus::Exited(WORKER_EXIT_ABORT),
-                Some(G),
-                None,
-                "the worker ran out of memory (address-space limit 1024 MiB)",
-            ),
-            (
-                ExitStatus::Exited(WORKER_EXIT_ABORT),
-                None,
-                None,
-                "the worker crashed (exit status 134, abort)",
-            ),
-            (
-                ExitStatus::Signaled(libc::SIGKILL),
-                None,
-                None,
-                "the worker crashed (signal 9, SIGKILL)",
-            ),
-            (
-                ExitStatus::Signaled(libc::SIGSYS),
-                Some(G),
-                None,
-                "the worker crashed (signal 31, SIGSYS)",
-            ),
-            (
-                ExitStatus::Exited(3),
-                Some(G),
-                Some("bad magic"),
-                "the worker crashed (exit status 3)",
-            ),
-        ] {
-            assert_eq!(classify(status, limit, last).to_string(), want);
-        }
-    }
-
-    #[test]
-    fn errors_are_one_line_and_escape_the_workers_text() {
-        let e = InferError::Generate(Failure::Refused {
-            kind: ErrorKind::Inference,
-            reason: "bad\n\u{1b}[2Jthing".into(),
-        });
-        let s = e.to_string();
-        assert!(!s.contains('\n') && !s.contains('\u{1b}'), "{s}");
-        assert!(s.starts_with("generating: the worker refused: bad"), "{s}");
-    }
-
-    #[test]
-    fn growing_the_answer_keeps_its_text() {
-        let mut out = Zeroizing::new(String::new());
-        for piece in ["a", "bc", "", "def", &"x".repeat(100)] {
-            push_wiped(&mut out, piece);
-        }
-        assert_eq!(out.as_str(), format!("abcdef{}", "x".repeat(100)));
-    }
 
     #[test]
     fn bad_model_file_names_are_refused_before_spawning() {
