@@ -523,9 +523,12 @@ fn smollm2_summary_names_the_subject() {
     let keys = scratch.path("keys.img");
     make_vfat_stick(&keys, "KEYS", 16, &[]).must();
     let disk = session::provisioned_disk("jobs-smol").must();
+    // A short answer keeps the job to a few minutes under TCG (~0.3-0.8
+    // tokens/s); the subject is named at its start.
     let cfg = VmConfig::direct("jobs-smol", &Artifacts::locate())
         .must()
-        .with_writable_disk(disk.path());
+        .with_writable_disk(disk.path())
+        .with_append("airlock.policy.job_answer_tokens=48");
     let mut vm = Vm::boot(&cfg, timeout(240)).must();
     let models_stick = vm.plug_stick(&models).must();
     vm.wait_for("[usb] stick inserted", timeout(60)).must();
