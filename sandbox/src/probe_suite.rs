@@ -7,6 +7,10 @@
 //! profile (the worker's list plus the probe's additions, `seccomp::PROBE_ALLOW_EXTRA`). In
 //! the `s2` pass the spawner must confirm stage 2 before it hands the probe over, as for the
 //! worker. Acts that may end in `SIGSYS` run one per probe process.
+//!
+//! A third pass, `d2.*` ([`run_doc_open`], table [`DOC_OPEN_ACTS`]), runs acts under the
+//! document opener's stage 2 ([`crate::seccomp::Profile::DocOpen`]) with the opener's spec
+//! (no model dir, 1 MiB scratch): what the opener never needs is killed, what it needs works.
 //! Used by `cargo test -p airlock-sandbox` and by the supervisor's `selftest` command.
 
 use std::fmt;
@@ -52,7 +56,7 @@ pub enum ProbeError {
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    /// `s1.NAME` or `s2.NAME`.
+    /// `s1.NAME`, `s2.NAME` or `d2.NAME`.
     pub name: String,
     /// What the sandbox must produce.
     pub expected: String,
@@ -389,6 +393,124 @@ pub const ACTS: &[Act] = &[
     ),
 ];
 
+/// One act under the document opener's stage 2: its expected outcome and what answers it.
+#[derive(Debug, Clone, Copy)]
+pub struct DocOpenAct {
+    /// Act name understood by `airlock-probe --stage2-profile doc-open act NAME`.
+    pub name: &'static str,
+    /// Under stage 1 + the opener's stage 2 ([`crate::seccomp::Profile::DocOpen`]).
+    pub expect: Expect,
+    /// Which layer answers (documentation).
+    pub layer: &'static str,
+}
+
+macro_rules! doc_act {
+    ($n:literal, $e:expr, $layer:literal) => {
+        DocOpenAct {
+            name: $n,
+            expect: $e,
+            layer: $layer,
+        }
+    };
+}
+
+/// The acts of the `d2` pass (policy as data: one line per act, its comment says why). The
+/// probe prints `check act_reached ok NAME` before each act, and a `SIGSYS` expectation is met
+/// only after that line, so the kill is the act's own. `DOC_OPEN_ALLOW` has 16 calls (brk,
+/// mmap, munmap, mremap, madvise, read, write, sigaltstack, exit_group, rt_sigprocmask,
+/// rt_sigaction, gettid, getpid, tgkill, getrandom, futex); everything else is killed.
+#[rustfmt::skip]
+pub const DOC_OPEN_ACTS: &[DocOpenAct] = &[
+    // --- refused: the opener opens nothing, not even what Landlock would let through ---
+    // openat of a path Landlock allows (ReadFile on /dev/urandom): only seccomp refuses it.
+    doc_act!("open_urandom", SYS, "openat not in DOC_OPEN_ALLOW (Landlock would allow it)"),
+    // openat of a path outside the new root.
+    doc_act!("open_outside", SYS, "openat not in DOC_OPEN_ALLOW"),
+    // openat with O_CREAT in the opener's scratch.
+    doc_act!("create_in_root", SYS, "openat not in DOC_OPEN_ALLOW"),
+    // Directory listing without an open (getdents64 on fd 0).
+    doc_act!("getdents_stdin", SYS, "getdents64 not in DOC_OPEN_ALLOW"),
+    // mkdir in scratch (the worker's list has it).
+    doc_act!("mkdir_scratch", SYS, "mkdir not in DOC_OPEN_ALLOW"),
+    // unlink of a missing file (ENOENT where allowed).
+    doc_act!("unlink_missing", SYS, "unlink not in DOC_OPEN_ALLOW"),
+    // Closing an fd: the opener never closes one (its fds live as long as it).
+    doc_act!("close_stdin", SYS, "close not in DOC_OPEN_ALLOW"),
+    // fd flags (the worker's list has fcntl).
+    doc_act!("fcntl_getfd", SYS, "fcntl not in DOC_OPEN_ALLOW"),
+    // Readiness polling (the opener blocks in read).
+    doc_act!("poll_stdin", SYS, "poll not in DOC_OPEN_ALLOW"),
+    // --- refused: no sockets at all ---
+    // socket(AF_UNIX): stage 1 lets AF_UNIX through.
+    doc_act!("socket_unix", SYS, "socket not in DOC_OPEN_ALLOW"),
+    // socket(AF_INET): stage 1 answers EAFNOSUPPORT, the allow list's kill wins.
+    doc_act!("socket_inet", SYS, "socket not in DOC_OPEN_ALLOW (kill wins over stage 1's errno)"),
+    // socketpair(AF_UNIX) (the worker's list has it for tokio).
+    doc_act!("socketpair_unix", SYS, "socketpair not in DOC_OPEN_ALLOW"),
+    // --- refused: no threads, no processes, no exec ---
+    // clone with CLONE_THREAD (EINVAL where allowed: no thread is created).
+    doc_act!("clone_thread", SYS, "clone not in DOC_OPEN_ALLOW (STAGE2_DENY's thread-only rule is moot)"),
+    // fork-style clone.
+    doc_act!("fork", SYS, "clone not in DOC_OPEN_ALLOW"),
+    // clone3 (STAGE2_DENY's ENOSYS loses to the kill).
+    doc_act!("clone3", SYS, "clone3 not in DOC_OPEN_ALLOW"),
+    // execve of a missing file (ENOENT where allowed).
+    doc_act!("execve_missing", SYS, "execve not in DOC_OPEN_ALLOW"),
+    // --- refused: no code at run time ---
+    // mprotect of an anonymous page to PROT_EXEC.
+    doc_act!("mprotect_exec", SYS, "mprotect not in DOC_OPEN_ALLOW (at all)"),
+    // mmap(PROT_EXEC): mmap itself is allowed, so STAGE2_DENY's errno answers, not a kill.
+    doc_act!("mmap_exec", Errno(libc::EACCES), "STAGE2_DENY (every profile): no PROT_EXEC on mmap"),
+    // --- refused: process attributes, devices, other processes ---
+    // prctl(PR_SET_NAME): the one option std uses for its threads.
+    doc_act!("prctl_set_name", SYS, "prctl not in DOC_OPEN_ALLOW"),
+    // prctl(PR_SET_DUMPABLE, 1).
+    doc_act!("prctl_set_dumpable", SYS, "prctl not in DOC_OPEN_ALLOW"),
+    // ioctl(TCGETS): isatty, the one request the worker may make.
+    doc_act!("ioctl_tcgets", SYS, "ioctl not in DOC_OPEN_ALLOW"),
+    // ioctl(FIONBIO).
+    doc_act!("ioctl_fionbio", SYS, "ioctl not in DOC_OPEN_ALLOW"),
+    // kill(spawner's pid, SIGKILL).
+    doc_act!("kill_parent", SYS, "kill not in DOC_OPEN_ALLOW"),
+    // tgkill(spawner's pid, SIGKILL): tgkill stays for abort(), so the PID namespace answers.
+    doc_act!("tgkill_parent", Errno(libc::ESRCH), "tgkill allowed (abort path); pid namespace: the spawner's pid does not exist inside"),
+    // ptrace(ATTACH) of the spawner.
+    doc_act!("ptrace_parent", SYS, "ptrace not in DOC_OPEN_ALLOW"),
+    // madvise(MADV_DONTFORK): madvise is narrowed to the measured advices.
+    doc_act!("madvise_dontfork", SYS, "madvise only with MADVISE_ADVICES"),
+    // futex(FUTEX_LOCK_PI): futex is narrowed to the measured operations.
+    doc_act!("futex_lock_pi", SYS, "futex only with FUTEX_OPS (no PI)"),
+    // futex(FUTEX_CMP_REQUEUE).
+    doc_act!("futex_cmp_requeue", SYS, "futex only with FUTEX_OPS (no requeue)"),
+    // The clock without the vDSO (the opener reads no clock).
+    doc_act!("clock_gettime", SYS, "clock_gettime not in DOC_OPEN_ALLOW"),
+    // Yielding (the opener has one thread).
+    doc_act!("sched_yield", SYS, "sched_yield not in DOC_OPEN_ALLOW"),
+    // A new user namespace.
+    doc_act!("unshare_user", SYS, "unshare not in DOC_OPEN_ALLOW"),
+    // bpf(BPF_PROG_LOAD).
+    doc_act!("bpf", SYS, "bpf not in DOC_OPEN_ALLOW"),
+    // io_uring (would bypass seccomp for its operations).
+    doc_act!("io_uring_setup", SYS, "io_uring_setup not in DOC_OPEN_ALLOW"),
+    // --- allowed: what the opener needs ---
+    // read on its stdin pipe (drained: 0 at EOF).
+    doc_act!("read_stdin", Allowed("returned 0"), "read in DOC_OPEN_ALLOW (the frames)"),
+    // write on its stdout pipe.
+    doc_act!("write_stdout", Allowed("returned 1"), "write in DOC_OPEN_ALLOW (the frames)"),
+    // Anonymous read-write memory: mmap, mremap, munmap.
+    doc_act!("mmap_anon_rw", Allowed("read back 0x5a5a, unmapped"), "mmap/mremap/munmap in DOC_OPEN_ALLOW (large buffers)"),
+    // madvise(MADV_DONTNEED): malloc trimming.
+    doc_act!("madvise_dontneed", Allowed("returned 0"), "madvise with MADV_DONTNEED (MADVISE_ADVICES)"),
+    // brk (heap growth).
+    doc_act!("brk_query", Allowed("returned "), "brk in DOC_OPEN_ALLOW (glibc malloc)"),
+    // getrandom (std's HashMap seeds).
+    doc_act!("getrandom", Allowed("returned 32"), "getrandom in DOC_OPEN_ALLOW"),
+    // futex(FUTEX_WAKE_PRIVATE) (a contended std lock).
+    doc_act!("futex_wake", Allowed("returned 0"), "futex with FUTEX_WAKE_PRIVATE (FUTEX_OPS)"),
+    // getpid + gettid + tgkill(self, 0) (std's panic path, raise(SIGABRT)).
+    doc_act!("tgkill_self", Allowed("returned 0"), "getpid, gettid, tgkill in DOC_OPEN_ALLOW (abort path)"),
+];
+
 /// Content of the probe's model file (deterministic).
 pub fn model_bytes() -> Vec<u8> {
     (0..65_536u32)
@@ -448,6 +570,35 @@ fn read_until(fd: &OwnedFd, stop: Option<&str>, deadline: Instant) -> (String, b
     }
 }
 
+/// Which stage 2 a probe run installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Stage 1 only (`s1`).
+    Stage1,
+    /// The worker's stage 2 (`s2`).
+    Worker,
+    /// The document opener's stage 2 (`d2`).
+    DocOpen,
+}
+
+impl Pass {
+    fn of(stage2: bool) -> Self {
+        if stage2 {
+            Pass::Worker
+        } else {
+            Pass::Stage1
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Pass::Stage1 => "s1",
+            Pass::Worker => "s2",
+            Pass::DocOpen => "d2",
+        }
+    }
+}
+
 struct Ctx<'a> {
     probe: &'a Path,
     landlock: LandlockMode,
@@ -457,26 +608,38 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn spec(
         &self,
-        stage2: bool,
+        pass: Pass,
         mode: &[&str],
         stdin: Option<OwnedFd>,
         stdout: OwnedFd,
     ) -> Result<Spec, ProbeError> {
         let mut spec = Spec::new(self.probe);
-        if stage2 {
-            spec.args.push("--stage2".into());
+        match pass {
+            Pass::Stage1 => {}
+            Pass::Worker => spec.args.push("--stage2".into()),
+            Pass::DocOpen => {
+                spec.args.push("--stage2-profile".into());
+                spec.args.push("doc-open".into());
+            }
         }
+        let stage2 = pass != Pass::Stage1;
         spec.args.push("--parent-pid".into());
         spec.args.push(std::process::id().to_string().into());
         spec.args.extend(mode.iter().map(Into::into));
-        spec.model_dir = Some(self.model.clone());
-        spec.scratch_size = 16 << 20;
+        if pass == Pass::DocOpen {
+            // The opener's spec (supervisor/src/document/child.rs): no model, 1 MiB scratch.
+            spec.scratch_size = 1 << 20;
+        } else {
+            spec.model_dir = Some(self.model.clone());
+            spec.scratch_size = 16 << 20;
+        }
         spec.limits = Limits {
             address_space: Some(PROBE_ADDRESS_SPACE),
             ..Limits::default()
         };
         spec.landlock = self.landlock;
-        // The s2 pass is refused unless the probe has installed its stage 2, like the worker.
+        // The s2 and d2 passes are refused unless the probe has installed its stage 2, like
+        // the worker and the opener (every profile installs the same number of programs).
         spec.stage2 = if stage2 {
             Stage2::Required {
                 filters: crate::seccomp::stage2_filter_count(),
@@ -495,16 +658,26 @@ impl Ctx<'_> {
     }
 
     fn run_act(&self, act: &Act, stage2: bool) -> Result<Check, ProbeError> {
-        let prefix = if stage2 { "s2" } else { "s1" };
         let expect = if stage2 { act.stage2 } else { act.stage1 };
+        self.run_named(Pass::of(stage2), act.name, expect, act.layer)
+    }
+
+    fn run_named(
+        &self,
+        pass: Pass,
+        name: &str,
+        expect: Expect,
+        layer: &str,
+    ) -> Result<Check, ProbeError> {
+        let prefix = pass.prefix();
         let (r, w) = pipe()?;
         let (stdin_r, stdin_w) = pipe()?;
-        let spec = self.spec(stage2, &["act", act.name], Some(stdin_r), w)?;
+        let spec = self.spec(pass, &["act", name], Some(stdin_r), w)?;
         let mut child = spawn(spec).map_err(|source| ProbeError::Spawn {
-            what: format!("{prefix}.{}", act.name),
+            what: format!("{prefix}.{name}"),
             source,
         })?;
-        // Stage 2 confirmed by spawn (s2): let the probe act.
+        // Stage 2 confirmed by spawn (s2, d2): let the probe act.
         drop(stdin_w);
         let (text, _) = read_until(&r, None, Instant::now() + PROBE_TIMEOUT);
         let status = match child.wait_timeout(PROBE_TIMEOUT) {
@@ -515,10 +688,15 @@ impl Ctx<'_> {
             }
             Err(e) => Err(e.to_string()),
         };
-        let line = text.lines().find_map(|l| {
-            l.strip_prefix(&format!("act {} ", act.name))
-                .map(str::to_string)
-        });
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("act {name} ")).map(str::to_string));
+        // Under the opener's profile the probe says when it reaches the act: a kill before
+        // that line would be the probe's own path, not the act.
+        let reached = pass != Pass::DocOpen
+            || text
+                .lines()
+                .any(|l| l == format!("check act_reached ok {name}"));
         let observed = match (&status, &line) {
             (Err(e), _) => e.clone(),
             (Ok(ExitStatus::Signaled(s)), _) => format!("signal {}", signal_name(*s)),
@@ -530,26 +708,31 @@ impl Ctx<'_> {
                 matches!(status, Ok(ExitStatus::Exited(0)))
                     && observed == format!("errno {}", errno_name(e))
             }
-            Expect::Signal(s) => matches!(status, Ok(ExitStatus::Signaled(x)) if x == s),
+            Expect::Signal(s) => reached && matches!(status, Ok(ExitStatus::Signaled(x)) if x == s),
             Expect::Allowed(d) => {
                 matches!(status, Ok(ExitStatus::Exited(0)))
                     && observed.starts_with("ok ")
                     && observed.contains(d)
             }
         };
+        let observed = if reached {
+            observed
+        } else {
+            format!("{observed} (before reaching the act)")
+        };
         Ok(Check {
-            name: format!("{prefix}.{}", act.name),
-            expected: format!("{expect} [{}]", act.layer),
+            name: format!("{prefix}.{name}"),
+            expected: format!("{expect} [{layer}]"),
             observed,
             pass,
         })
     }
 
     fn run_allow(&self, stage2: bool, out: &mut Vec<Check>) -> Result<(), ProbeError> {
-        let prefix = if stage2 { "s2" } else { "s1" };
+        let prefix = Pass::of(stage2).prefix();
         let (r, w) = pipe()?;
         let (stdin_r, stdin_w) = pipe()?;
-        let spec = self.spec(stage2, &["allow"], Some(stdin_r), w)?;
+        let spec = self.spec(Pass::of(stage2), &["allow"], Some(stdin_r), w)?;
         let mut child = spawn(spec).map_err(|source| ProbeError::Spawn {
             what: format!("{prefix}.allow"),
             source,
@@ -833,4 +1016,22 @@ pub fn run_one(
     let r = ctx.run_act(&a, stage2);
     let _ = std::fs::remove_dir_all(&base);
     r
+}
+
+/// Runs the `d2` pass: every act of [`DOC_OPEN_ACTS`] under the document opener's stage 2,
+/// one probe process each, spawned with the opener's spec (no model dir, 1 MiB scratch).
+pub fn run_doc_open(probe: &Path, landlock: LandlockMode) -> Result<Report, ProbeError> {
+    let ctx = Ctx {
+        probe,
+        landlock,
+        // Not mounted in this pass.
+        model: PathBuf::new(),
+    };
+    let mut report = Report::default();
+    for act in DOC_OPEN_ACTS {
+        report
+            .checks
+            .push(ctx.run_named(Pass::DocOpen, act.name, act.expect, act.layer)?);
+    }
+    Ok(report)
 }

@@ -3,15 +3,20 @@
 //!
 //! ```text
 //! airlock-probe [--stage2] [--parent-pid PID] allow      # allowed side, then waits for EOF on stdin
-//! airlock-probe [--stage2] [--parent-pid PID] act NAME   # EOF on stdin, then one act (may end in SIGSYS)
-//! airlock-probe [--stage2] open PATH (read|write|create)  # EOF on stdin, then one open
+//! airlock-probe [--stage2 | --stage2-profile P] [--parent-pid PID] act NAME   # EOF on stdin, then one act
+//! airlock-probe [--stage2 | --stage2-profile P] open PATH (read|write|create)  # EOF on stdin, then one open
 //! airlock-probe list                                      # names of the acts
 //! ```
-//! With `--stage2`, `act` installs the worker's exact stage-2 allow list
-//! ([`Profile::Worker`]) first thing in `main`, as the worker does, so each act proves the
-//! worker's list; `allow` installs the probe's own profile ([`Profile::ProbeAllowedSide`]: the
-//! worker's list plus the probe's additions) after its first checks. `act` waits for EOF on
-//! stdin before acting, so the spawner can confirm stage 2 before an act kills the probe.
+//! With `--stage2` (the same as `--stage2-profile worker`), `act` installs the worker's exact
+//! stage-2 allow list ([`Profile::Worker`]) first thing in `main`, as the worker does, so each
+//! act proves the worker's list; `allow` installs the probe's own profile
+//! ([`Profile::ProbeAllowedSide`]: the worker's list plus the probe's additions) after its
+//! first checks. With `--stage2-profile doc-open`, `act` and `open` install the document
+//! opener's list ([`Profile::DocOpen`]) first thing instead, as `airlock-init doc-open` does,
+//! and `act` prints `check act_reached ok NAME` right before the act, so a `SIGSYS` after that
+//! line comes from the act and not from the probe's own path up to it (`allow` has no
+//! doc-open side). `act` waits for EOF on stdin before acting, so the spawner can confirm
+//! stage 2 before an act kills the probe (it may end in `SIGSYS`).
 //! Output: one line per result,
 //! `act NAME errno ENAME` | `act NAME ok DETAIL` | `check NAME ok DETAIL` | `check NAME fail DETAIL`
 //! | `open PATH errno ENAME` | `open PATH ok DETAIL`. `open` is for tests of what a sandbox with
@@ -459,6 +464,182 @@ fn act(name: &str, parent: i32) -> Option<Outcome> {
                 [p as usize, 4096, libc::MADV_DONTFORK as usize, 0, 0],
             )
         }
+        // --- acts of the document opener's profile (`--stage2-profile doc-open`) ---
+        // Opening a file every other layer lets through (Landlock's ReadFile on /dev/urandom).
+        "open_urandom" => open(c"/dev/urandom", libc::O_RDONLY),
+        // An AF_UNIX pair (the worker's list has socketpair; the opener's does not).
+        "socketpair_unix" => {
+            let mut fds = [0 as libc::c_int; 2];
+            raw(
+                libc::SYS_socketpair,
+                [
+                    libc::AF_UNIX as usize,
+                    (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as usize,
+                    0,
+                    fds.as_mut_ptr() as usize,
+                    0,
+                ],
+            )
+        }
+        // A thread-style clone with CLONE_THREAD but without CLONE_SIGHAND/CLONE_VM: seccomp
+        // judges the flags before the kernel does, and where clone is allowed the kernel
+        // answers EINVAL, so no thread is ever created on a shared stack.
+        "clone_thread" => raw(libc::SYS_clone, [libc::CLONE_THREAD as usize, 0, 0, 0, 0]),
+        // execve without any setup (no file written first): ENOENT where execve is allowed.
+        "execve_missing" => {
+            let argv = [c"/scratch/none".as_ptr(), std::ptr::null()];
+            let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+            raw(
+                libc::SYS_execve,
+                [
+                    cs(c"/scratch/none"),
+                    argv.as_ptr() as usize,
+                    envp.as_ptr() as usize,
+                    0,
+                    0,
+                ],
+            )
+        }
+        // Thread naming, the one prctl option std itself uses.
+        "prctl_set_name" => raw(
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as usize, cs(c"probe"), 0, 0, 0],
+        ),
+        // isatty(stdout): the one ioctl request the worker's list lets through.
+        "ioctl_tcgets" => {
+            // SAFETY: termios is plain data, filled by the kernel if the call is allowed.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            raw(
+                libc::SYS_ioctl,
+                [
+                    1,
+                    libc::TCGETS as usize,
+                    &mut t as *mut libc::termios as usize,
+                    0,
+                    0,
+                ],
+            )
+        }
+        // A signal to the spawner through tgkill (which the opener's list keeps for abort).
+        "tgkill_parent" => raw(
+            libc::SYS_tgkill,
+            [
+                parent as usize,
+                parent as usize,
+                libc::SIGKILL as usize,
+                0,
+                0,
+            ],
+        ),
+        // Listing a directory without opening one: getdents64 on fd 0 (ENOTDIR if allowed).
+        "getdents_stdin" => {
+            let mut buf = [0u8; 256];
+            raw(
+                libc::SYS_getdents64,
+                [0, buf.as_mut_ptr() as usize, buf.len(), 0, 0],
+            )
+        }
+        "mkdir_scratch" => raw(libc::SYS_mkdir, [cs(c"/scratch/probe-m"), 0o700, 0, 0, 0]),
+        // unlink without setup: ENOENT where unlink is allowed.
+        "unlink_missing" => raw(libc::SYS_unlink, [cs(c"/scratch/none"), 0, 0, 0, 0]),
+        "close_stdin" => raw(libc::SYS_close, [0, 0, 0, 0, 0]),
+        "fcntl_getfd" => raw(libc::SYS_fcntl, [0, libc::F_GETFD as usize, 0, 0, 0]),
+        "poll_stdin" => {
+            let mut pfd = libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            raw(
+                libc::SYS_poll,
+                [&mut pfd as *mut libc::pollfd as usize, 1, 0, 0, 0],
+            )
+        }
+        // The clock without the vDSO.
+        "clock_gettime" => {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            raw(
+                libc::SYS_clock_gettime,
+                [
+                    libc::CLOCK_MONOTONIC as usize,
+                    &mut ts as *mut libc::timespec as usize,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        }
+        "sched_yield" => raw(libc::SYS_sched_yield, [0; 5]),
+        // Allowed side: reading the (drained) stdin pipe returns 0 at EOF.
+        "read_stdin" => {
+            let mut b = [0u8; 16];
+            raw(libc::SYS_read, [0, b.as_mut_ptr() as usize, b.len(), 0, 0])
+        }
+        // Allowed side: one byte (a newline) to stdout.
+        "write_stdout" => raw(libc::SYS_write, [1, cs(c"\n"), 1, 0, 0]),
+        // Allowed side: anonymous read-write memory, written, grown in place or moved, freed.
+        "mmap_anon_rw" => {
+            let p = map_anon(libc::PROT_READ | libc::PROT_WRITE);
+            if p == libc::MAP_FAILED {
+                return Some(Outcome::Errno(last()));
+            }
+            // SAFETY: p is our fresh read-write page.
+            unsafe { std::ptr::write_volatile(p.cast::<u64>(), 0x5a5a) };
+            // SAFETY: growing our own mapping; the kernel may move it (MREMAP_MAYMOVE).
+            let q = unsafe { libc::mremap(p, 4096, 8192, libc::MREMAP_MAYMOVE) };
+            if q == libc::MAP_FAILED {
+                return Some(Outcome::Errno(last()));
+            }
+            // SAFETY: q is the grown mapping; its first page holds what was written.
+            let back = unsafe { std::ptr::read_volatile(q.cast::<u64>()) };
+            // SAFETY: unmapping our own mapping.
+            if unsafe { libc::munmap(q, 8192) } != 0 {
+                return Some(Outcome::Errno(last()));
+            }
+            Outcome::Ok(format!(
+                "mapped, written, remapped, read back {back:#x}, unmapped"
+            ))
+        }
+        // Allowed side: the advice malloc trimming gives.
+        "madvise_dontneed" => {
+            let p = map_anon(libc::PROT_READ | libc::PROT_WRITE);
+            if p == libc::MAP_FAILED {
+                return Some(Outcome::Errno(last()));
+            }
+            raw(
+                libc::SYS_madvise,
+                [p as usize, 4096, libc::MADV_DONTNEED as usize, 0, 0],
+            )
+        }
+        "brk_query" => raw(libc::SYS_brk, [0; 5]),
+        "getrandom" => {
+            let mut b = [0u8; 32];
+            raw(
+                libc::SYS_getrandom,
+                [b.as_mut_ptr() as usize, b.len(), 0, 0, 0],
+            )
+        }
+        // Allowed side: a wake on a word nobody waits on (std's uncontended unlock path).
+        "futex_wake" => {
+            let mut w = 0u32;
+            futex(
+                &mut w,
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+                0,
+                0,
+                0,
+            )
+        }
+        // Allowed side: std's panic path (getpid + gettid + tgkill, here with signal 0).
+        "tgkill_self" => {
+            // SAFETY: getpid and gettid have no arguments.
+            let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+            raw(libc::SYS_tgkill, [pid as usize, tid as usize, 0, 0, 0])
+        }
         "alloc_big" => {
             let mut v: Vec<u8> = Vec::new();
             match v.try_reserve_exact(2 << 30) {
@@ -527,6 +708,29 @@ const ACTS: &[&str] = &[
     "futex_lock_pi",
     "futex_cmp_requeue",
     "madvise_dontfork",
+    "open_urandom",
+    "socketpair_unix",
+    "clone_thread",
+    "execve_missing",
+    "prctl_set_name",
+    "ioctl_tcgets",
+    "tgkill_parent",
+    "getdents_stdin",
+    "mkdir_scratch",
+    "unlink_missing",
+    "close_stdin",
+    "fcntl_getfd",
+    "poll_stdin",
+    "clock_gettime",
+    "sched_yield",
+    "read_stdin",
+    "write_stdout",
+    "mmap_anon_rw",
+    "madvise_dontneed",
+    "brk_query",
+    "getrandom",
+    "futex_wake",
+    "tgkill_self",
     "alloc_big",
     "crash_segv",
 ];
@@ -743,13 +947,24 @@ fn main() {
     // First thing, before the runtime or tokio open anything of their own.
     let fds_at_start = open_fds();
     let mut args = std::env::args().skip(1).peekable();
-    let mut stage2 = false;
+    let mut stage2: Option<Profile> = None;
     let mut parent: i32 = 0;
     loop {
         match args.peek().map(String::as_str) {
             Some("--stage2") => {
-                stage2 = true;
+                stage2 = Some(Profile::Worker);
                 args.next();
+            }
+            Some("--stage2-profile") => {
+                args.next();
+                stage2 = match args.next().as_deref() {
+                    Some("worker") => Some(Profile::Worker),
+                    Some("doc-open") => Some(Profile::DocOpen),
+                    other => {
+                        eprintln!("airlock-probe: unknown stage-2 profile {other:?}");
+                        std::process::exit(2);
+                    }
+                };
             }
             Some("--parent-pid") => {
                 args.next();
@@ -765,11 +980,19 @@ fn main() {
             }
             0
         }
-        (Some("allow"), None) => allow(stage2, fds_at_start),
+        (Some("allow"), None) => match stage2 {
+            None => allow(false, fds_at_start),
+            Some(Profile::Worker) => allow(true, fds_at_start),
+            Some(p) => {
+                eprintln!("airlock-probe: allow has no side for the {p:?} profile");
+                2
+            }
+        },
         (Some("act"), Some(name)) => {
-            if stage2 {
-                // The worker's exact list: each act proves what the worker may not do.
-                if let Err(e) = airlock_sandbox::seccomp::install(Profile::Worker) {
+            if let Some(profile) = stage2 {
+                // The exact list of the profile (the worker's or the opener's): each act proves
+                // what that program may not do.
+                if let Err(e) = airlock_sandbox::seccomp::install(profile) {
                     println!("check stage2_installed fail {e}");
                     std::process::exit(2);
                 }
@@ -777,6 +1000,11 @@ fn main() {
             // Wait until the spawner has confirmed stage 2 and closes our stdin.
             let mut sink = Vec::new();
             let _ = std::io::stdin().read_to_end(&mut sink);
+            if stage2 == Some(Profile::DocOpen) {
+                // Everything up to here ran under the opener's list: a SIGSYS after this line
+                // is the act's.
+                println!("check act_reached ok {name}");
+            }
             match act(&name, parent) {
                 Some(Outcome::Ok(d)) => println!("act {name} ok {d}"),
                 Some(Outcome::Errno(e)) => println!("act {name} errno {}", errno_name(e)),
@@ -789,9 +1017,9 @@ fn main() {
         }
         (Some("open"), Some(path)) => {
             let mode = args.next().unwrap_or_default();
-            if stage2 {
-                // The worker's exact list, as for `act`.
-                if let Err(e) = airlock_sandbox::seccomp::install(Profile::Worker) {
+            if let Some(profile) = stage2 {
+                // The profile's exact list, as for `act`.
+                if let Err(e) = airlock_sandbox::seccomp::install(profile) {
                     println!("check stage2_installed fail {e}");
                     std::process::exit(2);
                 }
@@ -810,7 +1038,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: airlock-probe [--stage2] [--parent-pid PID] \
+                "usage: airlock-probe [--stage2 | --stage2-profile worker|doc-open] [--parent-pid PID] \
                  (allow | act NAME | open PATH MODE | list)"
             );
             2
