@@ -119,7 +119,10 @@ fn officer_setup(vm: &mut Vm, bundles: &[&str], activate: &[&str], keys_dev: &st
             .console()
             .command(&format!("activate {name}"), timeout(900))
             .must();
-        assert!(out.contains(&format!("{name} version 1 is active")), "{out}");
+        assert!(
+            out.contains(&format!("{name} version 1 is active")),
+            "{out}"
+        );
     }
     let out = vm.command(&format!("keys export {keys_dev}")).must();
     assert!(out.contains("public keys written to"), "{out}");
@@ -227,7 +230,9 @@ fn documents_batch_faults_and_nothing_left_behind() {
     // The host: documents encrypted to the appliance's key by stock gpg.
     let host = GpgHome::temp().must();
     let fpr = host.import_bytes(&appliance_key).must().remove(0);
-    let sender = host.generate(Kind::Curve25519, "Sender <s@example.org>").must();
+    let sender = host
+        .generate(Kind::Curve25519, "Sender <s@example.org>")
+        .must();
     let doc = |n: usize| {
         format!(
             "Report {n} of the harbour office.\n\nReference {MARKER}.\n\n\
@@ -249,9 +254,15 @@ fn documents_batch_faults_and_nothing_left_behind() {
         ("pulled.txt.gpg".into(), host.encrypt(&doc(4), &fpr).must()),
         ("next.txt.gpg".into(), host.encrypt(&doc(5), &fpr).must()),
         ("garbage.gpg".into(), gpg::garbage(4096)),
-        ("nomdc.gpg".into(), host.encrypt_no_mdc(&doc(6), &fpr).must()),
+        (
+            "nomdc.gpg".into(),
+            host.encrypt_no_mdc(&doc(6), &fpr).must(),
+        ),
         ("other.gpg".into(), other_msg),
-        ("signonly.gpg".into(), host.sign_only(&doc(7), &sender).must()),
+        (
+            "signonly.gpg".into(),
+            host.sign_only(&doc(7), &sender).must(),
+        ),
         ("bomb.gpg".into(), host.compression_bomb(&fpr).must()),
         ("binary.gpg".into(), host.encrypt_binary(&fpr).must()),
         (
@@ -287,19 +298,28 @@ fn documents_batch_faults_and_nothing_left_behind() {
             out.contains(" done: ") && out.contains("input SHA-256 "),
             "{name}:\n{out}"
         );
-        assert!(out.contains("task summarize, model tiny version 1"), "{out}");
+        assert!(
+            out.contains("task summarize, model tiny version 1"),
+            "{out}"
+        );
         assert!(!out.contains(MARKER), "{out}");
     }
     // Every bad input: its reason, nothing written.
     let refusals: &[(&str, &str)] = &[
         ("garbage.gpg", "refused: not an OpenPGP message"),
         ("nomdc.gpg", "refused: no integrity protection (MDC)"),
-        ("other.gpg", "not encrypted to this appliance's key (recipients: "),
+        (
+            "other.gpg",
+            "not encrypted to this appliance's key (recipients: ",
+        ),
         (
             "signonly.gpg",
             "refused: signed but not encrypted (a signed-only message)",
         ),
-        ("bomb.gpg", "refused: decompressed size exceeds 67108864 bytes"),
+        (
+            "bomb.gpg",
+            "refused: decompressed size exceeds 67108864 bytes",
+        ),
         ("binary.gpg", "refused: the document is not UTF-8 text"),
         ("big.gpg", "more than the limit of 67108864 bytes"),
         (
@@ -329,8 +349,11 @@ fn documents_batch_faults_and_nothing_left_behind() {
     );
     // The stick pulled mid-job: nothing written, the next job works.
     session::send(&mut vm, "run pulled.txt.gpg").must();
-    vm.wait_for("loading the model in a fresh sandboxed worker", timeout(300))
-        .must();
+    vm.wait_for(
+        "loading the model in a fresh sandboxed worker",
+        timeout(300),
+    )
+    .must();
     vm.unplug_stick(&docs_stick).must();
     let m = vm
         .wait_for(
@@ -363,7 +386,9 @@ fn documents_batch_faults_and_nothing_left_behind() {
         "garbage", "nomdc", "other", "signonly", "bomb", "binary", "big", "pulled",
     ] {
         assert!(
-            !names.iter().any(|n| n.starts_with(&format!("{bad}.answer"))),
+            !names
+                .iter()
+                .any(|n| n.starts_with(&format!("{bad}.answer"))),
             "{bad} has an answer: {names:?}"
         );
     }
@@ -424,7 +449,10 @@ fn documents_batch_faults_and_nothing_left_behind() {
     // Nothing left behind: the marker is nowhere in clear.
     assert_eq!(find_marker(disk.path(), MARKER.as_bytes()).must(), None);
     assert_eq!(find_marker(&docs, MARKER.as_bytes()).must(), None);
-    assert!(!transcript.contains(MARKER), "the marker reached the console");
+    assert!(
+        !transcript.contains(MARKER),
+        "the marker reached the console"
+    );
 }
 
 #[test]
@@ -467,7 +495,9 @@ fn no_model_and_worker_out_of_memory() {
     let host = GpgHome::temp().must();
     let fpr = host.import_bytes(&appliance_key).must().remove(0);
     let docs = scratch.path("docs.img");
-    let one = host.encrypt(b"A short note about the weather.\n", &fpr).must();
+    let one = host
+        .encrypt(b"A short note about the weather.\n", &fpr)
+        .must();
     // Longer than the 512-token context the policy leaves: split in parts.
     let long: String = (1..=12)
         .map(|i| {
@@ -489,25 +519,37 @@ fn no_model_and_worker_out_of_memory() {
     let out = job(&mut vm, &format!("run one.gpg --model {SMOL}"), 900);
     assert!(
         out.contains("failed: ")
-            && out.contains(&format!("the worker ran out of memory (address-space limit {OOM_LIMIT_MIB} MiB)"))
+            && out.contains(&format!(
+                "the worker ran out of memory (address-space limit {OOM_LIMIT_MIB} MiB)"
+            ))
             && out.contains("nothing was written"),
         "{out}"
     );
     let out = job(&mut vm, "run two.gpg --model tiny", 900);
     assert!(out.contains(" done: "), "{out}");
     let parts = Pattern::regex(r"split into (\d+) parts of at most \d+ tokens").must();
-    let m = parts.find(&out).unwrap_or_else(|| panic!("not split:\n{out}"));
+    let m = parts
+        .find(&out)
+        .unwrap_or_else(|| panic!("not split:\n{out}"));
     let n: usize = m.group(1).parse().unwrap();
     assert!(n >= 2, "{out}");
     assert!(out.contains(&format!("part {n} of {n} done: ")), "{out}");
-    assert!(out.contains(&format!("combining {n} partial answers")), "{out}");
+    assert!(
+        out.contains(&format!("combining {n} partial answers")),
+        "{out}"
+    );
     session::logout(&mut vm).must();
     session::send(&mut vm, "poweroff").must();
     vm.wait_exit(timeout(120)).must();
     drop(vm);
     let names = airlock_e2e::stick::list_vfat_stick(&docs).must();
     assert!(names.contains(&"two.answer.gpg".to_string()), "{names:?}");
-    assert!(!names.iter().any(|n| n.starts_with("one.answer") || n.contains("partial")), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("one.answer") || n.contains("partial")),
+        "{names:?}"
+    );
 }
 
 /// Between what the tiny model's worker needs and what SmolLM2's needs
