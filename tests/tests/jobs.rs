@@ -25,7 +25,7 @@
 use airlock_e2e::bundles::{self, make_stick, tiny_gguf, Packer, Signer};
 use airlock_e2e::disk::find_marker;
 use airlock_e2e::gpg::{self, GpgHome, Kind};
-use airlock_e2e::session::{self, OFFICER, OPERATOR};
+use airlock_e2e::session::{self, AUDITOR, OFFICER, OPERATOR};
 use airlock_e2e::stick::{make_vfat_stick, read_vfat_stick};
 use airlock_e2e::{timeout, Artifacts, Must, Pattern, Vm, VmConfig};
 use std::path::{Path, PathBuf};
@@ -284,7 +284,7 @@ fn documents_batch_faults_and_nothing_left_behind() {
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))
         .collect();
-    make_vfat_stick(&docs, "DOCS", 192, &refs).must();
+    make_vfat_stick(&docs, "DOCS", 256, &refs).must();
     let docs_stick = vm.plug_stick(&docs).must();
     vm.wait_for("[usb] stick inserted", timeout(60)).must();
 
@@ -347,7 +347,29 @@ fn documents_batch_faults_and_nothing_left_behind() {
         out.contains("batch done: 5 document(s): 0 done, 4 skipped (answer already there and valid), 1 refused, 0 failed"),
         "{out}"
     );
-    // The stick pulled mid-job: nothing written, the next job works.
+    // The stick pulled while the document is read: the read fails (or, if
+    // the 60 MiB were read before the pull took effect, the garbage is
+    // refused); nothing written either way.
+    session::send(&mut vm, "run huge.gpg").must();
+    vm.wait_for("huge.gpg on sd", timeout(60)).must();
+    vm.unplug_stick(&docs_stick).must();
+    let m = vm
+        .wait_for(
+            Pattern::regex(r"job \d+ (refused|failed): [^\n]*nothing was written").must(),
+            timeout(300),
+        )
+        .must();
+    eprintln!("stick pulled mid-read: {}", m.text);
+    assert!(
+        m.text.contains("(stick pulled?)") || m.text.contains("not an OpenPGP message"),
+        "{}",
+        m.text
+    );
+    vm.wait_for(OPERATOR_PROMPT, timeout(60)).must();
+    let docs_stick = vm.plug_stick(&docs).must();
+    vm.wait_for("[usb] stick inserted", timeout(60)).must();
+    // The stick pulled mid-job (before the answer is written): nothing
+    // written, the next job works.
     session::send(&mut vm, "run pulled.txt.gpg").must();
     vm.wait_for(
         "loading the model in a fresh sandboxed worker",
@@ -370,6 +392,25 @@ fn documents_batch_faults_and_nothing_left_behind() {
     assert!(out.contains("can be pulled now"), "{out}");
     session::logout(&mut vm).must();
     vm.unplug_stick(&docs_stick).must();
+    // Every job, refused or failed too, is in the audit log with its reason.
+    session::login(&mut vm, AUDITOR).must();
+    let log = job(&mut vm, "audit show 80", 60);
+    for (result, code, at_least) in [
+        ("ok", "task=summarize", 8),
+        ("refused", "document-refused", 6),
+        ("refused", "input-refused", 2),
+        ("refused", "answer-exists", 1),
+        ("failed", "stick-write-failed", 1),
+    ] {
+        let re = Pattern::regex(&format!(r"olga +operator +job +{result} +{code}")).must();
+        let n = log.lines().filter(|l| re.find(l).is_some()).count();
+        assert!(
+            n >= at_least,
+            "{n} job {result} {code} entries, want {at_least}:\n{log}"
+        );
+    }
+    assert!(!log.contains(MARKER), "the marker reached the audit log");
+    session::logout(&mut vm).must();
     session::send(&mut vm, "poweroff").must();
     vm.wait_exit(timeout(120)).must();
     let transcript = vm.console().transcript();
@@ -383,7 +424,7 @@ fn documents_batch_faults_and_nothing_left_behind() {
         "half-written files: {names:?}"
     );
     for bad in [
-        "garbage", "nomdc", "other", "signonly", "bomb", "binary", "big", "pulled",
+        "garbage", "nomdc", "other", "signonly", "bomb", "binary", "big", "huge", "pulled",
     ] {
         assert!(
             !names
