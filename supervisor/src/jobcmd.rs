@@ -91,6 +91,19 @@ impl DocPlace {
     }
 }
 
+/// Whether `disk` left the system (watched for up to 2 s: the kernel
+/// removes a pulled stick's block device a moment after its reads fail).
+fn stick_gone(disk: &str) -> bool {
+    let sys = Path::new("/sys/block").join(disk);
+    for _ in 0..10 {
+        if !sys.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
 /// One progress line (`job 7: part 2 of 3 done: …`).
 pub fn progress_line(job: u64, e: &Event) -> String {
     match e {
@@ -297,6 +310,12 @@ impl Console {
         // 1. The ciphertext, capped.
         let doc = match input::read(&place.path, &shown, self.policy.job_max_input_bytes) {
             Ok(d) => d,
+            // A stick pulled while it is read can make the file look
+            // missing (the directory no longer reads): say what happened.
+            Err(input::InputError::Missing(_)) if stick_gone(&place.disk) => {
+                let why = format!("read {shown}: the stick is gone (stick pulled?)");
+                return self.doc_refused(job, "input-unreadable", why, &rec);
+            }
             Err(e) => {
                 let code = match e {
                     input::InputError::Read { .. } => "input-unreadable",
