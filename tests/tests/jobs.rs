@@ -265,6 +265,8 @@ fn documents_batch_faults_and_nothing_left_behind() {
         ),
         ("bomb.gpg".into(), host.compression_bomb(&fpr).must()),
         ("binary.gpg".into(), host.encrypt_binary(&fpr).must()),
+        // Read while the stick is pulled (a valid size; garbage if read whole).
+        ("huge.gpg".into(), gpg::garbage(60 << 20)),
         (
             "big.gpg".into(),
             host.encrypt_oversized(&fpr, (gpg::MAX_DOCUMENT + (1 << 20)) as usize)
