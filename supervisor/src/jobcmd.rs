@@ -275,6 +275,14 @@ impl Console {
         path: &[String],
     ) -> Result<DocPlace, String> {
         let disk = crate::stickwrite::choose(stick.as_deref()).map_err(|e| e.to_string())?;
+        // Sticks pulled since they were held are let go (their mounts are
+        // dead), so a later 'eject' is not ambiguous.
+        let present: Vec<String> = crate::usb::scan(Path::new("/sys/block"), &[])
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        self.sticks.prune(&present);
         let dev = crate::stickwrite::device_of(&disk);
         let root = self.sticks.root(&disk, &dev).map_err(|e| e.to_string())?;
         let (folder, name) = match path {
