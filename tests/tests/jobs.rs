@@ -393,7 +393,9 @@ fn documents_batch_faults_and_nothing_left_behind() {
     // The stick by name: the pulled one may still be listed until its dead
     // mount is let go (see docs/operator.md).
     let dev = Pattern::regex(r"written to (sd[a-z]+)").must();
-    let dev = dev.find(&out).unwrap_or_else(|| panic!("no device:\n{out}"));
+    let dev = dev
+        .find(&out)
+        .unwrap_or_else(|| panic!("no device:\n{out}"));
     let out = job(&mut vm, &format!("eject {}", dev.group(1)), 60);
     assert!(out.contains("can be pulled now"), "{out}");
     session::logout(&mut vm).must();
