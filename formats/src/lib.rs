@@ -8,6 +8,7 @@
 //! - [`state`]: anti-rollback state
 //! - [`pack`]: building and signing bundles (host side), splitting large payloads
 //! - [`gguf`]: strict GGUF header reader (architecture, context length, chat template)
+//! - [`uki`]: a unified kernel image's `.osrel` (system version, image variant)
 //! - [`bundle`]: bundle directory scan and verification
 //! - [`stream`]: read-once hash+copy pipeline
 //! - [`import`]: streaming import into the store
@@ -38,3 +39,4 @@ pub mod store;
 pub mod stream;
 pub mod tasks;
 pub mod trust;
+pub mod uki;

@@ -28,6 +28,8 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_DESCRIPTION_LEN: usize = 4096;
 /// Most parts one split payload may have (`.part000` … `.part999`).
 pub const MAX_PARTS: usize = 1000;
+/// Longest image variant name (`system.variant`).
+pub const MAX_VARIANT_LEN: usize = 32;
 
 /// Errors of this module; each names the failing check.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,16 @@ pub enum ManifestError {
         crate::escape::text(.0)
     )]
     EmptyPart(String),
+    #[error(
+        "manifest.json: system.variant \"{}\" is not 1-{MAX_VARIANT_LEN} of a-z 0-9 -",
+        crate::escape::text(.0)
+    )]
+    Variant(String),
+    #[error(
+        "manifest.json: system.trust_sha256 \"{}\" is not 64 lower-case hex digits",
+        crate::escape::text(.0)
+    )]
+    TrustSha256(String),
 }
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -198,6 +210,12 @@ pub struct ModelSection {
 pub struct SystemSection {
     /// The unified kernel image (a listed payload path).
     pub uki: String,
+    /// The image variant the UKI was built as (its os-release `VARIANT_ID`,
+    /// e.g. `demo` or `production`): 1-32 of `a-z 0-9 -`.
+    pub variant: String,
+    /// SHA-256 (lower-case hex) of the trust roots file
+    /// `/etc/airlock/trust.json` built into the UKI.
+    pub trust_sha256: String,
 }
 
 /// The bundle manifest.
@@ -357,6 +375,10 @@ impl Manifest {
                     .as_ref()
                     .ok_or(ManifestError::MissingSection { kind: self.kind })?;
                 listed("system.uki", &s.uki)?;
+                validate_variant(&s.variant)?;
+                if !is_sha256_hex(&s.trust_sha256) {
+                    return Err(ManifestError::TrustSha256(s.trust_sha256.clone()));
+                }
             }
         }
         Ok(())
@@ -374,16 +396,33 @@ fn validate_entry<'a>(path: &'a str, sha256: &str, all: &mut BTreeSet<&'a str>) 
     if !all.insert(path) {
         return Err(ManifestError::DuplicatePath(path.to_owned()));
     }
-    if sha256.len() != 64
-        || !sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if !is_sha256_hex(sha256) {
         return Err(ManifestError::Sha256 {
             path: path.to_owned(),
         });
     }
     Ok(())
+}
+
+/// 64 lower-case hex digits (a SHA-256 as the manifest writes it).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// An image variant (`system.variant`, os-release `VARIANT_ID`): 1-32 of
+/// `a-z 0-9 -`.
+pub fn validate_variant(v: &str) -> Result<()> {
+    let ok = !v.is_empty()
+        && v.len() <= MAX_VARIANT_LEN
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError::Variant(v.to_owned()))
+    }
 }
 
 /// SHA-256 of the manifest bytes, lower-case hex (the manifest's identity).
@@ -642,9 +681,7 @@ mod tests {
         m.model = None;
         assert!(err_of(&m).contains("section is missing"));
         let mut m = sample();
-        m.system = Some(SystemSection {
-            uki: "model.gguf".into(),
-        });
+        m.system = Some(system_section("model.gguf"));
         assert!(err_of(&m).contains("`system` section is present"));
         let mut m = sample();
         m.model.as_mut().unwrap().chat_template = Some("t.jinja".into());
@@ -781,6 +818,123 @@ mod tests {
         let mut m = split_sample();
         m.model.as_mut().unwrap().gguf = "model.gguf.part000".into();
         assert!(err_of(&m).contains("not a listed payload file"));
+    }
+
+    fn system_section(uki: &str) -> SystemSection {
+        SystemSection {
+            uki: uki.into(),
+            variant: "production".into(),
+            trust_sha256: "a".repeat(64),
+        }
+    }
+
+    fn system_sample() -> Manifest {
+        let mut m = sample();
+        m.kind = Kind::System;
+        m.name = "airlock".into();
+        m.files = vec![FileEntry::whole("airlock.efi", 1, "0".repeat(64))];
+        m.model = None;
+        m.system = Some(system_section("airlock.efi"));
+        m
+    }
+
+    #[test]
+    fn system_roundtrip() {
+        let m = system_sample();
+        let bytes = m.to_bytes().unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("\"variant\": \"production\""), "{text}");
+        assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn system_rules() {
+        type Edit = fn(&mut SystemSection);
+        let ok: &[Edit] = &[
+            |s| s.variant = "demo".into(),
+            |s| s.variant = "x".into(),
+            |s| s.variant = "a-1".into(),
+            |s| s.variant = "v".repeat(MAX_VARIANT_LEN),
+            |s| s.trust_sha256 = "0123456789abcdef".repeat(4),
+        ];
+        for edit in ok {
+            let mut m = system_sample();
+            edit(m.system.as_mut().unwrap());
+            Manifest::parse(&serde_json::to_vec(&m).unwrap()).unwrap();
+        }
+        let cases: &[(&str, Edit, &str)] = &[
+            (
+                "uki not listed",
+                |s| s.uki = "x.efi".into(),
+                "system.uki names \"x.efi\"",
+            ),
+            (
+                "empty variant",
+                |s| s.variant.clear(),
+                "system.variant \"\" is not 1-32",
+            ),
+            (
+                "variant too long",
+                |s| s.variant = "v".repeat(MAX_VARIANT_LEN + 1),
+                "is not 1-32 of a-z 0-9 -",
+            ),
+            (
+                "upper-case variant",
+                |s| s.variant = "Demo".into(),
+                "system.variant \"Demo\"",
+            ),
+            (
+                "variant with _",
+                |s| s.variant = "a_b".into(),
+                "system.variant",
+            ),
+            (
+                "variant with /",
+                |s| s.variant = "../x".into(),
+                "system.variant",
+            ),
+            (
+                "variant with a control",
+                |s| s.variant = "a\u{1b}[2K".into(),
+                "system.variant \"a\\x1b[2K\"",
+            ),
+            (
+                "empty trust hash",
+                |s| s.trust_sha256.clear(),
+                "system.trust_sha256",
+            ),
+            (
+                "short trust hash",
+                |s| s.trust_sha256 = "a".repeat(63),
+                "not 64 lower-case hex",
+            ),
+            (
+                "upper-case trust hash",
+                |s| s.trust_sha256 = "A".repeat(64),
+                "system.trust_sha256",
+            ),
+        ];
+        for (what, edit, want) in cases {
+            let mut m = system_sample();
+            edit(m.system.as_mut().unwrap());
+            let e = err_of(&m);
+            assert!(e.contains(want), "{what}: {e}");
+            assert_eq!(e.lines().count(), 1, "{what}: {e}");
+        }
+        // Both fields are required; unknown fields are refused.
+        for field in ["variant", "trust_sha256"] {
+            let mut v = serde_json::to_value(system_sample()).unwrap();
+            v["system"].as_object_mut().unwrap().remove(field);
+            let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("missing field `{field}`")),
+                "{e}"
+            );
+        }
+        let mut v = serde_json::to_value(system_sample()).unwrap();
+        v["system"]["slot"] = serde_json::json!("b");
+        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("unknown field `slot`"), "{e}");
     }
 
     #[test]

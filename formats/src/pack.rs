@@ -3,7 +3,9 @@
 //! larger than the split size is written as parts (`PATH.part000`, …) that
 //! each fit a FAT32 file; the manifest lists the parts and the joined file.
 //! A model's architecture, context length and chat template default to
-//! what its GGUF header says ([`crate::gguf`]).
+//! what its GGUF header says ([`crate::gguf`]). A system bundle's fields
+//! may come from a `scripts/build-image` output directory ([`read_build`]):
+//! the UKI's own `.osrel` ([`crate::uki`]) and the trust file built into it.
 
 use crate::fsutil::{sync_dir, FsError};
 use crate::gguf::{self, GgufError, GgufInfo};
@@ -11,6 +13,7 @@ use crate::manifest::{
     self, FileEntry, Kind, Manifest, ManifestError, ModelSection, Part, SystemSection,
 };
 use crate::stream::{self, StreamError};
+use crate::uki::{self, UkiError};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -48,6 +51,15 @@ pub enum PackError {
     },
     #[error("read GGUF metadata of {path}: {source}")]
     Gguf { path: String, source: GgufError },
+    #[error("read .osrel of {path}: {source}")]
+    Uki { path: String, source: UkiError },
+    #[error("build output {path}: {why}")]
+    Build { path: String, why: String },
+    #[error("trust file {path}: {source}")]
+    Trust {
+        path: String,
+        source: crate::trust::TrustError,
+    },
 }
 
 type Result<T> = std::result::Result<T, PackError>;
@@ -146,7 +158,88 @@ pub enum Section {
     System {
         /// Payload path of the UKI; `None` = the only `*.efi` payload.
         uki: Option<String>,
+        /// The image variant the UKI was built as (`demo`, `production`).
+        variant: String,
+        /// SHA-256 (lower-case hex) of the trust file built into the UKI
+        /// ([`trust_sha256`]).
+        trust_sha256: String,
     },
+}
+
+/// File name of the UKI in a `scripts/build-image` output directory.
+pub const BUILD_UKI: &str = "airlock.efi";
+/// File name of the trust file built into the image, in that directory.
+pub const BUILD_TRUST: &str = "trust.json";
+
+/// What a `scripts/build-image` output directory says about its UKI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// `DIR/airlock.efi`.
+    pub uki: PathBuf,
+    /// The UKI's `AIRLOCK_SYSTEM_VERSION`.
+    pub version: u64,
+    /// The UKI's `VARIANT_ID`.
+    pub variant: String,
+    /// SHA-256 of `DIR/trust.json`.
+    pub trust_sha256: String,
+}
+
+/// Reads a build output directory: the UKI's `.osrel` (system version and
+/// variant, both required) and the trust file's SHA-256 (it must be a valid
+/// trust file).
+pub fn read_build(dir: &Path) -> Result<BuildInfo> {
+    let uki_path = dir.join(BUILD_UKI);
+    let shown = crate::escape::path(&uki_path);
+    let mut f = File::open(&uki_path).map_err(|e| FsError::new("open", &uki_path, e))?;
+    let osrel = uki::read_osrel(&mut f).map_err(|source| PackError::Uki {
+        path: shown.clone(),
+        source,
+    })?;
+    let missing = |key: &str| PackError::Build {
+        path: shown.clone(),
+        why: format!("its .osrel has no {key} (a UKI from an older scripts/build-image?)"),
+    };
+    let version = match osrel.get(uki::KEY_SYSTEM_VERSION) {
+        None => return Err(missing(uki::KEY_SYSTEM_VERSION)),
+        Some(v) => osrel
+            .system_version()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| PackError::Build {
+                path: shown.clone(),
+                why: format!(
+                    "{}={} in its .osrel is not a version (a number, at least 1)",
+                    uki::KEY_SYSTEM_VERSION,
+                    crate::escape::text(v)
+                ),
+            })?,
+    };
+    let variant = osrel
+        .variant_id()
+        .ok_or_else(|| missing(uki::KEY_VARIANT_ID))?
+        .to_owned();
+    manifest::validate_variant(&variant)?;
+    let trust_sha256 = trust_sha256(&dir.join(BUILD_TRUST))?;
+    Ok(BuildInfo {
+        uki: uki_path,
+        version,
+        variant,
+        trust_sha256,
+    })
+}
+
+/// SHA-256 (lower-case hex) of a trust file, after checking that it is one.
+pub fn trust_sha256(path: &Path) -> Result<String> {
+    let mut f = File::open(path).map_err(|e| FsError::new("open", path, e))?;
+    let mut bytes = Vec::new();
+    (&mut f)
+        .take(crate::trust::MAX_TRUST_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| FsError::new("read", path, e))?;
+    crate::trust::TrustFile::parse(&bytes).map_err(|source| PackError::Trust {
+        path: crate::escape::path(path),
+        source,
+    })?;
+    Ok(manifest::hex(&Sha256::digest(&bytes)))
 }
 
 /// What to pack.
@@ -329,7 +422,11 @@ fn section(spec: &PackSpec) -> Result<(Kind, Option<ModelSection>, Option<System
                 extra,
             ))
         }
-        Section::System { uki } => Ok((
+        Section::System {
+            uki,
+            variant,
+            trust_sha256,
+        } => Ok((
             Kind::System,
             None,
             Some(SystemSection {
@@ -337,6 +434,8 @@ fn section(spec: &PackSpec) -> Result<(Kind, Option<ModelSection>, Option<System
                     Some(u) => u.clone(),
                     None => only(".efi", "UKI (--uki)")?,
                 },
+                variant: variant.clone(),
+                trust_sha256: trust_sha256.clone(),
             }),
             None,
         )),
@@ -626,6 +725,123 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.model.unwrap().chat_template, None);
+    }
+
+    /// A build output directory: `airlock.efi` (a synthetic PE whose
+    /// `.osrel` is `osrel`) and `trust.json` (`trust`).
+    fn build_dir(dir: &Path, osrel: &str, trust: &[u8]) -> PathBuf {
+        let out = dir.join("out");
+        let _ = fs::remove_dir_all(&out);
+        fs::create_dir(&out).unwrap();
+        let pe = crate::uki::tests::pe(&[(crate::uki::OSREL_SECTION, osrel.as_bytes())]);
+        fs::write(out.join(BUILD_UKI), pe).unwrap();
+        fs::write(out.join(BUILD_TRUST), trust).unwrap();
+        out
+    }
+
+    fn trust_bytes() -> Vec<u8> {
+        let root = crate::minisig::SecretKey::generate().unwrap();
+        crate::trust::TrustFile::new(vec![("root".into(), root.public_key())], 1)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+    }
+
+    #[test]
+    fn build_output_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = trust_bytes();
+        let good = "ID=airlock\nAIRLOCK_SYSTEM_VERSION=4\nVARIANT_ID=production\n";
+        let out = build_dir(dir.path(), good, &trust);
+        let info = read_build(&out).unwrap();
+        assert_eq!(
+            info,
+            BuildInfo {
+                uki: out.join(BUILD_UKI),
+                version: 4,
+                variant: "production".into(),
+                trust_sha256: manifest::hex(&Sha256::digest(&trust)),
+            }
+        );
+        // Packed as a system bundle: the section carries what was read.
+        let spec = PackSpec {
+            name: "airlock".into(),
+            version: info.version,
+            description: String::new(),
+            created: Some("2026-01-01T00:00:00Z".into()),
+            inputs: vec![Input {
+                path: BUILD_UKI.into(),
+                source: info.uki.clone(),
+            }],
+            section: Section::System {
+                uki: None,
+                variant: info.variant.clone(),
+                trust_sha256: info.trust_sha256.clone(),
+            },
+            split: None,
+        };
+        let m = pack(&spec, &dir.path().join("b"), &mut |_| {}).unwrap();
+        let sys = m.system.unwrap();
+        assert_eq!(sys.uki, BUILD_UKI);
+        assert_eq!(sys.variant, "production");
+        assert_eq!(sys.trust_sha256, info.trust_sha256);
+
+        for (what, osrel, trust, want) in [
+            (
+                "no version",
+                "VARIANT_ID=demo\n",
+                &trust[..],
+                "has no AIRLOCK_SYSTEM_VERSION",
+            ),
+            (
+                "version 0",
+                "AIRLOCK_SYSTEM_VERSION=0\nVARIANT_ID=demo\n",
+                &trust[..],
+                "AIRLOCK_SYSTEM_VERSION=0 in its .osrel is not a version",
+            ),
+            (
+                "version not a number",
+                "AIRLOCK_SYSTEM_VERSION=1.2\nVARIANT_ID=demo\n",
+                &trust[..],
+                "AIRLOCK_SYSTEM_VERSION=1.2 in its .osrel is not a version",
+            ),
+            (
+                "no variant",
+                "AIRLOCK_SYSTEM_VERSION=1\n",
+                &trust[..],
+                "has no VARIANT_ID",
+            ),
+            (
+                "bad variant",
+                "AIRLOCK_SYSTEM_VERSION=1\nVARIANT_ID=Demo_1\n",
+                &trust[..],
+                "system.variant \"Demo_1\"",
+            ),
+            (
+                "bad os-release",
+                "AIRLOCK_SYSTEM_VERSION=1\nVARIANT_ID=a b\n",
+                &trust[..],
+                "read .osrel of",
+            ),
+            ("not a trust file", good, b"{}\n", "trust file"),
+        ] {
+            let out = build_dir(dir.path(), osrel, trust);
+            let e = read_build(&out).unwrap_err().to_string();
+            assert!(e.contains(want), "{what}: {e}");
+            assert_eq!(e.lines().count(), 1, "{what}: {e}");
+        }
+        // Missing files name themselves.
+        let out = build_dir(dir.path(), good, &trust);
+        fs::remove_file(out.join(BUILD_TRUST)).unwrap();
+        let e = read_build(&out).unwrap_err().to_string();
+        assert!(e.contains("trust.json"), "{e}");
+        fs::remove_file(out.join(BUILD_UKI)).unwrap();
+        let e = read_build(&out).unwrap_err().to_string();
+        assert!(e.contains("airlock.efi"), "{e}");
+        let e = read_build(&dir.path().join("nowhere"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nowhere/airlock.efi"), "{e}");
     }
 
     #[test]

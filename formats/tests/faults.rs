@@ -110,7 +110,11 @@ fn system_bundle(k: &Keys, dir: &Path, version: u64) -> PathBuf {
             path: "airlock.efi".into(),
             source: src,
         }],
-        section: Section::System { uki: None },
+        section: Section::System {
+            uki: None,
+            variant: "demo".into(),
+            trust_sha256: "0".repeat(64),
+        },
         split: None,
     };
     pack::pack(&spec, &out, &mut |_| {}).unwrap();
