@@ -352,6 +352,39 @@ pub fn commit_deferred(store: &Path, kind: Kind, name: &str, version: u64) -> Re
     Ok(())
 }
 
+/// Commits the version of a system that was not imported as a bundle (the
+/// image flashed at the factory) once it has booted and passed its health
+/// check: `manifest_sha256` stands for it (the SHA-256 of its UKI). Lower
+/// or equal versions leave the record alone (`Ok(false)`); a version
+/// imported with [`Commit::Deferred`] is committed with
+/// [`commit_deferred`] instead.
+pub fn commit_running(
+    store: &Path,
+    kind: Kind,
+    name: &str,
+    version: u64,
+    manifest_sha256: &str,
+) -> Result<bool> {
+    let _lock = store::lock(store)?;
+    let mut state = State::load(store)?;
+    if state.covers(kind, name, version) {
+        return Ok(false);
+    }
+    state.check(kind, name, version, manifest_sha256)?;
+    state.record(kind, name, version, manifest_sha256);
+    state.save(store)?;
+    Ok(true)
+}
+
+/// Whether (kind, name, version) waits for a deferred commit.
+pub fn is_deferred(store: &Path, kind: Kind, name: &str, version: u64) -> Result<bool> {
+    let state = State::load(store)?;
+    Ok(state
+        .pending
+        .iter()
+        .any(|p| p.kind == kind && p.name == name && p.version == version && p.deferred))
+}
+
 /// Lists committed versions: (kind, name, version, dir) for each version
 /// directory not newer than the recorded one.
 pub fn installed(store: &Path) -> Result<Vec<(Kind, String, u64, PathBuf)>> {

@@ -389,6 +389,17 @@ impl Auditd {
         }
     }
 
+    /// The log's health for the system check: `Some(Ok)` open (its tail
+    /// verified when it was opened), `Some(Err)` failed, `None` not open yet
+    /// (not provisioned).
+    pub fn health(&self) -> Option<Result<(), String>> {
+        match &self.state {
+            LogState::Open(_) => Some(Ok(())),
+            LogState::Failed(why) => Some(Err(format!("the audit log failed: {why}"))),
+            LogState::Absent => None,
+        }
+    }
+
     /// Whether a record would be written now (or queued before provisioning).
     pub fn writable(&self) -> Result<(), AuditdError> {
         match &self.state {

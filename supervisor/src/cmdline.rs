@@ -79,6 +79,21 @@ pub fn read() -> Cmdline {
     }
 }
 
+/// The value of the last `KEY=value` word of the running kernel's command
+/// line (keys this module does not parse, e.g. `airlock.test.fault`).
+pub fn read_raw_value(key: &str) -> Option<String> {
+    let text = std::fs::read("/proc/cmdline").ok()?;
+    raw_value(&String::from_utf8_lossy(&text), key)
+}
+
+/// [`read_raw_value`] of a given command line.
+pub fn raw_value(text: &str, key: &str) -> Option<String> {
+    words(text)
+        .into_iter()
+        .rev()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
+}
+
 /// Splits a command line into words the way the kernel does: whitespace
 /// separates, double quotes group (and are removed).
 pub fn words(text: &str) -> Vec<String> {
@@ -289,6 +304,19 @@ mod tests {
             let p: Vec<String> = c.problems.iter().map(|p| p.to_string()).collect();
             assert_eq!(p, vec![reason.to_string()], "{line}");
         }
+    }
+
+    #[test]
+    fn raw_values_take_the_last_word() {
+        let t =
+            "quiet airlock.test.fault=panic x=1 airlock.test.fault=health airlock.test.faultx=1";
+        assert_eq!(
+            raw_value(t, "airlock.test.fault").as_deref(),
+            Some("health")
+        );
+        assert_eq!(raw_value(t, "x").as_deref(), Some("1"));
+        assert_eq!(raw_value(t, "quiet"), None);
+        assert_eq!(raw_value(t, "y"), None);
     }
 
     #[test]

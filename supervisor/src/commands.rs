@@ -51,6 +51,14 @@ pub enum Command {
     Run(String),
     /// `batch DIR [options]`: the rest of the line, parsed by `jobargs`.
     Batch(String),
+    /// `system` or `system show`: both boot slots and what boots next.
+    SystemShow,
+    /// `system reboot-to-new`: restart into the pending new system.
+    SystemRebootToNew,
+    /// `system retry`: give a failed slot its tries again.
+    SystemRetry,
+    /// `system clear`: remove a failed slot's system.
+    SystemClear,
 }
 
 /// Why a line was refused. Each message is one line with a hint.
@@ -359,6 +367,44 @@ pub const COMMANDS: &[CommandSpec] = &[
                SHA-256, result and answer.",
     },
     CommandSpec {
+        name: "system show",
+        usage: "system [show]",
+        min_args: 0,
+        max_args: 0,
+        summary: "show the two system slots, the committed version and what boots next",
+        help: "Per boot slot: the system version its UKI carries and its state (running, good, \
+               pending with the tries left, FAILED with the tries used and the reason its boot \
+               recorded); the committed (anti-rollback) version; which slot the next boot \
+               tries. System bundles are installed with 'import'.",
+    },
+    CommandSpec {
+        name: "system reboot-to-new",
+        usage: "system reboot-to-new",
+        min_args: 0,
+        max_args: 0,
+        summary: "restart into the newly installed system to try it",
+        help: "Refused unless the next boot tries a pending new system. That boot runs the \
+               health check; passed, the new system is blessed and its version committed; \
+               failed (or it does not boot within its tries), the PC comes back to this one.",
+    },
+    CommandSpec {
+        name: "system retry",
+        usage: "system retry",
+        min_args: 0,
+        max_args: 0,
+        summary: "give a failed new system its tries again",
+        help: "The failed slot gets 3 tries again (refused when its version is below the \
+               committed one). 'system reboot-to-new' then tries it.",
+    },
+    CommandSpec {
+        name: "system clear",
+        usage: "system clear",
+        min_args: 0,
+        max_args: 0,
+        summary: "remove a failed new system from its slot",
+        help: "Removes the failed slot's UKI from the ESP; the running system is untouched.",
+    },
+    CommandSpec {
         name: "poweroff",
         usage: "poweroff",
         min_args: 0,
@@ -377,7 +423,9 @@ pub const COMMANDS: &[CommandSpec] = &[
 ];
 
 /// Two-word command groups.
-const GROUPS: &[&str] = &["account", "keys", "clock", "audit"];
+const GROUPS: &[&str] = &["account", "keys", "clock", "audit", "system"];
+/// A group alone means this subcommand.
+const GROUP_DEFAULTS: &[(&str, &str)] = &[("system", "system show")];
 
 /// The table entry named `name`.
 pub fn spec(name: &str) -> Option<&'static CommandSpec> {
@@ -409,7 +457,13 @@ pub fn parse(line: &str) -> Result<Option<Command>, GrammarError> {
         return Ok(None);
     };
     let short = |w: &str| w.chars().take(32).collect::<String>();
-    let (s, args) = if GROUPS.contains(first) {
+    let default = GROUP_DEFAULTS
+        .iter()
+        .find(|(g, _)| g == first)
+        .and_then(|(_, d)| spec(d));
+    let (s, args) = if let (Some(d), 1) = (default, words.len()) {
+        (d, &words[1..])
+    } else if GROUPS.contains(first) {
         match words.get(1).and_then(|w| spec(&format!("{first} {w}"))) {
             Some(s) => (s, &words[2..]),
             None => {
@@ -530,6 +584,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, GrammarError> {
                 Command::Batch(rest)
             }
         }
+        "system show" => Command::SystemShow,
+        "system reboot-to-new" => Command::SystemRebootToNew,
+        "system retry" => Command::SystemRetry,
+        "system clear" => Command::SystemClear,
         _ => return Err(GrammarError::Unknown(short(first))),
     }))
 }
@@ -566,6 +624,10 @@ impl Command {
             Command::Eject(_) => "eject",
             Command::Run(_) => "run",
             Command::Batch(_) => "batch",
+            Command::SystemShow => "system show",
+            Command::SystemRebootToNew => "system reboot-to-new",
+            Command::SystemRetry => "system retry",
+            Command::SystemClear => "system clear",
         }
     }
 }

@@ -284,6 +284,16 @@ impl Console {
         }
     }
 
+    /// Asks PID 1 to restart the PC (it says so on every console);
+    /// `false` when PID 1 is not reachable.
+    pub(crate) fn request_reboot(&mut self) -> bool {
+        if self.send(Request::Reboot).is_err() {
+            self.out("reboot: the supervisor is not reachable\n");
+            return false;
+        }
+        true
+    }
+
     pub(crate) fn out(&mut self, text: &str) {
         let _ = self.tty.write_all(text.as_bytes());
     }
@@ -340,7 +350,7 @@ impl Console {
 
     /// The console's main loop; returns the exit status.
     pub fn run(&mut self) -> u8 {
-        let slot = crate::cmdline::read().slot;
+        let slot = Some(crate::system::slot_label());
         let demo = std::fs::read_to_string("/etc/os-release")
             .map(|s| is_demo(&s))
             .unwrap_or(false);
@@ -540,6 +550,14 @@ impl Console {
             Command::Eject(stick) => self.cmd_eject(stick.as_deref()),
             Command::Run(rest) => self.cmd_run(&rest),
             Command::Batch(rest) => self.cmd_batch(&rest),
+            Command::SystemShow => self.cmd_system_show(),
+            Command::SystemRebootToNew => {
+                if self.cmd_system_reboot_to_new() {
+                    return false;
+                }
+            }
+            Command::SystemRetry => self.cmd_system_retry(),
+            Command::SystemClear => self.cmd_system_clear(),
             Command::Poweroff => {
                 // PID 1 writes "airlock: powering off" on every console itself.
                 if self.send(Request::Poweroff).is_err() {

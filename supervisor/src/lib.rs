@@ -50,6 +50,7 @@ pub mod stickread;
 pub mod stickwrite;
 pub mod supervisor;
 pub mod sysctl;
+pub mod system;
 pub mod usb;
 pub mod usb_label;
 
@@ -78,6 +79,7 @@ pub fn entry() -> std::process::ExitCode {
         Some("model-check") => model_check::child::main_from_args(&args[1..]),
         Some("grow-state") => grow::main_from_args(&args[1..]),
         Some("doc-open") => document::child::main_from_args(&args[1..]),
+        Some("system-boot") => system::boot::main_from_args(&args[1..]),
         Some("--version") => {
             println!("airlock-init {VERSION}");
             std::process::ExitCode::SUCCESS
@@ -87,7 +89,8 @@ pub fn entry() -> std::process::ExitCode {
                 "airlock-init: this is the appliance's PID 1 (/init); the only other mode is \
                  'airlock-init console TTY --ctl-fd N', 'airlock-init usb-label DISK', \
                  'airlock-init gpt-parts DISK', 'airlock-init model-check STORE', \
-                 'airlock-init grow-state DISK PARTN GUID MOUNTPOINT' and 'airlock-init doc-open', \
+                 'airlock-init grow-state DISK PARTN GUID MOUNTPOINT', 'airlock-init system-boot' \
+                 and 'airlock-init doc-open', \
                  started by the supervisor itself"
             );
             std::process::ExitCode::from(2)

@@ -210,10 +210,8 @@ impl Console {
                             .as_ref()
                             .is_some_and(|st| st.is_installed(m.kind, &m.name, m.version));
                         let refused = match (&decision, m.kind) {
-                            (_, Kind::System) => Some(
-                                "a system bundle: system updates are not imported here yet".into(),
-                            ),
                             (Err(e), _) => Some(e.clone()),
+                            (Ok(d), Kind::System) => crate::system::install::refusal(m, d),
                             (Ok(Decision::Same), _) if installed => {
                                 Some("already installed".into())
                             }
@@ -305,7 +303,10 @@ impl Console {
             return self.out("import: no such number; nothing imported\n");
         };
         let subject = |f: &Found| Subject {
-            kind: SubjectKind::Model,
+            kind: match f.kind {
+                Kind::Model => SubjectKind::Model,
+                Kind::System => SubjectKind::System,
+            },
             name: Some(sanitise_name(
                 f.path
                     .file_name()
@@ -315,7 +316,11 @@ impl Console {
             hash: f.manifest_sha256.clone(),
         };
         if let Some(why) = &f.refused {
-            let mut d = Draft::by(&me, role, Action::ModelImport, Outcome::Refused)
+            let action = match f.kind {
+                Kind::Model => Action::ModelImport,
+                Kind::System => Action::SystemImport,
+            };
+            let mut d = Draft::by(&me, role, action, Outcome::Refused)
                 .reason("bundle-refused")
                 .detail(
                     crate::screen::line(&format!("{}: {why}", f.line))
@@ -368,6 +373,11 @@ impl Console {
             started: Instant::now(),
             last: None,
         };
+        if f.kind == Kind::System {
+            let r = crate::system::install::from_stick(&src, &store, &trust, &by, &mut progress);
+            drop(mounted);
+            return self.system_imported(f, subject(f), r);
+        }
         let r = import::import_by(&src, &store, &trust, Commit::Now, &by, &mut progress);
         drop(mounted);
         let detail = format!(
@@ -412,6 +422,52 @@ impl Console {
                 self.out(&format!(
                     "import failed: {}; nothing changed\n",
                     escape::text(&e.to_string())
+                ));
+            }
+        }
+    }
+
+    /// Audits and reports a system import (`install::from_stick`).
+    fn system_imported(
+        &mut self,
+        f: &Found,
+        subject: Subject,
+        r: Result<crate::system::install::Installed, String>,
+    ) {
+        let (me, role) = self.who();
+        let signed = format!("signed by {}", f.signers.join(","));
+        match r {
+            Ok(done) => {
+                let text = format!(
+                    "installed system version {} into slot {} ({}, {signed}); the next boot tries it \
+                     ('system reboot-to-new' restarts now)",
+                    f.version,
+                    done.slot.as_str(),
+                    done.entry
+                );
+                let mut d = Draft::by(&me, role, Action::SystemImport, Outcome::Ok).detail(
+                    crate::screen::line(&text)
+                        .chars()
+                        .take(250)
+                        .collect::<String>(),
+                );
+                d.subjects.push(subject);
+                self.audited(d, &text);
+            }
+            Err(e) => {
+                let mut d = Draft::by(&me, role, Action::SystemImport, Outcome::Failed)
+                    .reason("import-failed")
+                    .detail(
+                        crate::screen::line(&format!("version {}: {e}", f.version))
+                            .chars()
+                            .take(250)
+                            .collect::<String>(),
+                    );
+                d.subjects.push(subject);
+                let _ = self.audit(d);
+                self.out(&format!(
+                    "import failed: {}; the running system and its boot slot are unchanged\n",
+                    escape::text(&e)
                 ));
             }
         }

@@ -147,6 +147,26 @@ pub const RULES: &[Rule] = &[
         why: "time stamps the evidence: changed only by the officer, audited with the old time",
     },
     Rule {
+        command: "system show",
+        who: Who::AnyAccount,
+        why: "which system runs and what boots next is a fact every role may check",
+    },
+    Rule {
+        command: "system reboot-to-new",
+        who: Who::Roles(OFFICER),
+        why: "trying a new system changes what runs",
+    },
+    Rule {
+        command: "system retry",
+        who: Who::Roles(OFFICER),
+        why: "changes what the next boots try",
+    },
+    Rule {
+        command: "system clear",
+        who: Who::Roles(OFFICER),
+        why: "removes an installed system",
+    },
+    Rule {
         command: "import",
         who: Who::Roles(OFFICER),
         why: "changing what runs is the officer's; operators only use the active model",

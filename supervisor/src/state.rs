@@ -32,6 +32,9 @@ pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
 /// of the Boot Loader Interface).
 pub const LOADER_DEVICE_PART_UUID: &str =
     "LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+/// systemd-boot's variable naming the entry it booted (its id: the UKI's
+/// file name in `EFI/Linux`).
+pub const LOADER_ENTRY_SELECTED: &str = "LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 
 /// Failing operation of the selection.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -118,12 +121,12 @@ pub fn named_partitions(sys_class_block: &Path) -> Result<Vec<Named>, StateError
     Ok(out)
 }
 
-/// The ESP systemd-boot was started from, from efivarfs at `efivars`:
-/// `Ok(None)` when the variable is not there (direct kernel boot, another
-/// boot loader). The variable is 4 bytes of attributes, then the GUID as
-/// NUL-terminated UTF-16LE text.
-pub fn boot_esp(efivars: &Path) -> Result<Option<String>, StateError> {
-    let path = efivars.join(LOADER_DEVICE_PART_UUID);
+/// A text variable of systemd-boot from efivarfs at `efivars`: `Ok(None)`
+/// when it is not there (direct kernel boot, another boot loader). The
+/// variable is 4 bytes of attributes, then NUL-terminated UTF-16LE text
+/// (at most 64 characters are read).
+pub fn loader_text(efivars: &Path, name: &str) -> Result<Option<String>, StateError> {
+    let path = efivars.join(name);
     let raw = match std::fs::read(&path) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -142,7 +145,15 @@ pub fn boot_esp(efivars: &Path) -> Result<Option<String>, StateError> {
         .take_while(|&u| u != 0)
         .take(64)
         .collect();
-    let text = String::from_utf16_lossy(&units);
+    Ok(Some(String::from_utf16_lossy(&units)))
+}
+
+/// The ESP systemd-boot was started from, from efivarfs at `efivars`:
+/// `Ok(None)` when the variable is not there.
+pub fn boot_esp(efivars: &Path) -> Result<Option<String>, StateError> {
+    let Some(text) = loader_text(efivars, LOADER_DEVICE_PART_UUID)? else {
+        return Ok(None);
+    };
     gpt::parse_guid(&text)
         .map(Some)
         .ok_or_else(|| StateError::BadLoaderVar(escape::text(&text).into_owned()))

@@ -105,11 +105,16 @@ pub struct Supervisor {
     audit: Auditd,
     /// The boot's at-rest check of the models (`model-check` child).
     model_check: crate::model_check::job::Job,
+    /// The boot slots' check (`system-boot` child).
+    system: crate::system::job::Job,
+    /// A restart asked for by the system check: when, and why.
+    reboot_at: Option<(Duration, String)>,
 }
 
 /// Runs PID 1. Never returns.
 pub fn run_pid1() -> ! {
     crate::klog::init();
+    test_fault_panic();
     std::panic::set_hook(Box::new(|info| {
         log::error!("internal error (contained): {info}");
     }));
@@ -145,6 +150,18 @@ pub fn run_pid1() -> ! {
                 }
             }
         }
+    }
+}
+
+/// Test-only (`scripts/build-image --demo --test-fault panic`): a system
+/// that dies at boot, to prove the fallback of A/B updates. Honoured only
+/// by demo images; PID 1 exits, so the kernel panics and (panic=10)
+/// restarts, using up a boot try.
+fn test_fault_panic() {
+    let fault = crate::cmdline::read_raw_value("airlock.test.fault");
+    if fault.as_deref() == Some("panic") && crate::system::running_variant() == "demo" {
+        log::error!("airlock.test.fault=panic: PID 1 exits at boot (test fault)");
+        std::process::exit(1);
     }
 }
 
@@ -376,6 +393,8 @@ impl Supervisor {
                 .unwrap_or_else(|| PathBuf::from("/init")),
             last_tick: Duration::ZERO,
             model_check: Default::default(),
+            system: Default::default(),
+            reboot_at: None,
             audit: Auditd::new(
                 Path::new(crate::auditd::AUDIT_DIR),
                 crate::auditd::boot_id(Path::new("/proc/sys")),
@@ -389,7 +408,9 @@ impl Supervisor {
                 .unwrap_or(0),
             ),
         };
-        // The first entry of every boot (queued until the log is open).
+        // The first entry of every boot (queued until the log is open);
+        // efivarfs first, so that it names the slot systemd-boot booted.
+        let _ = sv.boot_esp();
         let boot = sv.boot_detail();
         sv.record(Draft::system(
             AuditAction::Boot,
@@ -414,7 +435,7 @@ impl Supervisor {
         let (set, absent, failed) = sysctl::counts(&self.sysctls);
         format!(
             "slot={} version={} ready={} lockdown={set}-set-{absent}-absent-{failed}-failed",
-            self.cmdline.slot.as_deref().unwrap_or("unknown"),
+            crate::system::slot_label(),
             crate::VERSION,
             if self.verdict().is_ok() { "yes" } else { "no" },
         )
@@ -775,6 +796,46 @@ impl Supervisor {
         }
     }
 
+    /// Starts the system check once the model check has ended and the
+    /// audit log is open (or has failed): before provisioning it waits.
+    fn maybe_start_system_check(&mut self) {
+        if self.system.started() || !self.model_check.ended() {
+            return;
+        }
+        let Some(audit) = self.audit.health() else {
+            return;
+        };
+        if let Err(e) = self.system.start(&self.self_exe, &audit) {
+            log::error!("system: {e}");
+            self.system.status = Some(e);
+        }
+    }
+
+    /// Relays what the system check said.
+    fn on_system(&mut self, msgs: Vec<crate::system::job::Msg>) {
+        use crate::system::job::{Msg, REBOOT_DELAY};
+        for m in msgs {
+            match m {
+                Msg::Notice(n) => {
+                    log::info!("{n}");
+                    self.broadcast(&n);
+                }
+                Msg::Audit(d) => self.record(d),
+                Msg::Status(s) => log::info!("system: {s}"),
+                Msg::Log(l) => log::info!("system: {l}"),
+                Msg::Reboot(cause) => {
+                    if self.reboot_at.is_none() {
+                        self.broadcast(&format!(
+                            "airlock: restarting in {} s: {cause}",
+                            REBOOT_DELAY.as_secs()
+                        ));
+                        self.reboot_at = Some((boottime() + REBOOT_DELAY, cause));
+                    }
+                }
+            }
+        }
+    }
+
     fn on_reaped(&mut self, r: reaper::Reaped) {
         let now = boottime();
         if let Some(i) = self.label_jobs.iter().position(|j| j.pid == r.pid) {
@@ -784,6 +845,10 @@ impl Supervisor {
         if self.model_check.owns(r.pid) {
             let facts = self.model_check.exited(&r.status, r.code, now);
             return self.on_model_check(facts);
+        }
+        if self.system.owns(r.pid) {
+            let msgs = self.system.exited(&r.status, r.code);
+            return self.on_system(msgs);
         }
         let Some(i) = self
             .consoles
@@ -842,12 +907,13 @@ impl Supervisor {
         let mut r = Report::default();
         let now = boottime();
         r.push("version", crate::VERSION);
+        r.push("slot", crate::system::slot_label());
         r.push(
-            "slot",
-            self.cmdline
-                .slot
+            "system",
+            self.system
+                .status
                 .clone()
-                .unwrap_or_else(|| "unknown".into()),
+                .unwrap_or_else(|| "not checked yet".into()),
         );
         r.push(
             "uptime",
@@ -948,6 +1014,10 @@ impl Supervisor {
                     ready.push('\n');
                     ready.push_str(&n);
                 }
+                for n in &self.system.notices {
+                    ready.push('\n');
+                    ready.push_str(n);
+                }
                 Reply::Ready(ready)
             }
             Request::Status => Reply::Status(self.status_report().render()),
@@ -977,6 +1047,7 @@ impl Supervisor {
 
     fn tick(&mut self) {
         let now = boottime();
+        self.maybe_start_system_check();
         if !self.state_found && now < STATE_WAIT {
             self.look_for_state_partition();
         }
@@ -1121,6 +1192,13 @@ impl Supervisor {
         }
         let facts = self.model_check.drain();
         self.on_model_check(facts);
+        let msgs = self.system.drain();
+        self.on_system(msgs);
+        if let Some((at, cause)) = &self.reboot_at {
+            if boottime() >= *at {
+                return Some((Mode::Reboot, cause.clone()));
+            }
+        }
         for i in ctl_ready {
             let mut buf = vec![0u8; MAX_MSG];
             while let Some(fd) = self.consoles.get(i).and_then(|c| c.ctl.as_ref()) {

@@ -89,7 +89,11 @@ pub fn section(a: Action) -> Section {
         | Action::ModelRollback
         | Action::ModelVerify
         | Action::SystemImport
-        | Action::SystemRollback => Section::Imports,
+        | Action::SystemRollback
+        | Action::SystemCheck
+        | Action::SystemCommit
+        | Action::SystemFallback
+        | Action::SystemSlot => Section::Imports,
         // Who may do what, with which keys, at which time; the log itself.
         Action::Provision
         | Action::AccountAdd

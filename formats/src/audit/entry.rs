@@ -116,8 +116,20 @@ pub enum Action {
     /// The boot's at-rest check of an active model version against its
     /// signed manifest (ok, refused with the reason, or failed to run).
     ModelVerify,
+    /// A system bundle written into the inactive boot slot (officer).
     SystemImport,
     SystemRollback,
+    /// A new system's health check at its first boot failed (`reason`
+    /// `health-check-failed`), or its blessing did.
+    SystemCheck,
+    /// A new system passed its health check: its boot blessed and its
+    /// version committed as the anti-rollback floor.
+    SystemCommit,
+    /// The running system found a failed update in the other slot (its
+    /// tries used up); `detail` has version, tries and reason.
+    SystemFallback,
+    /// The officer retried or cleared a failed slot.
+    SystemSlot,
     /// The audit log exported to a stick.
     AuditExport,
     /// Old segments removed under the retention policy.

@@ -245,6 +245,11 @@ impl Job {
         parts.join("; ")
     }
 
+    /// Whether the check has ended (done or failed) this boot.
+    pub fn ended(&self) -> bool {
+        matches!(self.phase, Phase::Done { .. } | Phase::Failed(_))
+    }
+
     /// The console notices of this check so far (refusals and failures),
     /// also shown to a console that comes up after they were broadcast.
     pub fn notices(&self) -> Vec<String> {
