@@ -95,6 +95,10 @@ pub enum BundleCmd {
     /// GGUF file's own metadata. With --split, a file larger than SIZE is
     /// written as parts (FILE.part000, FILE.part001, …) that fit a FAT32
     /// stick; the import joins them and checks each part and the whole.
+    /// A system bundle (named airlock) carries the UKI: --from-build DIR
+    /// takes it, its version and variant and the trust file's SHA-256 from
+    /// a scripts/build-image output directory; otherwise give FILE,
+    /// --version, --variant and --trust.
     // `--version` here is the bundle's version, not the program's.
     #[command(disable_version_flag = true)]
     Pack {
@@ -105,9 +109,11 @@ pub enum BundleCmd {
         /// (it names the directory in the store).
         #[arg(long)]
         name: String,
-        /// Version (at least 1); an import of a lower version than installed is refused.
-        #[arg(long)]
-        version: u64,
+        /// Version (at least 1); an import of a lower version than installed is
+        /// refused. With --from-build: the UKI's AIRLOCK_SYSTEM_VERSION (if
+        /// given, it must be equal).
+        #[arg(long, required_unless_present = "from_build")]
+        version: Option<u64>,
         /// Free text shown at verification and import (at most 4096 bytes).
         #[arg(long, default_value = "")]
         description: String,
@@ -130,6 +136,21 @@ pub enum BundleCmd {
         /// system: payload path of the UKI (default: the only *.efi).
         #[arg(long)]
         uki: Option<String>,
+        /// system: the image variant the UKI was built as (its VARIANT_ID:
+        /// demo, production). With --from-build: if given, it must be equal.
+        #[arg(long, value_name = "V")]
+        variant: Option<String>,
+        /// system: the trust file built into the UKI (its SHA-256 goes into
+        /// the manifest). With --from-build: if given, it must be the same
+        /// file as DIR/trust.json.
+        #[arg(long, value_name = "FILE")]
+        trust: Option<PathBuf>,
+        /// system: a scripts/build-image output directory: the payload is
+        /// DIR/airlock.efi; version and variant come from its .osrel
+        /// (AIRLOCK_SYSTEM_VERSION, VARIANT_ID), trust_sha256 from
+        /// DIR/trust.json.
+        #[arg(long, value_name = "DIR")]
+        from_build: Option<PathBuf>,
         /// Write files larger than SIZE as parts of at most SIZE bytes: bytes,
         /// or K/M/G (KiB, MiB, GiB) or KB/MB/GB (decimal); at most 4 GiB - 1
         /// (FAT32's limit), e.g. 4095M or 4GB. Default: never split.
@@ -138,8 +159,9 @@ pub enum BundleCmd {
         /// Bundle directory to create.
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
-        /// Payload files: PATH (named after its file name) or PATH_IN_BUNDLE=PATH.
-        #[arg(required = true, value_name = "FILE")]
+        /// Payload files: PATH (named after its file name) or PATH_IN_BUNDLE=PATH
+        /// (none with --from-build).
+        #[arg(required_unless_present = "from_build", value_name = "FILE")]
         files: Vec<String>,
     },
     /// Sign a bundle's manifest: writes manifest.json.SIGNER.minisig.
