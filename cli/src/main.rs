@@ -110,8 +110,8 @@ pub enum BundleCmd {
         #[arg(long)]
         name: String,
         /// Version (at least 1); an import of a lower version than installed is
-        /// refused. With --from-build: the UKI's AIRLOCK_SYSTEM_VERSION (if
-        /// given, it must be equal).
+        /// refused. A system bundle from a build directory takes the UKI's
+        /// AIRLOCK_SYSTEM_VERSION (a version given must equal it).
         #[arg(long, required_unless_present = "from_build")]
         version: Option<u64>,
         /// Free text shown at verification and import (at most 4096 bytes).
@@ -137,12 +137,13 @@ pub enum BundleCmd {
         #[arg(long)]
         uki: Option<String>,
         /// system: the image variant the UKI was built as (its VARIANT_ID:
-        /// demo, production). With --from-build: if given, it must be equal.
+        /// demo, production); from a build directory, a variant given must
+        /// equal the UKI's.
         #[arg(long, value_name = "V")]
         variant: Option<String>,
         /// system: the trust file built into the UKI (its SHA-256 goes into
-        /// the manifest). With --from-build: if given, it must be the same
-        /// file as DIR/trust.json.
+        /// the manifest); from a build directory, a file given must be the
+        /// same as DIR/trust.json.
         #[arg(long, value_name = "FILE")]
         trust: Option<PathBuf>,
         /// system: a scripts/build-image output directory: the payload is
@@ -159,8 +160,8 @@ pub enum BundleCmd {
         /// Bundle directory to create.
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
-        /// Payload files: PATH (named after its file name) or PATH_IN_BUNDLE=PATH
-        /// (none with --from-build).
+        /// Payload files: PATH (named after its file name) or PATH_IN_BUNDLE=PATH;
+        /// none for a system bundle from a build directory.
         #[arg(required_unless_present = "from_build", value_name = "FILE")]
         files: Vec<String>,
     },

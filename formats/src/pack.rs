@@ -55,7 +55,7 @@ pub enum PackError {
     Uki { path: String, source: UkiError },
     #[error("build output {path}: {why}")]
     Build { path: String, why: String },
-    #[error("trust file {path}: {source}")]
+    #[error("{path}: {source}")]
     Trust {
         path: String,
         source: crate::trust::TrustError,
