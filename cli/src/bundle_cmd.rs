@@ -123,24 +123,25 @@ fn system_from_build(dir: &Path, a: SystemArgs) -> Result<(Section, Option<u64>,
 
 pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
     let r = match cmd {
-        BundleCmd::Pack {
-            kind,
-            name,
-            version,
-            description,
-            created,
-            gguf,
-            architecture,
-            context_length,
-            chat_template,
-            uki,
-            variant,
-            trust,
-            from_build,
-            split,
-            out,
-            files,
-        } => (|| {
+        BundleCmd::Pack(args) => (|| {
+            let crate::PackArgs {
+                kind,
+                name,
+                version,
+                description,
+                created,
+                gguf,
+                architecture,
+                context_length,
+                chat_template,
+                uki,
+                variant,
+                trust,
+                from_build,
+                split,
+                out,
+                files,
+            } = *args;
             let system_opts =
                 uki.is_some() || variant.is_some() || trust.is_some() || from_build.is_some();
             if kind == Kind::Model && system_opts {
