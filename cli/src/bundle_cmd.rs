@@ -6,11 +6,11 @@ use crate::BundleCmd;
 use airlock_formats::bundle::{self, BundleError};
 use airlock_formats::escape;
 use airlock_formats::import::{self, Commit, ImportError};
-use airlock_formats::manifest::{Kind, MANIFEST_FILE};
+use airlock_formats::manifest::{self, Kind, MANIFEST_FILE};
 use airlock_formats::pack::{self, Input, PackError, PackSignError, PackSpec, Section};
 use airlock_formats::state::{Decision, State, StateError};
 use airlock_formats::trust::{TrustError, TrustFile};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Errors of the bundle commands; each wraps the failing step's error.
 #[derive(Debug, thiserror::Error)]
@@ -40,35 +40,130 @@ pub enum BundleCmdError {
 
 type Result<T> = std::result::Result<T, BundleCmdError>;
 
+/// The system options of `bundle pack`.
+struct SystemArgs {
+    version: Option<u64>,
+    uki: Option<String>,
+    variant: Option<String>,
+    trust: Option<PathBuf>,
+    files: Vec<String>,
+}
+
+/// Kind section, version and payload of a system bundle: everything given.
+fn system_explicit(a: SystemArgs) -> Result<(Section, Option<u64>, Vec<Input>)> {
+    let (Some(variant), Some(trust)) = (a.variant, &a.trust) else {
+        return Err(BundleCmdError::Usage(
+            "a system bundle needs --variant V and --trust FILE (the trust file built into the UKI), or --from-build DIR".into(),
+        ));
+    };
+    manifest::validate_variant(&variant).map_err(PackError::from)?;
+    let inputs = a
+        .files
+        .iter()
+        .map(|f| Input::parse(f))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let section = Section::System {
+        uki: a.uki,
+        variant,
+        trust_sha256: pack::trust_sha256(trust)?,
+    };
+    Ok((section, a.version, inputs))
+}
+
+/// Kind section, version and payload of a system bundle from a
+/// `scripts/build-image` output directory; options given must agree.
+fn system_from_build(dir: &Path, a: SystemArgs) -> Result<(Section, Option<u64>, Vec<Input>)> {
+    if !a.files.is_empty() {
+        return Err(BundleCmdError::Usage(format!(
+            "--from-build takes the payload from {}: give no FILE",
+            escape::path(&dir.join(pack::BUILD_UKI))
+        )));
+    }
+    if a.uki.is_some() {
+        return Err(BundleCmdError::Usage(format!(
+            "--uki and --from-build exclude each other (the UKI is {})",
+            pack::BUILD_UKI
+        )));
+    }
+    let info = pack::read_build(dir)?;
+    let uki = escape::path(&info.uki);
+    if let Some(v) = a.version.filter(|&v| v != info.version) {
+        return Err(BundleCmdError::Usage(format!(
+            "--version {v} differs from the UKI's AIRLOCK_SYSTEM_VERSION={} ({uki})",
+            info.version
+        )));
+    }
+    if let Some(v) = a.variant.as_deref().filter(|&v| v != info.variant) {
+        return Err(BundleCmdError::Usage(format!(
+            "--variant {} differs from the UKI's VARIANT_ID={} ({uki})",
+            escape::text(v),
+            escape::text(&info.variant)
+        )));
+    }
+    if let Some(t) = &a.trust {
+        if pack::trust_sha256(t)? != info.trust_sha256 {
+            return Err(BundleCmdError::Usage(format!(
+                "--trust {} is not the trust file built into the UKI ({})",
+                escape::path(t),
+                escape::path(&dir.join(pack::BUILD_TRUST))
+            )));
+        }
+    }
+    let section = Section::System {
+        uki: None,
+        variant: info.variant,
+        trust_sha256: info.trust_sha256,
+    };
+    let inputs = vec![Input {
+        path: pack::BUILD_UKI.into(),
+        source: info.uki,
+    }];
+    Ok((section, Some(info.version), inputs))
+}
+
 pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
     let r = match cmd {
-        BundleCmd::Pack {
-            kind,
-            name,
-            version,
-            description,
-            created,
-            gguf,
-            architecture,
-            context_length,
-            chat_template,
-            uki,
-            split,
-            out,
-            files,
-        } => (|| {
-            if kind == Kind::Model && uki.is_some() {
+        BundleCmd::Pack(args) => (|| {
+            let crate::PackArgs {
+                kind,
+                name,
+                version,
+                description,
+                created,
+                gguf,
+                architecture,
+                context_length,
+                chat_template,
+                uki,
+                variant,
+                trust,
+                from_build,
+                split,
+                out,
+                files,
+            } = *args;
+            let system_opts =
+                uki.is_some() || variant.is_some() || trust.is_some() || from_build.is_some();
+            if kind == Kind::Model && system_opts {
                 return Err(BundleCmdError::Usage(
-                    "--uki given for a model bundle".into(),
+                    "system options (--uki, --variant, --trust, --from-build) given for a model bundle"
+                        .into(),
                 ));
             }
-            let section = match kind {
-                Kind::Model => Section::Model {
-                    gguf,
-                    architecture,
-                    context_length,
-                    chat_template,
-                },
+            let (section, version, inputs) = match kind {
+                Kind::Model => (
+                    Section::Model {
+                        gguf,
+                        architecture,
+                        context_length,
+                        chat_template,
+                    },
+                    version,
+                    files
+                        .iter()
+                        .map(|f| Input::parse(f))
+                        .collect::<std::result::Result<Vec<_>, _>>()?,
+                ),
                 Kind::System => {
                     if gguf.is_some()
                         || architecture.is_some()
@@ -79,13 +174,28 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
                             "model options given for a system bundle".into(),
                         ));
                     }
-                    Section::System { uki }
+                    if name != pack::SYSTEM_BUNDLE_NAME {
+                        return Err(BundleCmdError::Usage(format!(
+                            "a system bundle is named {} (--name {0}), not {}",
+                            pack::SYSTEM_BUNDLE_NAME,
+                            escape::text(&name)
+                        )));
+                    }
+                    let sys = SystemArgs {
+                        version,
+                        uki,
+                        variant,
+                        trust,
+                        files,
+                    };
+                    match from_build {
+                        Some(dir) => system_from_build(&dir, sys)?,
+                        None => system_explicit(sys)?,
+                    }
                 }
             };
-            let inputs = files
-                .iter()
-                .map(|f| Input::parse(f))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let version =
+                version.ok_or_else(|| BundleCmdError::Usage("no --version given".into()))?;
             let total = inputs
                 .iter()
                 .filter_map(|i| std::fs::metadata(&i.source).ok())
@@ -104,6 +214,15 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
             let m = pack::pack(&spec, &out, &mut |n| bar.inc(n));
             bar.done();
             let m = m?;
+            if let Some(s) = &m.system {
+                println!(
+                    "system {} version {}: variant {}, trust file sha256 {}",
+                    escape::text(&s.uki),
+                    m.version,
+                    escape::text(&s.variant),
+                    escape::text(&s.trust_sha256)
+                );
+            }
             if let Some(md) = &m.model {
                 println!(
                     "model {}: architecture {}, context {}, chat template {}",
@@ -294,7 +413,12 @@ fn print_details(b: &bundle::Bundle) {
                 .map(|t| format!(", chat template {}", escape::text(t)))
                 .unwrap_or_default()
         ),
-        (_, Some(s)) => println!("  system      uki {}", escape::text(&s.uki)),
+        (_, Some(s)) => println!(
+            "  system      uki {}, variant {}, trust file sha256 {}",
+            escape::text(&s.uki),
+            escape::text(&s.variant),
+            escape::text(&s.trust_sha256)
+        ),
         _ => {}
     }
     println!(

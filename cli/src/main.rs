@@ -95,53 +95,13 @@ pub enum BundleCmd {
     /// GGUF file's own metadata. With --split, a file larger than SIZE is
     /// written as parts (FILE.part000, FILE.part001, …) that fit a FAT32
     /// stick; the import joins them and checks each part and the whole.
+    /// A system bundle (named airlock) carries the UKI: --from-build DIR
+    /// takes it, its version and variant and the trust file's SHA-256 from
+    /// a scripts/build-image output directory; otherwise give FILE,
+    /// --version, --variant and --trust.
     // `--version` here is the bundle's version, not the program's.
     #[command(disable_version_flag = true)]
-    Pack {
-        /// What the bundle carries: model or system.
-        #[arg(long)]
-        kind: airlock_formats::manifest::Kind,
-        /// Bundle name: 1-64 of a-z 0-9 . _ -, starting with a letter or digit
-        /// (it names the directory in the store).
-        #[arg(long)]
-        name: String,
-        /// Version (at least 1); an import of a lower version than installed is refused.
-        #[arg(long)]
-        version: u64,
-        /// Free text shown at verification and import (at most 4096 bytes).
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Creation time (RFC 3339 UTC); default now, or SOURCE_DATE_EPOCH.
-        #[arg(long)]
-        created: Option<String>,
-        /// model: payload path of the GGUF file (default: the only *.gguf).
-        #[arg(long)]
-        gguf: Option<String>,
-        /// model: architecture, e.g. llama (default: the GGUF's general.architecture).
-        #[arg(long)]
-        architecture: Option<String>,
-        /// model: context length in tokens (default: the GGUF's ARCH.context_length).
-        #[arg(long)]
-        context_length: Option<u64>,
-        /// model: payload path of a chat template file (default: the GGUF's
-        /// tokenizer.chat_template, written as chat_template.jinja, if it has one).
-        #[arg(long)]
-        chat_template: Option<String>,
-        /// system: payload path of the UKI (default: the only *.efi).
-        #[arg(long)]
-        uki: Option<String>,
-        /// Write files larger than SIZE as parts of at most SIZE bytes: bytes,
-        /// or K/M/G (KiB, MiB, GiB) or KB/MB/GB (decimal); at most 4 GiB - 1
-        /// (FAT32's limit), e.g. 4095M or 4GB. Default: never split.
-        #[arg(long, value_name = "SIZE", value_parser = parse_split)]
-        split: Option<u64>,
-        /// Bundle directory to create.
-        #[arg(short = 'o', long = "out")]
-        out: PathBuf,
-        /// Payload files: PATH (named after its file name) or PATH_IN_BUNDLE=PATH.
-        #[arg(required = true, value_name = "FILE")]
-        files: Vec<String>,
-    },
+    Pack(Box<PackArgs>),
     /// Sign a bundle's manifest: writes manifest.json.SIGNER.minisig.
     ///
     /// First checks the layout and listing and hashes every payload
@@ -183,6 +143,73 @@ pub enum BundleCmd {
         #[arg(long)]
         store: PathBuf,
     },
+}
+
+/// Options of `airlock bundle pack` (boxed: the largest subcommand).
+#[derive(Args)]
+pub struct PackArgs {
+    /// What the bundle carries: model or system.
+    #[arg(long)]
+    kind: airlock_formats::manifest::Kind,
+    /// Bundle name: 1-64 of a-z 0-9 . _ -, starting with a letter or digit
+    /// (it names the directory in the store).
+    #[arg(long)]
+    name: String,
+    /// Version (at least 1); an import of a lower version than installed is
+    /// refused. A system bundle from a build directory takes the UKI's
+    /// AIRLOCK_SYSTEM_VERSION (a version given must equal it).
+    #[arg(long, required_unless_present = "from_build")]
+    version: Option<u64>,
+    /// Free text shown at verification and import (at most 4096 bytes).
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Creation time (RFC 3339 UTC); default now, or SOURCE_DATE_EPOCH.
+    #[arg(long)]
+    created: Option<String>,
+    /// model: payload path of the GGUF file (default: the only *.gguf).
+    #[arg(long)]
+    gguf: Option<String>,
+    /// model: architecture, e.g. llama (default: the GGUF's general.architecture).
+    #[arg(long)]
+    architecture: Option<String>,
+    /// model: context length in tokens (default: the GGUF's ARCH.context_length).
+    #[arg(long)]
+    context_length: Option<u64>,
+    /// model: payload path of a chat template file (default: the GGUF's
+    /// tokenizer.chat_template, written as chat_template.jinja, if it has one).
+    #[arg(long)]
+    chat_template: Option<String>,
+    /// system: payload path of the UKI (default: the only *.efi).
+    #[arg(long)]
+    uki: Option<String>,
+    /// system: the image variant the UKI was built as (its VARIANT_ID:
+    /// demo, production); from a build directory, a variant given must
+    /// equal the UKI's.
+    #[arg(long, value_name = "V")]
+    variant: Option<String>,
+    /// system: the trust file built into the UKI (its SHA-256 goes into
+    /// the manifest); from a build directory, a file given must be the
+    /// same as DIR/trust.json.
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    /// system: a scripts/build-image output directory: the payload is
+    /// DIR/airlock.efi; version and variant come from its .osrel
+    /// (AIRLOCK_SYSTEM_VERSION, VARIANT_ID), trust_sha256 from
+    /// DIR/trust.json.
+    #[arg(long, value_name = "DIR")]
+    from_build: Option<PathBuf>,
+    /// Write files larger than SIZE as parts of at most SIZE bytes: bytes,
+    /// or K/M/G (KiB, MiB, GiB) or KB/MB/GB (decimal); at most 4 GiB - 1
+    /// (FAT32's limit), e.g. 4095M or 4GB. Default: never split.
+    #[arg(long, value_name = "SIZE", value_parser = parse_split)]
+    split: Option<u64>,
+    /// Bundle directory to create.
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
+    /// Payload files: PATH (named after its file name) or PATH_IN_BUNDLE=PATH;
+    /// none for a system bundle from a build directory.
+    #[arg(required_unless_present = "from_build", value_name = "FILE")]
+    files: Vec<String>,
 }
 
 #[derive(Subcommand)]

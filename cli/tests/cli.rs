@@ -1418,3 +1418,254 @@ fn pack_options_have_help() {
     }
     assert!(help.contains("--split <SIZE>"), "{help}");
 }
+
+/// A `scripts/build-image` output directory in `dir`: `airlock.efi` made
+/// like build-image makes the UKI (systemd's EFI stub with an `.osrel`
+/// section added by objcopy; stub and objcopy are host requirements of
+/// scripts/setup-host) and `trust.json`. `osrel: None` = no `.osrel`.
+fn build_dir(dir: &Path, osrel: Option<&str>, trust: &Path) -> PathBuf {
+    const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+    assert!(
+        Path::new(STUB).is_file(),
+        "{STUB} missing: run scripts/setup-host"
+    );
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).unwrap();
+    let uki = dir.join("airlock.efi");
+    match osrel {
+        Some(text) => {
+            let f = dir.join("os-release");
+            fs::write(&f, text).unwrap();
+            let out = Command::new("objcopy")
+                .arg("--add-section")
+                .arg(format!(".osrel={}", p(&f)))
+                .args(["--change-section-vma", ".osrel=0x20000000", STUB, p(&uki)])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "objcopy: {out:?}");
+        }
+        None => {
+            fs::copy(STUB, &uki).unwrap();
+        }
+    }
+    fs::copy(trust, dir.join("trust.json")).unwrap();
+    dir.to_owned()
+}
+
+fn sha256_file(path: &Path) -> String {
+    let out = ok(Command::new("sha256sum").arg(path).output().unwrap());
+    out.split_whitespace().next().unwrap().to_owned()
+}
+
+/// `bundle pack --kind system --from-build DIR`: the UKI, its version and
+/// variant from its .osrel, the trust file's SHA-256; signed with stock
+/// minisign it verifies. Options given must agree; one-line refusals.
+#[test]
+fn pack_system_from_build() {
+    let fx = Fx::new();
+    let osrel = "NAME=\"Airlock\"\nID=airlock\nVERSION_ID=0.1.0\nIMAGE_VERSION=3\n\
+        AIRLOCK_SYSTEM_VERSION=3\nVARIANT=\"production\"\nVARIANT_ID=production\n";
+    let build = build_dir(&fx.path("build"), Some(osrel), &fx.trust);
+    let trust_sha = sha256_file(&fx.trust);
+    let out = fx.path("airlock_3.airlock");
+    let pack = |extra: &[&str], out: &Path| {
+        let mut args = vec!["bundle", "pack", "--kind", "system", "--name", "airlock"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-o", p_owned(out)]);
+        airlock(&args)
+    };
+    let stdout = ok(pack(&["--from-build", p(&build)], &out));
+    assert!(
+        stdout.contains(&format!(
+            "system airlock.efi version 3: variant production, trust file sha256 {trust_sha}"
+        )),
+        "{stdout}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["version"], 3);
+    assert_eq!(
+        m["system"],
+        serde_json::json!({
+            "uki": "airlock.efi",
+            "variant": "production",
+            "trust_sha256": trust_sha,
+        })
+    );
+    assert_eq!(
+        m["files"][0]["sha256"],
+        sha256_file(&build.join("airlock.efi"))
+    );
+    fx.sign(&out, "s1", &[]);
+    let v = ok(fx.verify(&out));
+    assert!(v.contains("bundle OK: system airlock version 3"), "{v}");
+    assert!(v.contains("variant production"), "{v}");
+
+    // Agreeing options are accepted; the explicit form gives the same section.
+    ok(pack(
+        &[
+            "--from-build",
+            p(&build),
+            "--version",
+            "3",
+            "--variant",
+            "production",
+            "--trust",
+            p(&fx.trust),
+        ],
+        &fx.path("agree"),
+    ));
+    ok(pack(
+        &[
+            "--version",
+            "3",
+            "--variant",
+            "production",
+            "--trust",
+            p(&fx.trust),
+            p(&build.join("airlock.efi")),
+        ],
+        &fx.path("explicit"),
+    ));
+    let e: serde_json::Value =
+        serde_json::from_slice(&fs::read(fx.path("explicit/manifest.json")).unwrap()).unwrap();
+    assert_eq!(e["system"], m["system"]);
+
+    // Another (valid) trust file.
+    let other = fx.path("other-trust.json");
+    ok(airlock(&[
+        "trust",
+        "init",
+        "--root-key",
+        p(&fx.path("keys/stranger.pub")),
+        "-o",
+        p(&other),
+    ]));
+    let b = p_owned(&build);
+    let refusals: &[(&str, Vec<&str>, &str)] = &[
+        (
+            "version differs",
+            vec!["--from-build", b, "--version", "4"],
+            "--version 4 differs from the UKI's AIRLOCK_SYSTEM_VERSION=3",
+        ),
+        (
+            "variant differs",
+            vec!["--from-build", b, "--variant", "demo"],
+            "--variant demo differs from the UKI's VARIANT_ID=production",
+        ),
+        (
+            "trust file differs",
+            vec!["--from-build", b, "--trust", p_owned(&other)],
+            "is not the trust file built into the UKI",
+        ),
+        (
+            "not a trust file",
+            vec![
+                "--from-build",
+                b,
+                "--trust",
+                p_owned(&build.join("os-release")),
+            ],
+            "os-release: trust file",
+        ),
+        (
+            "payload given",
+            vec!["--from-build", b, p_owned(&fx.trust)],
+            "give no FILE",
+        ),
+        (
+            "--uki given",
+            vec!["--from-build", b, "--uki", "x.efi"],
+            "--uki and --from-build exclude each other",
+        ),
+        (
+            "explicit without variant",
+            vec![
+                "--version",
+                "3",
+                "--trust",
+                p_owned(&fx.trust),
+                p_owned(&build.join("airlock.efi")),
+            ],
+            "needs --variant V and --trust FILE",
+        ),
+        (
+            "explicit bad variant",
+            vec![
+                "--version",
+                "3",
+                "--variant",
+                "Prod",
+                "--trust",
+                p_owned(&fx.trust),
+                p_owned(&build.join("airlock.efi")),
+            ],
+            "system.variant \"Prod\" is not 1-32 of a-z 0-9 -",
+        ),
+        (
+            "no build dir",
+            vec!["--from-build", p_owned(&fx.path("nowhere"))],
+            "nowhere/airlock.efi",
+        ),
+    ];
+    for (what, extra, want) in refusals {
+        let dst = fx.path("refused");
+        let out = pack(extra, &dst);
+        assert!(!dst.exists(), "{what}");
+        eprintln!("{what}");
+        refused(out, want);
+    }
+    // Name and kind.
+    let dst = fx.path("refused");
+    refused(
+        airlock(&[
+            "bundle",
+            "pack",
+            "--kind",
+            "system",
+            "--name",
+            "os",
+            "--from-build",
+            b,
+            "-o",
+            p(&dst),
+        ]),
+        "a system bundle is named airlock (--name airlock), not os",
+    );
+    refused(
+        airlock(&[
+            "bundle",
+            "pack",
+            "--kind",
+            "model",
+            "--name",
+            "m",
+            "--from-build",
+            b,
+            "-o",
+            p(&dst),
+        ]),
+        "system options (--uki, --variant, --trust, --from-build) given for a model bundle",
+    );
+    // A UKI without .osrel, or whose .osrel lacks the keys.
+    for (osrel, want) in [
+        (None, "airlock.efi: UKI has no .osrel section"),
+        (
+            Some("ID=airlock\nVARIANT_ID=demo\n"),
+            "has no AIRLOCK_SYSTEM_VERSION",
+        ),
+        (Some("AIRLOCK_SYSTEM_VERSION=2\n"), "has no VARIANT_ID"),
+        (
+            Some("AIRLOCK_SYSTEM_VERSION=x\nVARIANT_ID=demo\n"),
+            "AIRLOCK_SYSTEM_VERSION=x in its .osrel is not a version",
+        ),
+        (
+            Some("AIRLOCK_SYSTEM_VERSION=2\nVARIANT_ID=a b\n"),
+            "UKI .osrel line 2: unquoted blank",
+        ),
+    ] {
+        let bad = build_dir(&fx.path("bad"), osrel, &fx.trust);
+        refused(pack(&["--from-build", p(&bad)], &dst), want);
+        assert!(!dst.exists());
+    }
+}

@@ -55,7 +55,7 @@ pub enum PackError {
     Uki { path: String, source: UkiError },
     #[error("build output {path}: {why}")]
     Build { path: String, why: String },
-    #[error("trust file {path}: {source}")]
+    #[error("{path}: {source}")]
     Trust {
         path: String,
         source: crate::trust::TrustError,
@@ -166,6 +166,8 @@ pub enum Section {
     },
 }
 
+/// Name of every system bundle (the store keeps one system, `airlock`).
+pub const SYSTEM_BUNDLE_NAME: &str = "airlock";
 /// File name of the UKI in a `scripts/build-image` output directory.
 pub const BUILD_UKI: &str = "airlock.efi";
 /// File name of the trust file built into the image, in that directory.
