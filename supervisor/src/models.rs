@@ -232,7 +232,7 @@ impl Console {
                             device: dev.clone(),
                             path: dir.clone(),
                             line: format!(
-                                "{dev}: {} {} version {} — signed by {} — {} — {what}",
+                                "{dev}: {shown}: {} {} version {} — signed by {} — {} — {what}",
                                 m.kind.as_str(),
                                 escape::text(&m.name),
                                 m.version,
@@ -374,7 +374,24 @@ impl Console {
             last: None,
         };
         if f.kind == Kind::System {
-            let r = crate::system::install::from_stick(&src, &store, &trust, &by, &mut progress);
+            let mut tty2 = self.tty.try_clone().ok();
+            let mut say = |slot: crate::system::slots::Slot| {
+                if let Some(t) = tty2.as_mut() {
+                    let _ = writeln!(
+                        t,
+                        "\nverified; writing the new system into slot {}…",
+                        slot.as_str()
+                    );
+                }
+            };
+            let r = crate::system::install::from_stick(
+                &src,
+                &store,
+                &trust,
+                &by,
+                &mut progress,
+                &mut say,
+            );
             drop(mounted);
             return self.system_imported(f, subject(f), r);
         }

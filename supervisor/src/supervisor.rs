@@ -114,7 +114,6 @@ pub struct Supervisor {
 /// Runs PID 1. Never returns.
 pub fn run_pid1() -> ! {
     crate::klog::init();
-    test_fault_panic();
     std::panic::set_hook(Box::new(|info| {
         log::error!("internal error (contained): {info}");
     }));
@@ -327,6 +326,8 @@ impl Supervisor {
             secs3(boottime())
         );
         let cmdline = cmdline::read();
+        // /proc is mounted now: the test fault can be read.
+        test_fault_panic();
         for p in &cmdline.problems {
             log::warn!("{p}");
             boot_problems.push(p.to_string());

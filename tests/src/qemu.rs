@@ -602,6 +602,53 @@ impl Vm {
         Ok(stick)
     }
 
+    /// Hot-plugs `image` like [`Vm::plug_stick`], its reads throttled to
+    /// `bytes_per_sec` (a QEMU throttle group): a copy from it takes long
+    /// enough for a test to pull the stick in the middle of it.
+    pub fn plug_slow_stick(
+        &mut self,
+        image: &Path,
+        bytes_per_sec: u64,
+    ) -> Result<UsbStick, VmError> {
+        self.sticks += 1;
+        let stick = UsbStick {
+            device: format!("stick{}", self.sticks),
+            node: format!("stick{}-blk", self.sticks),
+        };
+        let group = format!("stick{}-tg", self.sticks);
+        self.qmp.execute(
+            "object-add",
+            Some(json!({
+                "qom-type": "throttle-group",
+                "id": group,
+                "limits": { "bps-read": bytes_per_sec },
+            })),
+        )?;
+        self.qmp.execute(
+            "blockdev-add",
+            Some(json!({
+                "driver": "throttle",
+                "node-name": stick.node,
+                "throttle-group": group,
+                "file": {
+                    "driver": "raw",
+                    "file": { "driver": "file", "filename": image.display().to_string() },
+                },
+            })),
+        )?;
+        self.qmp.execute(
+            "device_add",
+            Some(json!({
+                "driver": "usb-storage",
+                "bus": "xhci.0",
+                "drive": stick.node,
+                "id": stick.device,
+                "removable": true,
+            })),
+        )?;
+        Ok(stick)
+    }
+
     /// Pulls a stick: `device_del`, wait until QEMU has removed the device,
     /// then `blockdev-del` its node.
     pub fn unplug_stick(&mut self, stick: &UsbStick) -> Result<(), VmError> {

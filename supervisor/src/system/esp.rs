@@ -173,6 +173,9 @@ impl Drop for Mounted {
 /// Mounts the ESP `dev` (read-write when `write`), after taking the lock;
 /// [`EspError::Busy`] when another process holds it.
 pub fn mount_esp(dev: &str, write: bool) -> Result<Mounted, EspError> {
+    if let Some(dir) = Path::new(LOCK_FILE).parent() {
+        std::fs::create_dir_all(dir).map_err(EspError::Lock)?;
+    }
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -216,6 +216,7 @@ pub fn from_stick(
     trust: &TrustFile,
     by: &Importer,
     progress: &mut dyn Progress,
+    on_write: &mut dyn FnMut(Slot),
 ) -> Result<Installed, String> {
     let running = super::running_slot()
         .ok_or("this boot did not come through systemd-boot: there are no boot slots")?;
@@ -228,6 +229,7 @@ pub fn from_stick(
     let bytes = std::fs::read(rep.destination.join(manifest::MANIFEST_FILE))
         .map_err(|e| format!("read the stored manifest: {e}"))?;
     let m = Manifest::parse(&bytes).map_err(|e| format!("the stored manifest: {e}"))?;
+    on_write(slot);
     let entry = install(&rep.destination, &m, &esp, slot, &mut |n| {
         progress.advance(n)
     })
