@@ -806,7 +806,7 @@ impl Supervisor {
         let Some(audit) = self.audit.health() else {
             return;
         };
-        if let Err(e) = self.system.start(&self.self_exe, &audit) {
+        if let Err(e) = self.system.start(&self.self_exe, &audit, boottime()) {
             log::error!("system: {e}");
             self.system.status = Some(e);
         }
@@ -1049,6 +1049,8 @@ impl Supervisor {
     fn tick(&mut self) {
         let now = boottime();
         self.maybe_start_system_check();
+        let overdue = self.system.overdue(now);
+        self.on_system(overdue);
         if !self.state_found && now < STATE_WAIT {
             self.look_for_state_partition();
         }

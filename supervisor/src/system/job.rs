@@ -19,6 +19,9 @@ pub const MAX_LINE: usize = 4096;
 pub const MAX_OUTPUT: usize = 256 * 1024;
 /// How long a console shows the restart notice before the restart.
 pub const REBOOT_DELAY: Duration = Duration::from_secs(10);
+/// Longest the check may run (model load and probe suite on a slow PC
+/// take minutes); then it is killed and the boot stays unblessed.
+pub const DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// One line of the child's output.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +69,8 @@ impl Msg {
 #[derive(Debug, Default)]
 pub struct Job {
     started: bool,
+    /// When it was started (boot time).
+    since: Duration,
     pid: Option<i32>,
     stdout: Option<ChildStdout>,
     pending: Vec<u8>,
@@ -84,11 +89,17 @@ impl Job {
     }
 
     /// Starts the child once; `audit` is PID 1's verdict on the audit log.
-    pub fn start(&mut self, exe: &Path, audit: &Result<(), String>) -> Result<(), String> {
+    pub fn start(
+        &mut self,
+        exe: &Path,
+        audit: &Result<(), String>,
+        now: Duration,
+    ) -> Result<(), String> {
         if self.started {
             return Ok(());
         }
         self.started = true;
+        self.since = now;
         let verdict = match audit {
             Ok(()) => "ok".to_string(),
             Err(e) => e.clone(),
@@ -119,6 +130,36 @@ impl Job {
         self.stdout = Some(stdout);
         self.status = Some("checking…".into());
         Ok(())
+    }
+
+    /// Kills a child that ran past [`DEADLINE`]; the message to relay.
+    pub fn overdue(&mut self, now: Duration) -> Vec<Msg> {
+        let Some(pid) = self.pid else {
+            return Vec::new();
+        };
+        if now.saturating_sub(self.since) < DEADLINE {
+            return Vec::new();
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        self.pid = None;
+        self.stdout = None;
+        let why = format!(
+            "system: the check of this boot did not end within {} min and was stopped; \
+             this boot is NOT blessed (its remaining tries will be used)",
+            DEADLINE.as_secs() / 60
+        );
+        self.status = Some("check stopped after its deadline: NOT blessed".into());
+        self.notices.push(why.clone());
+        let d = Draft::system(
+            airlock_formats::audit::entry::Action::SystemCheck,
+            airlock_formats::audit::entry::Outcome::Failed,
+            Some(why.clone()),
+        )
+        .reason("health-check-timeout");
+        vec![Msg::Notice(why), Msg::Audit(d)]
     }
 
     pub fn owns(&self, pid: i32) -> bool {
