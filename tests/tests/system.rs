@@ -20,10 +20,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use airlock_e2e::bundles::{self, Packer, Signer};
+use airlock_e2e::figures::{publish, Figure};
 use airlock_e2e::session::{self, AUDITOR, OFFICER};
 use airlock_e2e::{timeout, Artifacts, Must, Vm, VmConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
+
+/// Prints a measured duration (never asserted).
+fn figure(name: &'static str, since: Instant, note: &str) {
+    let f = Figure {
+        name,
+        value: format!("{:.1} s", since.elapsed().as_secs_f64()),
+        note: note.into(),
+    };
+    publish(&[f], None).must();
+}
 
 /// The officer's prompt.
 const PROMPT: &str = "airlock otto@officer> ";
@@ -242,8 +254,14 @@ fn update_is_tried_blessed_and_committed() {
     vm.wait_for("[usb] stick inserted", timeout(60)).must();
     import(&mut vm, "airlock_2.airlock: system airlock version 2");
     session::answer(&mut vm, "Type yes: ", "yes").must();
+    let t = Instant::now();
     vm.wait_for("installed system version 2 into slot b", timeout(600))
         .must();
+    figure(
+        "system update: import of the 25 MiB bundle into slot b",
+        t,
+        "stick to store (verified), store to ESP (verified), TCG",
+    );
     vm.wait_for(PROMPT, timeout(30)).must();
     let s = system(&mut vm);
     assert_has(
@@ -260,11 +278,19 @@ fn update_is_tried_blessed_and_committed() {
 
     // Boot 3: version 2 from slot B, tried, blessed, committed.
     let mut vm = boot("system-3", disk.path(), "b");
+    vm.wait_for("version 2 (slot b) is on trial", timeout(BOOT_SECS))
+        .must();
+    let t = Instant::now();
     vm.wait_for(
         "version 2 (slot b) passed its health check",
         timeout(BOOT_SECS),
     )
     .must();
+    figure(
+        "system update: health check of the new system",
+        t,
+        "lockdown, network, probe suite, worker on the built-in model, audit; TCG",
+    );
     session::login(&mut vm, OFFICER).must();
     let s = system(&mut vm);
     assert_has(
@@ -345,6 +371,7 @@ fn failed_updates_fall_back() {
     drop(vm);
 
     // Three tries of a system whose PID 1 dies at boot.
+    let t = Instant::now();
     for i in 1..=3 {
         let mut vm = Vm::start(&disk_config(&format!("fallback-panic-{i}"), disk.path())).must();
         vm.wait_exit(timeout(BOOT_SECS)).must();
@@ -362,6 +389,11 @@ fn failed_updates_fall_back() {
         timeout(BOOT_SECS),
     )
     .must();
+    figure(
+        "system update: fallback after a panicking system",
+        t,
+        "three boots that panic (panic=10) and the old slot's boot, OVMF under TCG",
+    );
     session::login(&mut vm, OFFICER).must();
     let s = system(&mut vm);
     assert_has(
