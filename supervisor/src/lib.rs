@@ -24,6 +24,7 @@ pub mod job;
 pub mod jobargs;
 pub mod jobcmd;
 pub mod klog;
+pub mod linepipe;
 pub mod model_check;
 pub mod models;
 pub mod mounts;

@@ -8,11 +8,10 @@
 
 use super::line::{self, Line, MAX_LINE};
 use crate::auditd::Draft;
+use crate::linepipe::{LinePipe, Lines};
 use airlock_formats::audit::entry::{Action, Outcome, MAX_DETAIL_LEN};
-use std::io::Read;
-use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Most bytes of output read from the child; the rest is read and dropped
@@ -37,13 +36,8 @@ enum Phase {
 pub struct Job {
     phase: Phase,
     pid: Option<i32>,
-    stdout: Option<ChildStdout>,
-    /// Bytes of an incomplete line.
-    pending: Vec<u8>,
-    /// Dropping a line that grew past [`MAX_LINE`] until its newline.
-    skipping: bool,
-    /// Output bytes read so far.
-    read: usize,
+    /// The child's output.
+    pipe: LinePipe,
     started: Duration,
     /// The model being checked (name, version, bytes).
     checking: Option<(String, u64, u64)>,
@@ -56,10 +50,7 @@ impl Default for Job {
         Job {
             phase: Phase::Idle,
             pid: None,
-            stdout: None,
-            pending: Vec::new(),
-            skipping: false,
-            read: 0,
+            pipe: LinePipe::new(MAX_LINE, MAX_OUTPUT),
             started: Duration::ZERO,
             checking: None,
             facts: Vec::new(),
@@ -92,13 +83,12 @@ impl Job {
         let Some(stdout) = c.stdout.take() else {
             return self.fail("start the model check: no pipe".into());
         };
-        if let Err(e) = set_nonblocking(&stdout) {
+        if let Err(e) = self.pipe.attach(stdout) {
             // Blocking reads would stall PID 1: kill it and say so.
             let _ = c.kill();
             return self.fail(format!("start the model check: {e}"));
         }
         self.pid = Some(pid);
-        self.stdout = Some(stdout);
         self.phase = Phase::Running;
         Vec::new()
     }
@@ -110,38 +100,15 @@ impl Job {
 
     /// Reads what the child has written so far; returns the new facts.
     pub fn drain(&mut self) -> Vec<Line> {
-        let mut buf = [0u8; 4096];
-        let mut bytes = Vec::new();
-        if let Some(out) = self.stdout.as_mut() {
-            loop {
-                match out.read(&mut buf) {
-                    Ok(0) => {
-                        self.stdout = None;
-                        break;
-                    }
-                    Ok(n) => {
-                        let room = MAX_OUTPUT.saturating_sub(self.read);
-                        bytes.extend_from_slice(buf.get(..n.min(room)).unwrap_or(&[]));
-                        self.read = self.read.saturating_add(n);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break, // EAGAIN: nothing more for now
-                }
-            }
-        }
-        self.take(&bytes)
+        let got = self.pipe.drain();
+        self.take_lines(got)
     }
 
     /// The child exited (`status` as the reaper describes it): reads the
     /// rest of its output and closes the check.
     pub fn exited(&mut self, status: &str, code: Option<i32>, now: Duration) -> Vec<Line> {
-        let mut facts = self.drain();
-        if !self.pending.is_empty() && !self.skipping {
-            let rest = std::mem::take(&mut self.pending);
-            facts.extend(self.take_line(&rest));
-        }
-        self.pending.clear();
-        self.stdout = None;
+        let got = self.pipe.finish();
+        let mut facts = self.take_lines(got);
         self.pid = None;
         self.checking = None;
         if code == Some(0) {
@@ -163,25 +130,20 @@ impl Job {
     }
 
     /// Splits `bytes` into lines (keeping an incomplete one) and parses them.
+    #[cfg(test)]
     fn take(&mut self, bytes: &[u8]) -> Vec<Line> {
-        let mut facts = Vec::new();
-        for &b in bytes {
-            if b == b'\n' {
-                let l = std::mem::take(&mut self.pending);
-                if std::mem::take(&mut self.skipping) {
-                    log::warn!("model check: a line longer than {MAX_LINE} bytes was dropped");
-                } else {
-                    facts.extend(self.take_line(&l));
-                }
-            } else if !self.skipping {
-                self.pending.push(b);
-                if self.pending.len() > MAX_LINE {
-                    self.pending.clear();
-                    self.skipping = true;
-                }
-            }
+        let got = self.pipe.split(bytes);
+        self.take_lines(got)
+    }
+
+    fn take_lines(&mut self, got: Lines) -> Vec<Line> {
+        if got.dropped > 0 {
+            log::warn!(
+                "model check: {} line(s) longer than {MAX_LINE} bytes dropped",
+                got.dropped
+            );
         }
-        facts
+        got.lines.iter().filter_map(|l| self.take_line(l)).collect()
     }
 
     fn take_line(&mut self, raw: &[u8]) -> Option<Line> {
@@ -348,13 +310,6 @@ fn detail(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-fn set_nonblocking(out: &ChildStdout) -> Result<(), nix::Error> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_truncate(fcntl(out.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(out.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
 }
 
 #[cfg(test)]

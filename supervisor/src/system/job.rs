@@ -7,10 +7,9 @@
 //! previous system to fall back to).
 
 use crate::auditd::Draft;
-use std::io::Read;
-use std::os::fd::AsFd;
+use crate::linepipe::{LinePipe, Lines};
 use std::path::Path;
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Longest line taken from the child.
@@ -66,20 +65,31 @@ impl Msg {
 }
 
 /// The child as PID 1 sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Job {
     started: bool,
     /// When it was started (boot time).
     since: Duration,
     pid: Option<i32>,
-    stdout: Option<ChildStdout>,
-    pending: Vec<u8>,
-    skipping: bool,
-    read: usize,
+    /// The child's output.
+    pipe: LinePipe,
     /// The `system` status value.
     pub status: Option<String>,
     /// Notices so far (for consoles that come up later).
     pub notices: Vec<String>,
+}
+
+impl Default for Job {
+    fn default() -> Self {
+        Job {
+            started: false,
+            since: Duration::ZERO,
+            pid: None,
+            pipe: LinePipe::new(MAX_LINE, MAX_OUTPUT),
+            status: None,
+            notices: Vec::new(),
+        }
+    }
 }
 
 impl Job {
@@ -116,18 +126,13 @@ impl Job {
             .map_err(|e| format!("start the system check: {e}"))?;
         let pid = i32::try_from(c.id()).unwrap_or(0);
         let stdout = c.stdout.take().ok_or("start the system check: no pipe")?;
-        let fd = stdout.as_fd();
-        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
-            .map_err(|e| format!("start the system check: {e}"))?;
-        let mut flags = nix::fcntl::OFlag::from_bits_truncate(flags);
-        flags.insert(nix::fcntl::OFlag::O_NONBLOCK);
-        if let Err(e) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)) {
+        if let Err(e) = self.pipe.attach(stdout) {
+            // Blocking reads would stall PID 1: kill it and say so.
             let _ = c.kill();
             return Err(format!("start the system check: {e}"));
         }
         // The handle is dropped without waiting: the reaper collects it.
         self.pid = Some(pid);
-        self.stdout = Some(stdout);
         self.status = Some("checking…".into());
         Ok(())
     }
@@ -145,7 +150,7 @@ impl Job {
             nix::sys::signal::Signal::SIGKILL,
         );
         self.pid = None;
-        self.stdout = None;
+        self.pipe.close();
         let why = format!(
             "system: the check of this boot did not end within {} min and was stopped; \
              this boot is NOT blessed (its remaining tries will be used)",
@@ -168,41 +173,12 @@ impl Job {
 
     /// The messages written so far.
     pub fn drain(&mut self) -> Vec<Msg> {
-        let mut buf = [0u8; 4096];
-        let mut bytes = Vec::new();
-        if let Some(out) = self.stdout.as_mut() {
-            loop {
-                match out.read(&mut buf) {
-                    Ok(0) => {
-                        self.stdout = None;
-                        break;
-                    }
-                    Ok(n) => {
-                        let room = MAX_OUTPUT.saturating_sub(self.read);
-                        bytes.extend_from_slice(buf.get(..n.min(room)).unwrap_or(&[]));
-                        self.read = self.read.saturating_add(n);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        let mut msgs = Vec::new();
-        for &b in &bytes {
-            if b == b'\n' {
-                let l = std::mem::take(&mut self.pending);
-                if !std::mem::take(&mut self.skipping) {
-                    msgs.extend(self.take(&l));
-                }
-            } else if !self.skipping {
-                self.pending.push(b);
-                if self.pending.len() > MAX_LINE {
-                    self.pending.clear();
-                    self.skipping = true;
-                }
-            }
-        }
-        msgs
+        let got = self.pipe.drain();
+        self.take_lines(got)
+    }
+
+    fn take_lines(&mut self, got: Lines) -> Vec<Msg> {
+        got.lines.iter().filter_map(|l| self.take(l)).collect()
     }
 
     fn take(&mut self, raw: &[u8]) -> Option<Msg> {
@@ -217,13 +193,9 @@ impl Job {
 
     /// The child exited: the rest of its output.
     pub fn exited(&mut self, status: &str, code: Option<i32>) -> Vec<Msg> {
-        let mut msgs = self.drain();
-        if !self.pending.is_empty() && !self.skipping {
-            let rest = std::mem::take(&mut self.pending);
-            msgs.extend(self.take(&rest));
-        }
+        let got = self.pipe.finish();
+        let mut msgs = self.take_lines(got);
         self.pid = None;
-        self.stdout = None;
         if code != Some(0) {
             let why = format!("the system check ended: {status}");
             self.status = Some(why.clone());
