@@ -66,6 +66,7 @@ fn system_explicit(a: SystemArgs) -> Result<(Section, Option<u64>, Vec<Input>)> 
         uki: a.uki,
         variant,
         trust_sha256: pack::trust_sha256(trust)?,
+        trust: None,
     };
     Ok((section, a.version, inputs))
 }
@@ -113,6 +114,7 @@ fn system_from_build(dir: &Path, a: SystemArgs) -> Result<(Section, Option<u64>,
         uki: None,
         variant: info.variant,
         trust_sha256: info.trust_sha256,
+        trust: None,
     };
     let inputs = vec![Input {
         path: pack::BUILD_UKI.into(),
