@@ -110,146 +110,152 @@ fn system_from_build(dir: &Path, a: SystemArgs) -> Result<(Section, Option<u64>,
             )));
         }
     }
+    // Signatures beside trust.json: a rotation, the bundle carries them.
+    let (inputs, trust) = info.payload();
     let section = Section::System {
         uki: None,
         variant: info.variant,
         trust_sha256: info.trust_sha256,
-        trust: None,
+        trust,
     };
-    let inputs = vec![Input {
-        path: pack::BUILD_UKI.into(),
-        source: info.uki,
-    }];
     Ok((section, Some(info.version), inputs))
 }
 
 pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
     let r = match cmd {
-        BundleCmd::Pack(args) => (|| {
-            let crate::PackArgs {
-                kind,
-                name,
-                version,
-                description,
-                created,
-                gguf,
-                architecture,
-                context_length,
-                chat_template,
-                uki,
-                variant,
-                trust,
-                from_build,
-                split,
-                out,
-                files,
-            } = *args;
-            let system_opts =
-                uki.is_some() || variant.is_some() || trust.is_some() || from_build.is_some();
-            if kind == Kind::Model && system_opts {
-                return Err(BundleCmdError::Usage(
+        BundleCmd::Pack(args) => {
+            (|| {
+                let crate::PackArgs {
+                    kind,
+                    name,
+                    version,
+                    description,
+                    created,
+                    gguf,
+                    architecture,
+                    context_length,
+                    chat_template,
+                    uki,
+                    variant,
+                    trust,
+                    from_build,
+                    split,
+                    out,
+                    files,
+                } = *args;
+                let system_opts =
+                    uki.is_some() || variant.is_some() || trust.is_some() || from_build.is_some();
+                if kind == Kind::Model && system_opts {
+                    return Err(BundleCmdError::Usage(
                     "system options (--uki, --variant, --trust, --from-build) given for a model bundle"
                         .into(),
                 ));
-            }
-            let (section, version, inputs) = match kind {
-                Kind::Model => (
-                    Section::Model {
-                        gguf,
-                        architecture,
-                        context_length,
-                        chat_template,
-                    },
-                    version,
-                    files
-                        .iter()
-                        .map(|f| Input::parse(f))
-                        .collect::<std::result::Result<Vec<_>, _>>()?,
-                ),
-                Kind::System => {
-                    if gguf.is_some()
-                        || architecture.is_some()
-                        || context_length.is_some()
-                        || chat_template.is_some()
-                    {
-                        return Err(BundleCmdError::Usage(
-                            "model options given for a system bundle".into(),
-                        ));
-                    }
-                    if name != pack::SYSTEM_BUNDLE_NAME {
-                        return Err(BundleCmdError::Usage(format!(
-                            "a system bundle is named {} (--name {0}), not {}",
-                            pack::SYSTEM_BUNDLE_NAME,
-                            escape::text(&name)
-                        )));
-                    }
-                    let sys = SystemArgs {
+                }
+                let (section, version, inputs) = match kind {
+                    Kind::Model => (
+                        Section::Model {
+                            gguf,
+                            architecture,
+                            context_length,
+                            chat_template,
+                        },
                         version,
-                        uki,
-                        variant,
-                        trust,
-                        files,
-                    };
-                    match from_build {
-                        Some(dir) => system_from_build(&dir, sys)?,
-                        None => system_explicit(sys)?,
+                        files
+                            .iter()
+                            .map(|f| Input::parse(f))
+                            .collect::<std::result::Result<Vec<_>, _>>()?,
+                    ),
+                    Kind::System => {
+                        if gguf.is_some()
+                            || architecture.is_some()
+                            || context_length.is_some()
+                            || chat_template.is_some()
+                        {
+                            return Err(BundleCmdError::Usage(
+                                "model options given for a system bundle".into(),
+                            ));
+                        }
+                        if name != pack::SYSTEM_BUNDLE_NAME {
+                            return Err(BundleCmdError::Usage(format!(
+                                "a system bundle is named {} (--name {0}), not {}",
+                                pack::SYSTEM_BUNDLE_NAME,
+                                escape::text(&name)
+                            )));
+                        }
+                        let sys = SystemArgs {
+                            version,
+                            uki,
+                            variant,
+                            trust,
+                            files,
+                        };
+                        match from_build {
+                            Some(dir) => system_from_build(&dir, sys)?,
+                            None => system_explicit(sys)?,
+                        }
+                    }
+                };
+                let version =
+                    version.ok_or_else(|| BundleCmdError::Usage("no --version given".into()))?;
+                let total = inputs
+                    .iter()
+                    .filter_map(|i| std::fs::metadata(&i.source).ok())
+                    .map(|m| m.len())
+                    .sum();
+                let spec = PackSpec {
+                    name,
+                    version,
+                    description,
+                    created,
+                    inputs,
+                    section,
+                    split,
+                };
+                let bar = Bar::new(total, "pack");
+                let m = pack::pack(&spec, &out, &mut |n| bar.inc(n));
+                bar.done();
+                let m = m?;
+                if let Some(s) = &m.system {
+                    println!(
+                        "system {} version {}: variant {}, trust file sha256 {}",
+                        escape::text(&s.uki),
+                        m.version,
+                        escape::text(&s.variant),
+                        escape::text(&s.trust_sha256)
+                    );
+                    if let Some(t) = &s.trust {
+                        println!(
+                        "carries the trust file {} with {} root signatures (trust-root rotation)",
+                        escape::text(t),
+                        m.files.iter().filter(|f| s.is_trust_signature(&f.path)).count()
+                    );
                     }
                 }
-            };
-            let version =
-                version.ok_or_else(|| BundleCmdError::Usage("no --version given".into()))?;
-            let total = inputs
-                .iter()
-                .filter_map(|i| std::fs::metadata(&i.source).ok())
-                .map(|m| m.len())
-                .sum();
-            let spec = PackSpec {
-                name,
-                version,
-                description,
-                created,
-                inputs,
-                section,
-                split,
-            };
-            let bar = Bar::new(total, "pack");
-            let m = pack::pack(&spec, &out, &mut |n| bar.inc(n));
-            bar.done();
-            let m = m?;
-            if let Some(s) = &m.system {
+                if let Some(md) = &m.model {
+                    println!(
+                        "model {}: architecture {}, context {}, chat template {}",
+                        escape::text(&md.gguf),
+                        escape::text(&md.architecture),
+                        md.context_length,
+                        md.chat_template
+                            .as_deref()
+                            .map_or("none".into(), escape::text)
+                    );
+                }
+                for f in m.files.iter().filter(|f| !f.parts().is_empty()) {
+                    println!(
+                        "split {} ({} bytes) into {} parts: {}",
+                        escape::text(&f.path),
+                        f.size,
+                        f.parts().len(),
+                        f.parts()
+                            .iter()
+                            .map(|p| escape::text(&p.path).into_owned())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
                 println!(
-                    "system {} version {}: variant {}, trust file sha256 {}",
-                    escape::text(&s.uki),
-                    m.version,
-                    escape::text(&s.variant),
-                    escape::text(&s.trust_sha256)
-                );
-            }
-            if let Some(md) = &m.model {
-                println!(
-                    "model {}: architecture {}, context {}, chat template {}",
-                    escape::text(&md.gguf),
-                    escape::text(&md.architecture),
-                    md.context_length,
-                    md.chat_template
-                        .as_deref()
-                        .map_or("none".into(), escape::text)
-                );
-            }
-            for f in m.files.iter().filter(|f| !f.parts().is_empty()) {
-                println!(
-                    "split {} ({} bytes) into {} parts: {}",
-                    escape::text(&f.path),
-                    f.size,
-                    f.parts().len(),
-                    f.parts()
-                        .iter()
-                        .map(|p| escape::text(&p.path).into_owned())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            println!(
                 "packed {} {} version {} into {} ({} files, {} bytes); sign it with `airlock bundle sign {} --key KEY`",
                 m.kind,
                 escape::text(&m.name),
@@ -259,8 +265,9 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
                 m.total_size(),
                 escape::path(&out)
             );
-            Ok(())
-        })(),
+                Ok(())
+            })()
+        }
         BundleCmd::Sign {
             dir,
             key,
@@ -416,10 +423,14 @@ fn print_details(b: &bundle::Bundle) {
                 .unwrap_or_default()
         ),
         (_, Some(s)) => println!(
-            "  system      uki {}, variant {}, trust file sha256 {}",
+            "  system      uki {}, variant {}, trust file sha256 {}{}",
             escape::text(&s.uki),
             escape::text(&s.variant),
-            escape::text(&s.trust_sha256)
+            escape::text(&s.trust_sha256),
+            s.trust
+                .as_ref()
+                .map(|t| format!(", carries trust file {} (rotation)", escape::text(t)))
+                .unwrap_or_default()
         ),
         _ => {}
     }
