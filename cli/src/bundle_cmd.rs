@@ -123,139 +123,134 @@ fn system_from_build(dir: &Path, a: SystemArgs) -> Result<(Section, Option<u64>,
 
 pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
     let r = match cmd {
-        BundleCmd::Pack(args) => {
-            (|| {
-                let crate::PackArgs {
-                    kind,
-                    name,
-                    version,
-                    description,
-                    created,
-                    gguf,
-                    architecture,
-                    context_length,
-                    chat_template,
-                    uki,
-                    variant,
-                    trust,
-                    from_build,
-                    split,
-                    out,
-                    files,
-                } = *args;
-                let system_opts =
-                    uki.is_some() || variant.is_some() || trust.is_some() || from_build.is_some();
-                if kind == Kind::Model && system_opts {
-                    return Err(BundleCmdError::Usage(
+        BundleCmd::Pack(args) => (|| {
+            let crate::PackArgs {
+                kind,
+                name,
+                version,
+                description,
+                created,
+                gguf,
+                architecture,
+                context_length,
+                chat_template,
+                uki,
+                variant,
+                trust,
+                from_build,
+                split,
+                out,
+                files,
+            } = *args;
+            let system_opts =
+                uki.is_some() || variant.is_some() || trust.is_some() || from_build.is_some();
+            if kind == Kind::Model && system_opts {
+                return Err(BundleCmdError::Usage(
                     "system options (--uki, --variant, --trust, --from-build) given for a model bundle"
                         .into(),
                 ));
-                }
-                let (section, version, inputs) = match kind {
-                    Kind::Model => (
-                        Section::Model {
-                            gguf,
-                            architecture,
-                            context_length,
-                            chat_template,
-                        },
-                        version,
-                        files
-                            .iter()
-                            .map(|f| Input::parse(f))
-                            .collect::<std::result::Result<Vec<_>, _>>()?,
-                    ),
-                    Kind::System => {
-                        if gguf.is_some()
-                            || architecture.is_some()
-                            || context_length.is_some()
-                            || chat_template.is_some()
-                        {
-                            return Err(BundleCmdError::Usage(
-                                "model options given for a system bundle".into(),
-                            ));
-                        }
-                        if name != pack::SYSTEM_BUNDLE_NAME {
-                            return Err(BundleCmdError::Usage(format!(
-                                "a system bundle is named {} (--name {0}), not {}",
-                                pack::SYSTEM_BUNDLE_NAME,
-                                escape::text(&name)
-                            )));
-                        }
-                        let sys = SystemArgs {
-                            version,
-                            uki,
-                            variant,
-                            trust,
-                            files,
-                        };
-                        match from_build {
-                            Some(dir) => system_from_build(&dir, sys)?,
-                            None => system_explicit(sys)?,
-                        }
-                    }
-                };
-                let version =
-                    version.ok_or_else(|| BundleCmdError::Usage("no --version given".into()))?;
-                let total = inputs
-                    .iter()
-                    .filter_map(|i| std::fs::metadata(&i.source).ok())
-                    .map(|m| m.len())
-                    .sum();
-                let spec = PackSpec {
-                    name,
+            }
+            let (section, version, inputs) = match kind {
+                Kind::Model => (
+                    Section::Model {
+                        gguf,
+                        architecture,
+                        context_length,
+                        chat_template,
+                    },
                     version,
-                    description,
-                    created,
-                    inputs,
-                    section,
-                    split,
-                };
-                let bar = Bar::new(total, "pack");
-                let m = pack::pack(&spec, &out, &mut |n| bar.inc(n));
-                bar.done();
-                let m = m?;
-                if let Some(s) = &m.system {
-                    println!(
-                        "system {} version {}: variant {}, trust file sha256 {}",
-                        escape::text(&s.uki),
-                        m.version,
-                        escape::text(&s.variant),
-                        escape::text(&s.trust_sha256)
-                    );
-                    if let Some(t) = &s.trust {
-                        println!(
-                        "carries the trust file {} with {} root signatures (trust-root rotation)",
-                        escape::text(t),
-                        m.files.iter().filter(|f| s.is_trust_signature(&f.path)).count()
-                    );
+                    files
+                        .iter()
+                        .map(|f| Input::parse(f))
+                        .collect::<std::result::Result<Vec<_>, _>>()?,
+                ),
+                Kind::System => {
+                    if gguf.is_some()
+                        || architecture.is_some()
+                        || context_length.is_some()
+                        || chat_template.is_some()
+                    {
+                        return Err(BundleCmdError::Usage(
+                            "model options given for a system bundle".into(),
+                        ));
+                    }
+                    if name != pack::SYSTEM_BUNDLE_NAME {
+                        return Err(BundleCmdError::Usage(format!(
+                            "a system bundle is named {} (--name {0}), not {}",
+                            pack::SYSTEM_BUNDLE_NAME,
+                            escape::text(&name)
+                        )));
+                    }
+                    let sys = SystemArgs {
+                        version,
+                        uki,
+                        variant,
+                        trust,
+                        files,
+                    };
+                    match from_build {
+                        Some(dir) => system_from_build(&dir, sys)?,
+                        None => system_explicit(sys)?,
                     }
                 }
-                if let Some(md) = &m.model {
-                    println!(
-                        "model {}: architecture {}, context {}, chat template {}",
-                        escape::text(&md.gguf),
-                        escape::text(&md.architecture),
-                        md.context_length,
-                        md.chat_template
-                            .as_deref()
-                            .map_or("none".into(), escape::text)
-                    );
-                }
-                for f in m.files.iter().filter(|f| !f.parts().is_empty()) {
-                    println!(
-                        "split {} ({} bytes) into {} parts: {}",
-                        escape::text(&f.path),
-                        f.size,
-                        f.parts().len(),
-                        f.parts()
-                            .iter()
-                            .map(|p| escape::text(&p.path).into_owned())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
+            };
+            let version =
+                version.ok_or_else(|| BundleCmdError::Usage("no --version given".into()))?;
+            let total = inputs
+                .iter()
+                .filter_map(|i| std::fs::metadata(&i.source).ok())
+                .map(|m| m.len())
+                .sum();
+            let spec = PackSpec {
+                name,
+                version,
+                description,
+                created,
+                inputs,
+                section,
+                split,
+            };
+            let bar = Bar::new(total, "pack");
+            let m = pack::pack(&spec, &out, &mut |n| bar.inc(n));
+            bar.done();
+            let m = m?;
+            if let Some(s) = &m.system {
                 println!(
+                    "system {} version {}: variant {}, trust file sha256 {}",
+                    escape::text(&s.uki),
+                    m.version,
+                    escape::text(&s.variant),
+                    escape::text(&s.trust_sha256)
+                );
+                if let Some(t) = &s.trust {
+                    println!("{}", carried(t, &m));
+                }
+            }
+            if let Some(md) = &m.model {
+                println!(
+                    "model {}: architecture {}, context {}, chat template {}",
+                    escape::text(&md.gguf),
+                    escape::text(&md.architecture),
+                    md.context_length,
+                    md.chat_template
+                        .as_deref()
+                        .map_or("none".into(), escape::text)
+                );
+            }
+            for f in m.files.iter().filter(|f| !f.parts().is_empty()) {
+                println!(
+                    "split {} ({} bytes) into {} parts: {}",
+                    escape::text(&f.path),
+                    f.size,
+                    f.parts().len(),
+                    f.parts()
+                        .iter()
+                        .map(|p| escape::text(&p.path).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            println!(
                 "packed {} {} version {} into {} ({} files, {} bytes); sign it with `airlock bundle sign {} --key KEY`",
                 m.kind,
                 escape::text(&m.name),
@@ -265,9 +260,8 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
                 m.total_size(),
                 escape::path(&out)
             );
-                Ok(())
-            })()
-        }
+            Ok(())
+        })(),
         BundleCmd::Sign {
             dir,
             key,
@@ -322,6 +316,20 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
         BundleCmd::Install { dir, trust, store } => install(&dir, &trust, &store),
     };
     r.map_err(|e| e.to_string())
+}
+
+/// What `pack` says of a carried trust file `trust` (a rotation).
+fn carried(trust: &str, m: &manifest::Manifest) -> String {
+    let sigs = m.system.as_ref().map_or(0, |s| {
+        m.files
+            .iter()
+            .filter(|f| s.is_trust_signature(&f.path))
+            .count()
+    });
+    format!(
+        "carries the trust file {} with {sigs} root signatures (trust-root rotation)",
+        escape::text(trust)
+    )
 }
 
 pub fn load_trust(path: &Path) -> Result<TrustFile> {
