@@ -237,12 +237,15 @@ impl SystemSection {
 
 /// Whether `path` is `<trust>.<signer>.minisig` with `signer` a valid key
 /// name ([`crate::trust::validate_key_name`]): a signature of the trust
-/// file `trust`, written by `airlock trust sign`.
+/// file `trust`, written by `airlock trust sign`. Never a name of the
+/// manifest's own signatures (`manifest.json.*`).
 pub fn is_trust_signature_of(trust: &str, path: &str) -> bool {
-    path.strip_prefix(trust)
-        .and_then(|r| r.strip_prefix('.'))
-        .and_then(|r| r.strip_suffix(".minisig"))
-        .is_some_and(|signer| crate::trust::validate_key_name(signer).is_ok())
+    !path.starts_with("manifest.json.")
+        && path
+            .strip_prefix(trust)
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.strip_suffix(".minisig"))
+            .is_some_and(|signer| crate::trust::validate_key_name(signer).is_ok())
 }
 
 /// The bundle manifest.
@@ -1138,6 +1141,10 @@ mod tests {
         assert!(!is_trust_signature_of(
             "trust.json",
             "trust.jsonx.a.minisig"
+        ));
+        assert!(!is_trust_signature_of(
+            "manifest.json.t",
+            "manifest.json.t.a.minisig"
         ));
     }
 
