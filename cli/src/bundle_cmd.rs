@@ -66,6 +66,7 @@ fn system_explicit(a: SystemArgs) -> Result<(Section, Option<u64>, Vec<Input>)> 
         uki: a.uki,
         variant,
         trust_sha256: pack::trust_sha256(trust)?,
+        trust: None,
     };
     Ok((section, a.version, inputs))
 }
@@ -109,15 +110,14 @@ fn system_from_build(dir: &Path, a: SystemArgs) -> Result<(Section, Option<u64>,
             )));
         }
     }
+    // Signatures beside trust.json: a rotation, the bundle carries them.
+    let (inputs, trust) = info.payload();
     let section = Section::System {
         uki: None,
         variant: info.variant,
         trust_sha256: info.trust_sha256,
+        trust,
     };
-    let inputs = vec![Input {
-        path: pack::BUILD_UKI.into(),
-        source: info.uki,
-    }];
     Ok((section, Some(info.version), inputs))
 }
 
@@ -222,6 +222,9 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
                     escape::text(&s.variant),
                     escape::text(&s.trust_sha256)
                 );
+                if let Some(t) = &s.trust {
+                    println!("{}", carried(t, &m));
+                }
             }
             if let Some(md) = &m.model {
                 println!(
@@ -313,6 +316,20 @@ pub fn run(cmd: BundleCmd) -> std::result::Result<(), String> {
         BundleCmd::Install { dir, trust, store } => install(&dir, &trust, &store),
     };
     r.map_err(|e| e.to_string())
+}
+
+/// What `pack` says of a carried trust file `trust` (a rotation).
+fn carried(trust: &str, m: &manifest::Manifest) -> String {
+    let sigs = m.system.as_ref().map_or(0, |s| {
+        m.files
+            .iter()
+            .filter(|f| s.is_trust_signature(&f.path))
+            .count()
+    });
+    format!(
+        "carries the trust file {} with {sigs} root signatures (trust-root rotation)",
+        escape::text(trust)
+    )
 }
 
 pub fn load_trust(path: &Path) -> Result<TrustFile> {
@@ -414,10 +431,14 @@ fn print_details(b: &bundle::Bundle) {
                 .unwrap_or_default()
         ),
         (_, Some(s)) => println!(
-            "  system      uki {}, variant {}, trust file sha256 {}",
+            "  system      uki {}, variant {}, trust file sha256 {}{}",
             escape::text(&s.uki),
             escape::text(&s.variant),
-            escape::text(&s.trust_sha256)
+            escape::text(&s.trust_sha256),
+            s.trust
+                .as_ref()
+                .map(|t| format!(", carries trust file {} (rotation)", escape::text(t)))
+                .unwrap_or_default()
         ),
         _ => {}
     }

@@ -1457,6 +1457,127 @@ fn sha256_file(path: &Path) -> String {
     out.split_whitespace().next().unwrap().to_owned()
 }
 
+/// A trust-root rotation through an update, as docs/security-team.md
+/// describes it: the new trust file (version 2, root m3 added) is built
+/// into the image, signed in the build directory by the old root (root)
+/// and the new (m3); `--from-build` carries it and its signatures, the
+/// bundle verifies against the old trust file, and the carried trust file
+/// passes `trust verify --previous` inside the bundle.
+#[test]
+fn pack_system_rotation_from_build() {
+    let fx = Fx::new();
+    let old = fx.path("old-trust.json");
+    fs::copy(&fx.trust, &old).unwrap();
+    ok(airlock(&[
+        "trust",
+        "add-key",
+        p(&fx.trust),
+        "--role",
+        "root",
+        "--key",
+        p(&fx.path("keys/m3.pub")),
+    ]));
+    ok(airlock(&["trust", "bump", p(&fx.trust)]));
+    let osrel = "ID=airlock\nAIRLOCK_SYSTEM_VERSION=4\nVARIANT_ID=production\n";
+    let build = build_dir(&fx.path("build"), Some(osrel), &fx.trust);
+    let trust_sha = sha256_file(&fx.trust);
+    for signer in ["root", "m3"] {
+        ok(airlock(&[
+            "trust",
+            "sign",
+            p(&build.join("trust.json")),
+            "--key",
+            p(&fx.key(signer)),
+        ]));
+    }
+    let out = fx.path("airlock_4.airlock");
+    let stdout = ok(airlock(&[
+        "bundle",
+        "pack",
+        "--kind",
+        "system",
+        "--name",
+        "airlock",
+        "--from-build",
+        p(&build),
+        "-o",
+        p(&out),
+    ]));
+    assert!(
+        stdout.contains(
+            "carries the trust file trust.json with 2 root signatures (trust-root rotation)"
+        ),
+        "{stdout}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["system"],
+        serde_json::json!({
+            "uki": "airlock.efi",
+            "variant": "production",
+            "trust_sha256": trust_sha,
+            "trust": "trust.json",
+        })
+    );
+    let files: Vec<(&str, &str)> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["sha256"].as_str().unwrap()))
+        .collect();
+    let sig_sha = |s: &str| sha256_file(&build.join(format!("trust.json.{s}.minisig")));
+    assert_eq!(
+        files,
+        [
+            (
+                "airlock.efi",
+                sha256_file(&build.join("airlock.efi")).as_str()
+            ),
+            ("trust.json", trust_sha.as_str()),
+            ("trust.json.m3.minisig", sig_sha("m3").as_str()),
+            ("trust.json.root.minisig", sig_sha("root").as_str()),
+        ]
+    );
+    // Signed by the (old) system key, it verifies against the old trust file.
+    fx.sign(&out, "s1", &[]);
+    let v = ok(airlock(&["bundle", "verify", p(&out), "--trust", p(&old)]));
+    assert!(v.contains("bundle OK: system airlock version 4"), "{v}");
+    assert!(
+        v.contains("carries trust file trust.json (rotation)"),
+        "{v}"
+    );
+    assert!(v.contains("trust.json.root.minisig"), "{v}");
+    // The carried trust file and its signatures are a valid rotation.
+    let r = ok(airlock(&[
+        "trust",
+        "verify",
+        p(&out.join("trust.json")),
+        "--previous",
+        p(&old),
+    ]));
+    assert!(r.contains("rotation OK: version 1 -> 2"), "{r}");
+    // A signature-like name with an invalid signer is refused at pack time.
+    fs::write(build.join("trust.json..x.minisig"), b"x").unwrap();
+    let dst = fx.path("refused");
+    refused(
+        airlock(&[
+            "bundle",
+            "pack",
+            "--kind",
+            "system",
+            "--name",
+            "airlock",
+            "--from-build",
+            p(&build),
+            "-o",
+            p(&dst),
+        ]),
+        "trust.json..x.minisig: not named trust.json.SIGNER.minisig",
+    );
+    assert!(!dst.exists());
+}
+
 /// `bundle pack --kind system --from-build DIR`: the UKI, its version and
 /// variant from its .osrel, the trust file's SHA-256; signed with stock
 /// minisign it verifies. Options given must agree; one-line refusals.
@@ -1496,6 +1617,8 @@ fn pack_system_from_build() {
         m["files"][0]["sha256"],
         sha256_file(&build.join("airlock.efi"))
     );
+    // No trust signatures in the build directory: trust.json is no payload.
+    assert_eq!(m["files"].as_array().unwrap().len(), 1);
     fx.sign(&out, "s1", &[]);
     let v = ok(fx.verify(&out));
     assert!(v.contains("bundle OK: system airlock version 3"), "{v}");

@@ -216,6 +216,36 @@ pub struct SystemSection {
     /// SHA-256 (lower-case hex) of the trust roots file
     /// `/etc/airlock/trust.json` built into the UKI.
     pub trust_sha256: String,
+    /// A trust-root rotation: the payload path of the new trust file (the
+    /// one built into the UKI, whose SHA-256 is `trust_sha256`). Its root
+    /// signatures travel as the payloads `<trust>.<signer>.minisig`.
+    /// Absent when the update keeps the trust roots (omitted on output, so
+    /// older manifests are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
+}
+
+impl SystemSection {
+    /// Whether `path` is a root signature of the carried trust file
+    /// (`<trust>.<signer>.minisig`, the signer a valid key name).
+    pub fn is_trust_signature(&self, path: &str) -> bool {
+        self.trust
+            .as_deref()
+            .is_some_and(|t| is_trust_signature_of(t, path))
+    }
+}
+
+/// Whether `path` is `<trust>.<signer>.minisig` with `signer` a valid key
+/// name ([`crate::trust::validate_key_name`]): a signature of the trust
+/// file `trust`, written by `airlock trust sign`. Never a name of the
+/// manifest's own signatures (`manifest.json.*`).
+pub fn is_trust_signature_of(trust: &str, path: &str) -> bool {
+    !path.starts_with("manifest.json.")
+        && path
+            .strip_prefix(trust)
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.strip_suffix(".minisig"))
+            .is_some_and(|signer| crate::trust::validate_key_name(signer).is_ok())
 }
 
 /// The bundle manifest.
@@ -285,12 +315,19 @@ impl Manifest {
         // of the bundle directory next to the others).
         let mut seen = BTreeSet::new();
         let mut all = BTreeSet::new();
+        // A system bundle carrying a trust file may list its signatures
+        // (`<trust>.<signer>.minisig`), top-level `*.minisig` otherwise
+        // being reserved for the manifest's own.
+        let trust = match (self.kind, &self.system) {
+            (Kind::System, Some(s)) => s.trust.as_deref(),
+            _ => None,
+        };
         let part_count: usize = self.files.iter().map(|f| f.parts().len()).sum();
         if self.files.len() + part_count > MAX_FILES {
             return Err(ManifestError::TooManyFiles);
         }
         for f in &self.files {
-            validate_entry(&f.path, &f.sha256, &mut all)?;
+            validate_entry(&f.path, &f.sha256, trust, &mut all)?;
             seen.insert(f.path.as_str());
             if let Some(parts) = &f.parts {
                 if !(2..=MAX_PARTS).contains(&parts.len()) {
@@ -301,7 +338,7 @@ impl Manifest {
                 }
                 let mut sum: u64 = 0;
                 for p in parts {
-                    validate_entry(&p.path, &p.sha256, &mut all)?;
+                    validate_entry(&p.path, &p.sha256, None, &mut all)?;
                     if p.size == 0 {
                         return Err(ManifestError::EmptyPart(p.path.clone()));
                     }
@@ -375,6 +412,9 @@ impl Manifest {
                     .as_ref()
                     .ok_or(ManifestError::MissingSection { kind: self.kind })?;
                 listed("system.uki", &s.uki)?;
+                if let Some(t) = &s.trust {
+                    listed("system.trust", t)?;
+                }
                 validate_variant(&s.variant)?;
                 if !is_sha256_hex(&s.trust_sha256) {
                     return Err(ManifestError::TrustSha256(s.trust_sha256.clone()));
@@ -390,9 +430,15 @@ impl Manifest {
     }
 }
 
-/// Path rules, uniqueness (in `all`) and hash syntax of one payload or part.
-fn validate_entry<'a>(path: &'a str, sha256: &str, all: &mut BTreeSet<&'a str>) -> Result<()> {
-    validate_path(path)?;
+/// Path rules, uniqueness (in `all`) and hash syntax of one payload or part;
+/// `trust`: the carried trust file, whose signatures may be payloads.
+fn validate_entry<'a>(
+    path: &'a str,
+    sha256: &str,
+    trust: Option<&str>,
+    all: &mut BTreeSet<&'a str>,
+) -> Result<()> {
+    validate_payload_path(path, trust)?;
     if !all.insert(path) {
         return Err(ManifestError::DuplicatePath(path.to_owned()));
     }
@@ -461,6 +507,13 @@ pub fn validate_name(name: &str) -> Result<()> {
 /// Payload path rules. `manifest.json` and `*.minisig` at the top level are
 /// reserved for the manifest and its signatures.
 pub fn validate_path(path: &str) -> Result<()> {
+    validate_payload_path(path, None)
+}
+
+/// [`validate_path`], except that the signatures of the carried trust file
+/// `trust` (`<trust>.<signer>.minisig`, see [`is_trust_signature_of`]) are
+/// allowed at the top level.
+pub fn validate_payload_path(path: &str, trust: Option<&str>) -> Result<()> {
     let refuse = |why| {
         Err(ManifestError::Path {
             path: path.to_owned(),
@@ -499,7 +552,8 @@ pub fn validate_path(path: &str) -> Result<()> {
             _ => {}
         }
     }
-    if comps.len() == 1 && (path == MANIFEST_FILE || path.ends_with(".minisig")) {
+    let trust_sig = trust.is_some_and(|t| is_trust_signature_of(t, path));
+    if comps.len() == 1 && (path == MANIFEST_FILE || (path.ends_with(".minisig") && !trust_sig)) {
         return refuse("reserved for the manifest and its signatures");
     }
     Ok(())
@@ -825,6 +879,7 @@ mod tests {
             uki: uki.into(),
             variant: "production".into(),
             trust_sha256: "a".repeat(64),
+            trust: None,
         }
     }
 
@@ -935,6 +990,162 @@ mod tests {
         v["system"]["slot"] = serde_json::json!("b");
         let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(e.to_string().contains("unknown field `slot`"), "{e}");
+    }
+
+    /// A system bundle carrying its trust file and two root signatures.
+    fn rotation_sample() -> Manifest {
+        let mut m = system_sample();
+        for p in [
+            "trust.json",
+            "trust.json.old-root.minisig",
+            "trust.json.new-root.minisig",
+        ] {
+            m.files.push(FileEntry::whole(p, 1, "0".repeat(64)));
+        }
+        m.system.as_mut().unwrap().trust = Some("trust.json".into());
+        m
+    }
+
+    #[test]
+    fn system_trust_roundtrip() {
+        let m = rotation_sample();
+        let bytes = m.to_bytes().unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("\"trust\": \"trust.json\""), "{text}");
+        assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+        // Absent: no `trust` key is written.
+        let bytes = system_sample().to_bytes().unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("\"trust\""));
+    }
+
+    /// `system.trust`: present and listed (with or without signatures),
+    /// absent, unlisted; and which `*.minisig` payloads it allows.
+    #[test]
+    fn system_trust_rules() {
+        type Edit = fn(&mut Manifest);
+        // (what, edit of rotation_sample(), None = accepted / Some(refusal))
+        let cases: &[(&str, Edit, Option<&str>)] = &[
+            ("present, listed, two signatures", |_| {}, None),
+            (
+                "present, no signatures",
+                |m| m.files.retain(|f| !f.path.ends_with(".minisig")),
+                None,
+            ),
+            (
+                "in a directory",
+                |m| {
+                    for f in &mut m.files[1..] {
+                        f.path = format!("roots/{}", f.path);
+                    }
+                    m.system.as_mut().unwrap().trust = Some("roots/trust.json".into());
+                },
+                None,
+            ),
+            (
+                "absent, no trust payloads",
+                |m| {
+                    m.files.truncate(1);
+                    m.system.as_mut().unwrap().trust = None;
+                },
+                None,
+            ),
+            (
+                "absent, trust.json an ordinary payload",
+                |m| {
+                    m.files.truncate(2);
+                    m.system.as_mut().unwrap().trust = None;
+                },
+                None,
+            ),
+            (
+                "unlisted",
+                |m| {
+                    m.files.truncate(2);
+                    m.system.as_mut().unwrap().trust = Some("new-trust.json".into());
+                },
+                Some("system.trust names \"new-trust.json\", which is not a listed payload file"),
+            ),
+            (
+                "other file named, signatures of trust.json listed",
+                |m| m.system.as_mut().unwrap().trust = Some("airlock.efi".into()),
+                Some("\"trust.json.old-root.minisig\" refused: reserved"),
+            ),
+            (
+                "absent, signatures listed",
+                |m| m.system.as_mut().unwrap().trust = None,
+                Some("\"trust.json.old-root.minisig\" refused: reserved"),
+            ),
+            (
+                "signature of another file",
+                |m| {
+                    m.files
+                        .push(FileEntry::whole("other.json.x.minisig", 1, "0".repeat(64)))
+                },
+                Some("\"other.json.x.minisig\" refused: reserved"),
+            ),
+            (
+                "signature with an invalid signer name",
+                |m| {
+                    m.files
+                        .push(FileEntry::whole("trust.json..x.minisig", 1, "0".repeat(64)))
+                },
+                Some("\"trust.json..x.minisig\" refused: reserved"),
+            ),
+            (
+                "signature without a signer",
+                |m| {
+                    m.files
+                        .push(FileEntry::whole("trust.json.minisig", 1, "0".repeat(64)))
+                },
+                Some("\"trust.json.minisig\" refused: reserved"),
+            ),
+            (
+                "the manifest named as trust file",
+                |m| {
+                    m.files.truncate(1);
+                    m.system.as_mut().unwrap().trust = Some(MANIFEST_FILE.into());
+                },
+                Some("system.trust names \"manifest.json\""),
+            ),
+        ];
+        for (what, edit, want) in cases {
+            let mut m = rotation_sample();
+            edit(&mut m);
+            let r = Manifest::parse(&serde_json::to_vec(&m).unwrap());
+            match want {
+                None => assert_eq!(r.unwrap(), m, "{what}"),
+                Some(want) => {
+                    let e = r.unwrap_err().to_string();
+                    assert!(e.contains(want), "{what}: {e}");
+                    assert_eq!(e.lines().count(), 1, "{what}: {e}");
+                }
+            }
+        }
+        // A model bundle cannot use a system section to list signatures.
+        let mut m = sample();
+        m.files.push(FileEntry::whole("t.json", 1, "0".repeat(64)));
+        m.files
+            .push(FileEntry::whole("t.json.k.minisig", 1, "0".repeat(64)));
+        let mut s = system_section("model.gguf");
+        s.trust = Some("t.json".into());
+        m.system = Some(s);
+        assert!(err_of(&m).contains("\"t.json.k.minisig\" refused: reserved"));
+        assert!(is_trust_signature_of(
+            "trust.json",
+            "trust.json.a_b-1.minisig"
+        ));
+        assert!(!is_trust_signature_of(
+            "trust.json",
+            "trust.json.a/b.minisig"
+        ));
+        assert!(!is_trust_signature_of(
+            "trust.json",
+            "trust.jsonx.a.minisig"
+        ));
+        assert!(!is_trust_signature_of(
+            "manifest.json.t",
+            "manifest.json.t.a.minisig"
+        ));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! A model's architecture, context length and chat template default to
 //! what its GGUF header says ([`crate::gguf`]). A system bundle's fields
 //! may come from a `scripts/build-image` output directory ([`read_build`]):
-//! the UKI's own `.osrel` ([`crate::uki`]) and the trust file built into it.
+//! the UKI's own `.osrel` ([`crate::uki`]) and the trust file built into it
+//! (carried, with its root signatures, when they are there: a rotation).
 
 use crate::fsutil::{sync_dir, FsError};
 use crate::gguf::{self, GgufError, GgufInfo};
@@ -163,6 +164,9 @@ pub enum Section {
         /// SHA-256 (lower-case hex) of the trust file built into the UKI
         /// ([`trust_sha256`]).
         trust_sha256: String,
+        /// Payload path of the carried trust file (a rotation; its
+        /// signatures are the payloads `<trust>.<signer>.minisig`).
+        trust: Option<String>,
     },
 }
 
@@ -184,11 +188,47 @@ pub struct BuildInfo {
     pub variant: String,
     /// SHA-256 of `DIR/trust.json`.
     pub trust_sha256: String,
+    /// `DIR/trust.json`.
+    pub trust: PathBuf,
+    /// The root signatures of the trust file beside it
+    /// (`DIR/trust.json.SIGNER.minisig`, sorted): when there are any, the
+    /// bundle carries the trust file and them (a trust-root rotation).
+    pub trust_signatures: Vec<PathBuf>,
+}
+
+impl BuildInfo {
+    /// The payload of the system bundle and its `system.trust`: the UKI;
+    /// with trust signatures, also `trust.json` and the signatures (under
+    /// their file names).
+    pub fn payload(&self) -> (Vec<Input>, Option<String>) {
+        let mut inputs = vec![Input {
+            path: BUILD_UKI.into(),
+            source: self.uki.clone(),
+        }];
+        if self.trust_signatures.is_empty() {
+            return (inputs, None);
+        }
+        inputs.push(Input {
+            path: BUILD_TRUST.into(),
+            source: self.trust.clone(),
+        });
+        for sig in &self.trust_signatures {
+            if let Some(name) = sig.file_name().and_then(|n| n.to_str()) {
+                inputs.push(Input {
+                    path: name.to_owned(),
+                    source: sig.clone(),
+                });
+            }
+        }
+        (inputs, Some(BUILD_TRUST.into()))
+    }
 }
 
 /// Reads a build output directory: the UKI's `.osrel` (system version and
-/// variant, both required) and the trust file's SHA-256 (it must be a valid
-/// trust file).
+/// variant, both required), the trust file's SHA-256 (it must be a valid
+/// trust file) and the trust file's signatures beside it
+/// (`trust.json.SIGNER.minisig`; not checked here: `airlock trust verify
+/// --previous` does, and the appliance before it installs).
 pub fn read_build(dir: &Path) -> Result<BuildInfo> {
     let uki_path = dir.join(BUILD_UKI);
     let shown = crate::escape::path(&uki_path);
@@ -220,13 +260,47 @@ pub fn read_build(dir: &Path) -> Result<BuildInfo> {
         .ok_or_else(|| missing(uki::KEY_VARIANT_ID))?
         .to_owned();
     manifest::validate_variant(&variant)?;
-    let trust_sha256 = trust_sha256(&dir.join(BUILD_TRUST))?;
+    let trust = dir.join(BUILD_TRUST);
+    let trust_sha256 = trust_sha256(&trust)?;
+    let trust_signatures = trust_signatures(dir)?;
     Ok(BuildInfo {
         uki: uki_path,
         version,
         variant,
         trust_sha256,
+        trust,
+        trust_signatures,
     })
+}
+
+/// `DIR/trust.json.SIGNER.minisig` (regular files, sorted); a name of that
+/// form whose signer is not a valid key name is refused.
+fn trust_signatures(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = fs::read_dir(dir).map_err(|e| FsError::new("read directory", dir, e))?;
+    let prefix = format!("{BUILD_TRUST}.");
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| FsError::new("read directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with(&prefix) && name.ends_with(".minisig")) {
+            continue;
+        }
+        let path = entry.path();
+        if !manifest::is_trust_signature_of(BUILD_TRUST, name) {
+            return Err(PackError::Build {
+                path: crate::escape::path(&path),
+                why: "not named trust.json.SIGNER.minisig with a valid signer name (1-64 of A-Z a-z 0-9 . _ -)".into(),
+            });
+        }
+        let meta = fs::symlink_metadata(&path).map_err(|e| FsError::new("stat", &path, e))?;
+        if !meta.is_file() {
+            return Err(PackError::NotRegular(crate::escape::path(&path)));
+        }
+        out.push(path);
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// SHA-256 (lower-case hex) of a trust file, after checking that it is one.
@@ -263,8 +337,12 @@ pub struct PackSpec {
 /// (read once, hashed while copied), writes `manifest.json`. Returns the
 /// manifest. On failure the partly written directory is removed.
 pub fn pack(spec: &PackSpec, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Manifest> {
+    let trust = match &spec.section {
+        Section::System { trust, .. } => trust.as_deref(),
+        Section::Model { .. } => None,
+    };
     for i in &spec.inputs {
-        manifest::validate_path(&i.path)?;
+        manifest::validate_payload_path(&i.path, trust)?;
     }
     manifest::validate_name(&spec.name)?;
     if let Some(split) = spec.split {
@@ -428,6 +506,7 @@ fn section(spec: &PackSpec) -> Result<(Kind, Option<ModelSection>, Option<System
             uki,
             variant,
             trust_sha256,
+            trust,
         } => Ok((
             Kind::System,
             None,
@@ -438,6 +517,7 @@ fn section(spec: &PackSpec) -> Result<(Kind, Option<ModelSection>, Option<System
                 },
                 variant: variant.clone(),
                 trust_sha256: trust_sha256.clone(),
+                trust: trust.clone(),
             }),
             None,
         )),
@@ -763,8 +843,11 @@ mod tests {
                 version: 4,
                 variant: "production".into(),
                 trust_sha256: manifest::hex(&Sha256::digest(&trust)),
+                trust: out.join(BUILD_TRUST),
+                trust_signatures: vec![],
             }
         );
+        assert_eq!(info.payload().1, None);
         // Packed as a system bundle: the section carries what was read.
         let spec = PackSpec {
             name: "airlock".into(),
@@ -779,6 +862,7 @@ mod tests {
                 uki: None,
                 variant: info.variant.clone(),
                 trust_sha256: info.trust_sha256.clone(),
+                trust: None,
             },
             split: None,
         };
@@ -844,6 +928,82 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nowhere/airlock.efi"), "{e}");
+    }
+
+    /// Signatures beside `trust.json` make a rotation: the trust file and
+    /// its signatures become payloads and `system.trust` names it.
+    #[test]
+    fn build_output_with_trust_signatures() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = trust_bytes();
+        let good = "AIRLOCK_SYSTEM_VERSION=5\nVARIANT_ID=demo\n";
+        let out = build_dir(dir.path(), good, &trust);
+        let key = crate::minisig::SecretKey::generate().unwrap();
+        for signer in ["new-root", "old-root"] {
+            write_signature(&out, BUILD_TRUST, signer, &key, &trust, "t").unwrap();
+        }
+        // Not signatures of trust.json: left alone.
+        fs::write(out.join("trust.json.bak"), b"x").unwrap();
+        fs::write(out.join("other.json.k.minisig"), b"x").unwrap();
+        let info = read_build(&out).unwrap();
+        assert_eq!(
+            info.trust_signatures,
+            vec![
+                out.join("trust.json.new-root.minisig"),
+                out.join("trust.json.old-root.minisig")
+            ]
+        );
+        let (inputs, carried) = info.payload();
+        assert_eq!(carried.as_deref(), Some(BUILD_TRUST));
+        let paths: Vec<&str> = inputs.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                BUILD_UKI,
+                BUILD_TRUST,
+                "trust.json.new-root.minisig",
+                "trust.json.old-root.minisig"
+            ]
+        );
+        let spec = PackSpec {
+            name: "airlock".into(),
+            version: info.version,
+            description: String::new(),
+            created: Some("2026-01-01T00:00:00Z".into()),
+            inputs,
+            section: Section::System {
+                uki: None,
+                variant: info.variant.clone(),
+                trust_sha256: info.trust_sha256.clone(),
+                trust: carried,
+            },
+            split: None,
+        };
+        let b = dir.path().join("b");
+        let m = pack(&spec, &b, &mut |_| {}).unwrap();
+        assert_eq!(
+            m.system.as_ref().unwrap().trust.as_deref(),
+            Some(BUILD_TRUST)
+        );
+        assert_eq!(m.files.len(), 4);
+        assert_eq!(fs::read(b.join(BUILD_TRUST)).unwrap(), trust);
+        // The bundle opens (the signatures are payloads, not the manifest's).
+        let opened = crate::bundle::open(&b).unwrap();
+        assert!(opened.signatures.is_empty());
+        opened.verify_payloads(&mut |_| {}).unwrap();
+        // Without `system.trust` such payloads are refused.
+        let mut plain = spec.clone();
+        if let Section::System { trust, .. } = &mut plain.section {
+            *trust = None;
+        }
+        let e = pack(&plain, &dir.path().join("c"), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reserved for the manifest"), "{e}");
+        // A signature-like name with an invalid signer is refused.
+        fs::write(out.join("trust.json..x.minisig"), b"x").unwrap();
+        let e = read_build(&out).unwrap_err().to_string();
+        assert!(e.contains("trust.json..x.minisig: not named"), "{e}");
     }
 
     #[test]

@@ -114,6 +114,7 @@ fn system_bundle(k: &Keys, dir: &Path, version: u64) -> PathBuf {
             uki: None,
             variant: "demo".into(),
             trust_sha256: "0".repeat(64),
+            trust: None,
         },
         split: None,
     };

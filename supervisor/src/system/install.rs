@@ -257,6 +257,7 @@ mod tests {
             uki: "airlock.efi".into(),
             variant: variant.into(),
             trust_sha256: trust.into(),
+            trust: None,
         });
         m
     }

@@ -19,6 +19,7 @@ pub mod esp;
 pub mod health;
 pub mod install;
 pub mod job;
+pub mod rotation;
 pub mod slots;
 
 use slots::Slot;
