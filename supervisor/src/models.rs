@@ -455,9 +455,16 @@ impl Console {
         let signed = format!("signed by {}", f.signers.join(","));
         match r {
             Ok(done) => {
+                let trust = match done.trust {
+                    crate::system::rotation::Rotation::Same => String::new(),
+                    crate::system::rotation::Rotation::Rotated { from, to } => format!(
+                        "; it brings trust roots version {to} (rotation from {from}, signed by \
+                         both root thresholds)"
+                    ),
+                };
                 let text = format!(
-                    "installed system version {} into slot {} ({}, {signed}); the next boot tries it \
-                     ('system reboot-to-new' restarts now)",
+                    "installed system version {} into slot {} ({}, {signed}){trust}; the next boot \
+                     tries it ('system reboot-to-new' restarts now)",
                     f.version,
                     done.slot.as_str(),
                     done.entry

@@ -14,6 +14,7 @@
 //! at most an empty inactive slot; after 3 the new entry is complete.
 
 use super::esp::{self, EspError, Mounted};
+use super::rotation::{self, Rotation};
 use super::slots::{EntryName, Slot, TRIES};
 use airlock_formats::import::{self, Commit, Importer, Progress};
 use airlock_formats::manifest::{self, Manifest};
@@ -176,10 +177,12 @@ pub fn refusal_for(
             crate::screen::line(&s.variant)
         ));
     }
-    if trust_sha256.as_deref() != Some(s.trust_sha256.as_str()) {
+    // Other trust roots only with a carried, root-signed trust file: its
+    // signatures are checked after the verified copy (`rotation::check`).
+    if trust_sha256.as_deref() != Some(s.trust_sha256.as_str()) && s.trust.is_none() {
         return Some(
-            "it carries other trust roots than this appliance's; trust-root rotation \
-             through a system update is not supported yet"
+            "it carries other trust roots than this appliance's but no signed rotation \
+             (trust.json and its root signatures)"
                 .into(),
         );
     }
@@ -205,6 +208,8 @@ pub struct Installed {
     pub slot: Slot,
     /// The new entry's file name (`airlock-b+3.efi`).
     pub entry: String,
+    /// The trust roots the new system brings (`Same`, or a checked rotation).
+    pub trust: Rotation,
 }
 
 /// Imports the system bundle `src` (a stick's bundle directory) into the
@@ -229,13 +234,18 @@ pub fn from_stick(
     let bytes = std::fs::read(rep.destination.join(manifest::MANIFEST_FILE))
         .map_err(|e| format!("read the stored manifest: {e}"))?;
     let m = Manifest::parse(&bytes).map_err(|e| format!("the stored manifest: {e}"))?;
+    // A new trust file takes effect only if both root thresholds signed it.
+    let current_bytes = std::fs::read(crate::models::TRUST_FILE)
+        .map_err(|e| format!("read {}: {e}", crate::models::TRUST_FILE))?;
+    let trust = rotation::check(trust, &current_bytes, &m, &rep.destination)
+        .map_err(|e| format!("trust rotation refused: {e}"))?;
     on_write(slot);
     let entry = install(&rep.destination, &m, &esp, slot, &mut |n| {
         progress.advance(n)
     })
     .map_err(|e| e.to_string())?;
     drop(esp);
-    Ok(Installed { slot, entry })
+    Ok(Installed { slot, entry, trust })
 }
 
 #[cfg(test)]
@@ -259,6 +269,14 @@ mod tests {
             trust_sha256: trust.into(),
             trust: None,
         });
+        m
+    }
+
+    fn rotating(trust_sha256: &str) -> Manifest {
+        let mut m = manifest("airlock", "demo", trust_sha256);
+        if let Some(s) = m.system.as_mut() {
+            s.trust = Some("trust.json".into());
+        }
         m
     }
 
@@ -290,8 +308,10 @@ mod tests {
                 manifest("airlock", "demo", &"2".repeat(64)),
                 up,
                 Some(Slot::A),
-                Some("it carries other trust roots"),
+                Some("it carries other trust roots than this appliance's but no signed rotation"),
             ),
+            // A carried trust file: allowed here, its signatures checked after the copy.
+            (rotating(&"2".repeat(64)), up, Some(Slot::A), None),
             (
                 manifest("airlock", "demo", &t),
                 Decision::Same,

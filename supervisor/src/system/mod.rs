@@ -6,6 +6,8 @@
 //!   its slot entries, each step flushed.
 //! - [`install`]: a verified system bundle from the store into the
 //!   inactive slot (temp name, flush, rename).
+//! - [`rotation`]: a new trust file carried by an update, accepted only
+//!   when signed by the root thresholds of the old and the new file.
 //! - [`health`]: the checks a new system passes before it is blessed.
 //! - [`boot`]: `airlock-init system-boot`, PID 1's child at every boot:
 //!   cleans interrupted writes, reports a fallback, runs the health check
