@@ -689,12 +689,11 @@ fn rejects_missing_manifest_and_bad_trust_file() {
     );
 }
 
-#[test]
-fn trust_rotation_rules() {
-    let fx = Fx::new();
+/// Keeps the fixture's trust file as old-trust.json, then makes it version
+/// 2 with m3 added to the root role; returns the old file's path.
+fn rotate_to_m3(fx: &Fx) -> PathBuf {
     let old = fx.path("old-trust.json");
     fs::copy(&fx.trust, &old).unwrap();
-    // New trust: version 2, root moves to m3 (threshold 1).
     ok(airlock(&[
         "trust",
         "add-key",
@@ -705,6 +704,14 @@ fn trust_rotation_rules() {
         p(&fx.path("keys/m3.pub")),
     ]));
     ok(airlock(&["trust", "bump", p(&fx.trust)]));
+    old
+}
+
+#[test]
+fn trust_rotation_rules() {
+    let fx = Fx::new();
+    // New trust: version 2, root moves to m3 (threshold 1).
+    let old = rotate_to_m3(&fx);
     let verify = || airlock(&["trust", "verify", p(&fx.trust), "--previous", p(&old)]);
     refused(
         verify(),
@@ -1466,18 +1473,7 @@ fn sha256_file(path: &Path) -> String {
 #[test]
 fn pack_system_rotation_from_build() {
     let fx = Fx::new();
-    let old = fx.path("old-trust.json");
-    fs::copy(&fx.trust, &old).unwrap();
-    ok(airlock(&[
-        "trust",
-        "add-key",
-        p(&fx.trust),
-        "--role",
-        "root",
-        "--key",
-        p(&fx.path("keys/m3.pub")),
-    ]));
-    ok(airlock(&["trust", "bump", p(&fx.trust)]));
+    let old = rotate_to_m3(&fx);
     let osrel = "ID=airlock\nAIRLOCK_SYSTEM_VERSION=4\nVARIANT_ID=production\n";
     let build = build_dir(&fx.path("build"), Some(osrel), &fx.trust);
     let trust_sha = sha256_file(&fx.trust);

@@ -576,30 +576,7 @@ impl Vm {
 
     /// Hot-plugs `image` (a raw stick image) as a USB mass-storage device.
     pub fn plug_stick(&mut self, image: &Path) -> Result<UsbStick, VmError> {
-        self.sticks += 1;
-        let stick = UsbStick {
-            device: format!("stick{}", self.sticks),
-            node: format!("stick{}-blk", self.sticks),
-        };
-        self.qmp.execute(
-            "blockdev-add",
-            Some(json!({
-                "driver": "raw",
-                "node-name": stick.node,
-                "file": { "driver": "file", "filename": image.display().to_string() },
-            })),
-        )?;
-        self.qmp.execute(
-            "device_add",
-            Some(json!({
-                "driver": "usb-storage",
-                "bus": "xhci.0",
-                "drive": stick.node,
-                "id": stick.device,
-                "removable": true,
-            })),
-        )?;
-        Ok(stick)
+        self.plug(image, None)
     }
 
     /// Hot-plugs `image` like [`Vm::plug_stick`], its reads throttled to
@@ -610,32 +587,37 @@ impl Vm {
         image: &Path,
         bytes_per_sec: u64,
     ) -> Result<UsbStick, VmError> {
+        self.plug(image, Some(bytes_per_sec))
+    }
+
+    fn plug(&mut self, image: &Path, throttle: Option<u64>) -> Result<UsbStick, VmError> {
         self.sticks += 1;
         let stick = UsbStick {
             device: format!("stick{}", self.sticks),
             node: format!("stick{}-blk", self.sticks),
         };
-        let group = format!("stick{}-tg", self.sticks);
-        self.qmp.execute(
-            "object-add",
-            Some(json!({
-                "qom-type": "throttle-group",
-                "id": group,
-                "limits": { "bps-read": bytes_per_sec },
-            })),
-        )?;
-        self.qmp.execute(
-            "blockdev-add",
-            Some(json!({
-                "driver": "throttle",
-                "node-name": stick.node,
-                "throttle-group": group,
-                "file": {
-                    "driver": "raw",
-                    "file": { "driver": "file", "filename": image.display().to_string() },
-                },
-            })),
-        )?;
+        let file = json!({ "driver": "file", "filename": image.display().to_string() });
+        let node = match throttle {
+            None => json!({ "driver": "raw", "node-name": stick.node, "file": file }),
+            Some(bps) => {
+                let group = format!("stick{}-tg", self.sticks);
+                self.qmp.execute(
+                    "object-add",
+                    Some(json!({
+                        "qom-type": "throttle-group",
+                        "id": group,
+                        "limits": { "bps-read": bps },
+                    })),
+                )?;
+                json!({
+                    "driver": "throttle",
+                    "node-name": stick.node,
+                    "throttle-group": group,
+                    "file": { "driver": "raw", "file": file },
+                })
+            }
+        };
+        self.qmp.execute("blockdev-add", Some(node))?;
         self.qmp.execute(
             "device_add",
             Some(json!({

@@ -125,6 +125,34 @@ fn import(vm: &mut Vm, needle: &str) -> String {
     list
 }
 
+/// Plugs `img`, imports the bundle whose line has `needle` into slot b;
+/// returns how long the import took after the confirmation.
+fn install(vm: &mut Vm, img: &Path, needle: &str) -> std::time::Duration {
+    vm.plug_stick(img).must();
+    vm.wait_for("[usb] stick inserted", timeout(60)).must();
+    import(vm, needle);
+    session::answer(vm, "Type yes: ", "yes").must();
+    let t = Instant::now();
+    vm.wait_for("installed system version 2 into slot b", timeout(600))
+        .must();
+    let took = t.elapsed();
+    vm.wait_for(PROMPT, timeout(30)).must();
+    took
+}
+
+/// `system reboot-to-new`: this QEMU ends (`-no-reboot`).
+fn reboot_to_new(mut vm: Vm) {
+    session::send(&mut vm, "system reboot-to-new").must();
+    vm.wait_exit(timeout(120)).must();
+}
+
+/// `system`, which must show each of `wants`; its text.
+fn slots(vm: &mut Vm, wants: &[&str]) -> String {
+    let s = system(vm);
+    assert_has(&s, wants);
+    s
+}
+
 fn system(vm: &mut Vm) -> String {
     vm.command("system").must()
 }
@@ -178,9 +206,8 @@ fn update_is_tried_blessed_and_committed() {
     )
     .must();
     session::login(&mut vm, OFFICER).must();
-    let s = system(&mut vm);
-    assert_has(
-        &s,
+    slots(
+        &mut vm,
         &[
             "slot a: version 1, good, running",
             "slot b: empty",
@@ -210,9 +237,8 @@ fn update_is_tried_blessed_and_committed() {
     // Boot 2: the old slot boots; no half slot; nothing committed.
     let mut vm = boot("system-2", disk.path(), "a");
     session::login(&mut vm, OFFICER).must();
-    let s = system(&mut vm);
-    assert_has(
-        &s,
+    let s = slots(
+        &mut vm,
         &[
             "slot a: version 1, good, running",
             "committed version (anti-rollback floor): 1",
@@ -250,31 +276,29 @@ fn update_is_tried_blessed_and_committed() {
         "a pulled stick changed the slots"
     );
     // The real install.
-    vm.plug_stick(&stick1).must();
-    vm.wait_for("[usb] stick inserted", timeout(60)).must();
-    import(&mut vm, "airlock_2.airlock: system airlock version 2");
-    session::answer(&mut vm, "Type yes: ", "yes").must();
-    let t = Instant::now();
-    vm.wait_for("installed system version 2 into slot b", timeout(600))
-        .must();
-    figure(
-        "system update: import of the 25 MiB bundle into slot b",
-        t,
-        "stick to store (verified), store to ESP (verified), TCG",
+    let took = install(
+        &mut vm,
+        &stick1,
+        "airlock_2.airlock: system airlock version 2",
     );
-    vm.wait_for(PROMPT, timeout(30)).must();
-    let s = system(&mut vm);
-    assert_has(
-        &s,
+    publish(
+        &[Figure {
+            name: "system update: import of the 25 MiB bundle into slot b",
+            value: format!("{:.1} s", took.as_secs_f64()),
+            note: "stick to store (verified), store to ESP (verified), TCG".into(),
+        }],
+        None,
+    )
+    .must();
+    slots(
+        &mut vm,
         &[
             "slot b: version 2, pending (3 tries left)",
             "committed version (anti-rollback floor): 1",
             "next boot: slot b (version 2), a new system on trial",
         ],
     );
-    session::send(&mut vm, "system reboot-to-new").must();
-    vm.wait_exit(timeout(120)).must();
-    drop(vm);
+    reboot_to_new(vm);
 
     // Boot 3: version 2 from slot B, tried, blessed, committed.
     let mut vm = boot("system-3", disk.path(), "b");
@@ -292,9 +316,8 @@ fn update_is_tried_blessed_and_committed() {
         "lockdown, network, probe suite, worker on the built-in model, audit; TCG",
     );
     session::login(&mut vm, OFFICER).must();
-    let s = system(&mut vm);
-    assert_has(
-        &s,
+    slots(
+        &mut vm,
         &[
             "slot a: version 1, good",
             "slot b: version 2, good, running",
@@ -359,16 +382,8 @@ fn failed_updates_fall_back() {
     )
     .must();
     session::login(&mut vm, OFFICER).must();
-    vm.plug_stick(&stick1).must();
-    vm.wait_for("[usb] stick inserted", timeout(60)).must();
-    import(&mut vm, "panics_2.airlock");
-    session::answer(&mut vm, "Type yes: ", "yes").must();
-    vm.wait_for("installed system version 2 into slot b", timeout(600))
-        .must();
-    vm.wait_for(PROMPT, timeout(30)).must();
-    session::send(&mut vm, "system reboot-to-new").must();
-    vm.wait_exit(timeout(120)).must();
-    drop(vm);
+    install(&mut vm, &stick1, "panics_2.airlock");
+    reboot_to_new(vm);
 
     // Three tries of a system whose PID 1 dies at boot.
     let t = Instant::now();
@@ -395,9 +410,8 @@ fn failed_updates_fall_back() {
         "three boots that panic (panic=10) and the old slot's boot, OVMF under TCG",
     );
     session::login(&mut vm, OFFICER).must();
-    let s = system(&mut vm);
-    assert_has(
-        &s,
+    slots(
+        &mut vm,
         &[
             "slot a: version 1, good, running",
             "slot b: version 2, FAILED after 3 tries",
@@ -406,16 +420,8 @@ fn failed_updates_fall_back() {
         ],
     );
     // A system whose health check fails replaces it.
-    vm.plug_stick(&stick1).must();
-    vm.wait_for("[usb] stick inserted", timeout(60)).must();
-    import(&mut vm, "unhealthy_2.airlock");
-    session::answer(&mut vm, "Type yes: ", "yes").must();
-    vm.wait_for("installed system version 2 into slot b", timeout(600))
-        .must();
-    vm.wait_for(PROMPT, timeout(30)).must();
-    session::send(&mut vm, "system reboot-to-new").must();
-    vm.wait_exit(timeout(120)).must();
-    drop(vm);
+    install(&mut vm, &stick1, "unhealthy_2.airlock");
+    reboot_to_new(vm);
 
     let mut vm = Vm::start(&disk_config("fallback-health", disk.path())).must();
     vm.wait_for("FAILED its health check: worker:", timeout(BOOT_SECS))
@@ -434,9 +440,8 @@ fn failed_updates_fall_back() {
     )
     .must();
     session::login(&mut vm, OFFICER).must();
-    let s = system(&mut vm);
-    assert_has(
-        &s,
+    slots(
+        &mut vm,
         &[
             "slot b: version 2, FAILED after 1 try: worker:",
             "committed version (anti-rollback floor): 1",

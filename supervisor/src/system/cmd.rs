@@ -1,7 +1,7 @@
 //! The console's `system` commands: `system [show]` (any account),
 //! `system reboot-to-new`, `system retry`, `system clear` (officer).
 
-use super::esp::{self, Mounted};
+use super::esp::{self, EspError, Mounted};
 use super::slots::{self, EntryName, Known, Life, Slot};
 use crate::auditd::Draft;
 use crate::console::Console;
@@ -164,17 +164,39 @@ impl Console {
         }
     }
 
+    /// Audits and reports a change of the failed slot (`op`: retry, clear).
+    fn slot_changed(&mut self, op: &str, r: Result<(), EspError>, text: &str, shown: &str) {
+        let (me, role) = self.who();
+        match r {
+            Ok(()) => {
+                let d = Draft::by(&me, role, Action::SystemSlot, Outcome::Ok)
+                    .detail(format!("{op}: {text}"));
+                self.audited(d, shown);
+            }
+            Err(e) => {
+                let d = Draft::by(&me, role, Action::SystemSlot, Outcome::Failed)
+                    .reason("esp-write-failed")
+                    .detail(
+                        crate::screen::line(&format!("{op}: {e}"))
+                            .chars()
+                            .take(250)
+                            .collect::<String>(),
+                    );
+                let _ = self.audit(d);
+                self.out(&format!("system {op} failed: {e}\n"));
+            }
+        }
+    }
+
     /// `system retry`.
     pub(crate) fn cmd_system_retry(&mut self) {
-        let (me, role) = self.who();
         if let Err(why) = self.audit_writable() {
             return self.out(&format!("system retry refused: {why}\n"));
         }
         let Some((m, name, version)) = self.failed_slot("system retry") else {
             return;
         };
-        let floor = committed();
-        if let (Some(v), Some(c)) = (version, floor) {
+        if let (Some(v), Some(c)) = (version, committed()) {
             if v < c {
                 return self.out(&format!(
                     "system retry refused: version {v} is below the committed version {c}; nothing changed\n"
@@ -190,62 +212,26 @@ impl Console {
             version_text(version),
             slots::TRIES
         );
-        match r {
-            Ok(()) => {
-                let d = Draft::by(&me, role, Action::SystemSlot, Outcome::Ok)
-                    .detail(format!("retry: {text}"));
-                self.audited(d, &format!("{text}; 'system reboot-to-new' tries it"));
-            }
-            Err(e) => {
-                let d = Draft::by(&me, role, Action::SystemSlot, Outcome::Failed)
-                    .reason("esp-write-failed")
-                    .detail(
-                        crate::screen::line(&format!("retry: {e}"))
-                            .chars()
-                            .take(250)
-                            .collect::<String>(),
-                    );
-                let _ = self.audit(d);
-                self.out(&format!("system retry failed: {e}\n"));
-            }
-        }
+        let shown = format!("{text}; 'system reboot-to-new' tries it");
+        self.slot_changed("retry", r, &text, &shown);
     }
 
     /// `system clear`.
     pub(crate) fn cmd_system_clear(&mut self) {
-        let (me, role) = self.who();
         if let Err(why) = self.audit_writable() {
             return self.out(&format!("system clear refused: {why}\n"));
         }
         let Some((m, name, version)) = self.failed_slot("system clear") else {
             return;
         };
-        let r = esp::remove(&m, &m.linux_dir(), &name.file_name());
+        let r = esp::remove(&m, &m.linux_dir(), &name.file_name()).map(drop);
         drop(m);
         let text = format!(
             "the failed system (version {}) removed from slot {}",
             version_text(version),
             name.slot.as_str()
         );
-        match r {
-            Ok(_) => {
-                let d = Draft::by(&me, role, Action::SystemSlot, Outcome::Ok)
-                    .detail(format!("clear: {text}"));
-                self.audited(d, &text);
-            }
-            Err(e) => {
-                let d = Draft::by(&me, role, Action::SystemSlot, Outcome::Failed)
-                    .reason("esp-write-failed")
-                    .detail(
-                        crate::screen::line(&format!("clear: {e}"))
-                            .chars()
-                            .take(250)
-                            .collect::<String>(),
-                    );
-                let _ = self.audit(d);
-                self.out(&format!("system clear failed: {e}\n"));
-            }
-        }
+        self.slot_changed("clear", r, &text, &text);
     }
 }
 
