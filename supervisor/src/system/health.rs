@@ -77,9 +77,13 @@ pub fn run(ctx: &Ctx) -> Vec<Outcome> {
         .collect()
 }
 
-/// The first failure as one line (`sandbox: 2 of 40 probes failed`), or
-/// `None` when all passed.
+/// The failures as one line (`sandbox: …; worker: …`), or `None` when all
+/// passed; no outcome at all is a failure.
 pub fn verdict(outcomes: &[Outcome]) -> Option<String> {
+    // An empty check must never bless (a known pitfall of boot assessment).
+    if outcomes.is_empty() {
+        return Some("no health check ran".into());
+    }
     let failed: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.result.as_ref().err().map(|e| format!("{}: {e}", o.name)))
@@ -243,6 +247,15 @@ mod tests {
         for (text, want) in table {
             assert_eq!(lockdown_level(text), want, "{text:?}");
         }
+    }
+
+    /// A health check that passes without running its checks is a bug:
+    /// the table holds every check the design asks for.
+    #[test]
+    fn every_check_is_in_the_table() {
+        let names: Vec<&str> = CHECKS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["lockdown", "network", "sandbox", "worker", "audit"]);
+        assert_eq!(verdict(&[]).as_deref(), Some("no health check ran"));
     }
 
     #[test]
