@@ -137,12 +137,22 @@ fn real_model_on_exfat_and_ext4_sticks() {
         bad.pack("model", "wrongrole", 1, &[], &[&gguf], Signer::System)
             .must(),
     );
-    // A bundle of another kind.
+    // A system bundle on a direct kernel boot: no boot slots to write.
     let efi = files.join("airlock.efi");
     std::fs::write(&efi, b"MZ not really a UKI").must();
+    let trust =
+        bundles::run(Command::new(bundles::repo_root().join("scripts/demo-keys")).arg("trust"))
+            .must();
     on_ext4.push(
-        bad.pack("system", "sysupdate", 1, &[], &[&efi], Signer::System)
-            .must(),
+        bad.pack(
+            "system",
+            "airlock",
+            1,
+            &["--variant", "demo", "--trust", trust.trim()],
+            &[&efi],
+            Signer::System,
+        )
+        .must(),
     );
     // Signed, then its manifest edited: the signature no longer verifies.
     let tampered = bad
@@ -198,7 +208,7 @@ fn real_model_on_exfat_and_ext4_sticks() {
             "wrongrole_1.airlock",
             "signed by key \"demo-system\", which does not hold role models",
         ),
-        ("sysupdate", "a system bundle"),
+        ("airlock_1.airlock", "did not come through systemd-boot"),
         (
             "tampered_1.airlock",
             "below threshold: 0 of 1 required models signatures",
