@@ -1,0 +1,1 @@
+//! Attention kernels (prefill: tiled, online softmax; decode: GQA-grouped).
