@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod fd;
+pub mod kernels_glue;
 pub mod model_file;
 pub mod modelgen;
 pub mod sampler;
