@@ -581,7 +581,6 @@ mod tests {
                 x + 0.089,
             ];
             let mut e = [0.0f32; 8];
-            let mut t = [0.0f32; 8];
             // SAFETY: 8-element arrays for loads and stores.
             unsafe {
                 let v = _mm256_loadu_ps(xs.as_ptr());
@@ -595,7 +594,6 @@ mod tests {
                     assert_eq!(ei, 0.0);
                 }
             }
-            let _ = &mut t;
             x += 0.1;
         }
         let mut x = -20.0f32;
