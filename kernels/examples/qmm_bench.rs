@@ -11,7 +11,7 @@
 //!
 //! `cargo run --release -p airlock-kernels --example qmm_bench [reps]`
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments)]
 
 use std::time::Instant;
 
