@@ -7,7 +7,7 @@
 //!     columns per activation row), with our 1 × 1 micro-kernel as its dot;
 //! (ii) our driver through the `dot` closure (same 1 × 1 dot): isolates the
 //!     threading, tiling and buffer reuse;
-//! (iii) our driver with the 4 × 2 micro-kernels.
+//! (iii) our driver with the 4 × 4 micro-kernels.
 //!
 //! `cargo run --release -p airlock-kernels --example qmm_bench [reps]`
 

@@ -11,7 +11,7 @@
 //!   weight rows are split over every thread even for small `n`; for prefill
 //!   a weight tile stays in cache while many activation rows reuse it;
 //! * for Q4_K, Q8_0, Q4_0, Q4_1, Q5_0 the tiles run AVX2 micro-kernels that
-//!   read the raw blocks and compute 4 weight rows × 2 activation rows per
+//!   read the raw blocks and compute 4 weight rows × 4 activation rows per
 //!   call (integer sums, then float scaling); every other type runs the
 //!   caller's `dot` closure per output.
 //!
@@ -358,7 +358,7 @@ impl Operands<'_> {
 /// Weight rows per micro-kernel call.
 pub(crate) const NR: usize = 4;
 /// Activation rows per micro-kernel call.
-pub(crate) const MR: usize = 2;
+pub(crate) const MR: usize = 4;
 
 /// A block of outputs: `out[a][w] = dot(weight row w, activation row a)`.
 pub(crate) trait Tile: Sync {

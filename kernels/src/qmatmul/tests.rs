@@ -187,7 +187,7 @@ fn q4_0_matches_reference() {
     matrix(wtype::Q4_0);
 }
 
-/// Every tile shape of every kernel (4×2, 4×1, 1×2, 1×1) straight against
+/// Tile shapes of every kernel (4×4, 4×2, 4×1, 1×2, 1×1) straight against
 /// the scalar dot, on extreme codes too (all-0xFF / all-0x80 weight bytes).
 #[test]
 fn kernel_tiles_match_scalar() {
@@ -199,7 +199,7 @@ fn kernel_tiles_match_scalar() {
         wtype::Q4_0,
     ] {
         for fill in [None, Some(0xFFu8), Some(0x80)] {
-            let mut case = Case::new(wt, 2, 4, 512, 7 + u64::from(wt));
+            let mut case = Case::new(wt, 4, 4, 512, 7 + u64::from(wt));
             if let Some(b) = fill {
                 let g = geometry(wt).unwrap();
                 for x in case.rhs.chunks_exact_mut(g.wbytes) {
@@ -225,6 +225,17 @@ fn kernel_tiles_match_scalar() {
             let close = |g: f32, w: f32| (g - w).abs() <= 1e-5 * (1.0 + w.abs()) * 10.0;
             let mut o42 = [[0f32; 4]; 2];
             kern.tile([w[0], w[1], w[2], w[3]], [&acts[0], &acts[1]], &mut o42);
+            let mut o44 = [[0f32; 4]; 4];
+            kern.tile(
+                [w[0], w[1], w[2], w[3]],
+                [&acts[0], &acts[1], &acts[2], &acts[3]],
+                &mut o44,
+            );
+            for c in 0..4 {
+                for j in 0..4 {
+                    assert!(close(o44[c][j], want(c, j)), "{wt} 4x4 [{c}][{j}]");
+                }
+            }
             let mut o41 = [[0f32; 4]; 1];
             kern.tile([w[0], w[1], w[2], w[3]], [&acts[1]], &mut o41);
             let mut o12 = [[0f32; 1]; 2];
