@@ -29,6 +29,7 @@ fn candle_style(
     row_bytes: usize,
     act_bytes: usize,
     quant: r::QuantizeRow,
+    dot: fn(u32, &[u8], &[u8]) -> Option<f32>,
     dst: &mut [f32],
 ) {
     let mut acts = vec![0u8; m * act_bytes];
@@ -42,7 +43,7 @@ fn candle_style(
             .with_min_len(128)
             .with_max_len(512)
             .for_each(|(j, d)| {
-                *d = kernel_dot(wt, &rhs[j * row_bytes..(j + 1) * row_bytes], a).unwrap();
+                *d = dot(wt, &rhs[j * row_bytes..(j + 1) * row_bytes], a).unwrap();
             });
     }
 }
@@ -102,6 +103,7 @@ fn main() {
                     dot: &dot,
                 };
                 let reps = if m == 1 { reps * 30 } else { reps };
+                let mut d0 = vec![0f32; m * n];
                 let mut d1 = vec![0f32; m * n];
                 let mut d2 = vec![0f32; m * n];
                 let mut d3 = vec![0f32; m * n];
@@ -114,8 +116,25 @@ fn main() {
                         row_bytes,
                         act_bytes,
                         quant,
+                        kernel_dot,
                         &mut d1,
                     )
+                });
+                // Q4_1 has no AVX2 dot in candle: its loop with a scalar dot.
+                let t0 = (wt == wtype::Q4_1).then(|| {
+                    time(reps, || {
+                        candle_style(
+                            wt,
+                            (m, k, n),
+                            &lhs,
+                            &rhs,
+                            row_bytes,
+                            act_bytes,
+                            quant,
+                            r::dot_scalar,
+                            &mut d0,
+                        )
+                    })
                 });
                 let t2 = time(reps, || matmul_generic(&a, &mut d2).unwrap());
                 let t3 = time(reps, || matmul(&a, &mut d3).unwrap());
@@ -131,6 +150,12 @@ fn main() {
                     t2 / t3,
                     t1 / t3
                 );
+                if let Some(t0) = t0 {
+                    println!(
+                        "      candle loop with a scalar dot (as candle's Q4_1 today): {t0:.3} ms, {:.2}× the kernel time",
+                        t0 / t3
+                    );
+                }
             }
         }
     }
