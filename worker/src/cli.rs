@@ -19,7 +19,7 @@ use airlock_formats::protocol::{
 use clap::Parser;
 
 use crate::engine::{Engine, EngineOptions};
-use crate::{bpe_tokenizer, fd, model_file, session};
+use crate::{bpe_tokenizer, fd, kernels_glue, model_file, session};
 
 /// Exit status: the model could not be resolved or loaded.
 const EXIT_MODEL: u8 = 2;
@@ -121,6 +121,14 @@ pub fn main() -> ExitCode {
     if let Err(e) = exit_on_abort_signal() {
         eprintln!("airlock-worker: installing the SIGABRT handler: {e}");
         return ExitCode::from(EXIT_SECCOMP);
+    }
+    // Our CPU kernels, hooked into candle/mistral.rs before the model loads.
+    match kernels_glue::Selection::parse(std::env::var(kernels_glue::ENV).ok().as_deref()) {
+        Ok(sel) => kernels_glue::install(sel),
+        Err(e) => {
+            eprintln!("airlock-worker: {}", escape::text(&e));
+            return ExitCode::from(EXIT_PROTOCOL);
+        }
     }
     // Still single-threaded here: the environment can be changed safely.
     if let Some(n) = args.threads {
@@ -271,6 +279,8 @@ fn oneshot(args: &Args, opts: &EngineOptions) -> ExitCode {
             let _ = writeln!(out);
             let line = encode_payload(&Response::Done(stats)).unwrap_or_default();
             eprintln!("{}", String::from_utf8_lossy(&line));
+            let (attention, qmatmul) = kernels_glue::calls();
+            eprintln!("airlock-worker: kernel calls: attention {attention}, qmatmul {qmatmul}");
             ExitCode::SUCCESS
         }
         Err(e) => {
