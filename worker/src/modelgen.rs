@@ -32,6 +32,37 @@ pub struct Shape {
     pub context: usize,
 }
 
+impl Shape {
+    /// Width of the key and value projections (`kv_heads` heads of `dim / heads`).
+    pub fn kv_dim(self) -> usize {
+        self.dim / self.heads * self.kv_heads
+    }
+
+    /// Checks that the heads divide and the matrices fit `quant`'s blocks
+    /// (the shape arithmetic of [`write_model`], without drawing a weight).
+    pub fn check(self, quant: Quant) -> Result<(), ModelGenError> {
+        let shape = self;
+        let block = quant.ggml().block_size();
+        if shape.heads == 0
+            || !shape.dim.is_multiple_of(shape.heads)
+            || shape.kv_heads == 0
+            || !shape.heads.is_multiple_of(shape.kv_heads)
+        {
+            return Err(ModelGenError::Shape(format!(
+                "dim {} / heads {} / kv_heads {} do not divide",
+                shape.dim, shape.heads, shape.kv_heads
+            )));
+        }
+        if !shape.dim.is_multiple_of(block) || !shape.ffn.is_multiple_of(block) {
+            return Err(ModelGenError::Shape(format!(
+                "dim {} and ffn {} must be multiples of the {quant:?} block size {block}",
+                shape.dim, shape.ffn
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Named model shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
@@ -39,9 +70,21 @@ pub enum Preset {
     Tiny,
     /// ~112M parameters: the benchmark model.
     Bench,
+    /// ~1.1B parameters, shaped like TinyLlama-1.1B (the large benchmark model).
+    #[value(name = "1b")]
+    B1,
 }
 
 impl Preset {
+    /// The name on the command line (`tiny`, `bench`, `1b`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Bench => "bench",
+            Preset::B1 => "1b",
+        }
+    }
+
     /// The shape of this preset.
     pub fn shape(self) -> Shape {
         match self {
@@ -62,6 +105,18 @@ impl Preset {
                 kv_heads: 4,
                 ffn: 2048,
                 context: 4096,
+            },
+            // TinyLlama-1.1B: 22 blocks of width 2048, 32 heads of 64 over 4
+            // key/value heads, SwiGLU width 5632; its 32,000-token vocabulary
+            // size with our generated pieces (as the bench preset).
+            Preset::B1 => Shape {
+                vocab: 32_000,
+                dim: 2048,
+                layers: 22,
+                heads: 32,
+                kv_heads: 4,
+                ffn: 5632,
+                context: 2048,
             },
         }
     }
@@ -230,25 +285,8 @@ pub fn write_model<W: Write + Seek>(
     quant: Quant,
     seed: u64,
 ) -> Result<(), ModelGenError> {
-    let block = quant.ggml().block_size();
-    if shape.heads == 0
-        || !shape.dim.is_multiple_of(shape.heads)
-        || shape.kv_heads == 0
-        || !shape.heads.is_multiple_of(shape.kv_heads)
-    {
-        return Err(ModelGenError::Shape(format!(
-            "dim {} / heads {} / kv_heads {} do not divide",
-            shape.dim, shape.heads, shape.kv_heads
-        )));
-    }
-    // Only after the checks above: heads and kv_heads are non-zero here.
-    let kv_dim = shape.dim / shape.heads * shape.kv_heads;
-    if !shape.dim.is_multiple_of(block) || !shape.ffn.is_multiple_of(block) {
-        return Err(ModelGenError::Shape(format!(
-            "dim {} and ffn {} must be multiples of the {quant:?} block size {block}",
-            shape.dim, shape.ffn
-        )));
-    }
+    shape.check(quant)?;
+    let kv_dim = shape.kv_dim();
     let vocab = vocabulary(shape.vocab);
     if vocab.len() != shape.vocab {
         return Err(ModelGenError::Shape(format!(
@@ -325,7 +363,7 @@ pub fn write_model<W: Write + Seek>(
 
 /// Number of parameters of a model of `shape`.
 pub fn parameter_count(shape: Shape) -> usize {
-    let kv_dim = shape.dim / shape.heads * shape.kv_heads;
+    let kv_dim = shape.kv_dim();
     let per_layer = 2 * shape.dim
         + 2 * shape.dim * shape.dim
         + 2 * kv_dim * shape.dim
@@ -376,8 +414,35 @@ mod tests {
     }
 
     #[test]
-    fn bench_preset_is_about_100m_parameters() {
-        let n = parameter_count(Preset::Bench.shape());
-        assert!((90_000_000..130_000_000).contains(&n), "{n}");
+    fn presets_have_their_size_and_fit_their_quantisations() {
+        // (preset, parameter range, quantisations its shape must fit)
+        let table: [(Preset, std::ops::Range<usize>, &[Quant]); 3] = [
+            (Preset::Tiny, 150_000..300_000, &[Quant::Q8_0, Quant::F32]),
+            (
+                Preset::Bench,
+                90_000_000..130_000_000,
+                &[Quant::Q4K, Quant::Q8_0, Quant::F32],
+            ),
+            (
+                Preset::B1,
+                1_000_000_000..1_200_000_000,
+                &[Quant::Q4K, Quant::Q8_0, Quant::F32],
+            ),
+        ];
+        for (preset, range, quants) in table {
+            let shape = preset.shape();
+            let n = parameter_count(shape);
+            assert!(range.contains(&n), "{preset:?}: {n}");
+            for &q in quants {
+                shape
+                    .check(q)
+                    .unwrap_or_else(|e| panic!("{preset:?} {q:?}: {e}"));
+            }
+            assert_eq!(vocabulary(shape.vocab).len(), shape.vocab, "{preset:?}");
+        }
+        // TinyLlama-1.1B's count exactly (its vocabulary, untied output).
+        assert_eq!(parameter_count(Preset::B1.shape()), 1_100_048_384);
+        assert_eq!(Preset::B1.shape().kv_dim(), 256);
+        assert_eq!(Preset::B1.name(), "1b");
     }
 }

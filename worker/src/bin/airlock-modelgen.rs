@@ -1,6 +1,6 @@
 //! Writes a deterministic random-weight llama GGUF for tests and benchmarks.
 //!
-//! `airlock-modelgen --preset tiny|bench [--quant q8_0|q4_k|f32] [--seed N] --out FILE`
+//! `airlock-modelgen --preset tiny|bench|1b [--quant q8_0|q4_k|f32] [--seed N] --out FILE`
 
 use std::io::BufWriter;
 use std::path::PathBuf;
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         let f =
             std::fs::File::create(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
         let mut w = BufWriter::new(f);
-        let name = format!("airlock-test-{:?}", args.preset).to_lowercase();
+        let name = format!("airlock-test-{}", args.preset.name());
         write_model(&mut w, &name, shape, args.quant, args.seed).map_err(|e| e.to_string())?;
         let f = w
             .into_inner()
@@ -50,9 +50,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => {
             println!(
-                "{}: {:?} {:?}, {} parameters, seed {}",
+                "{}: {} {:?}, {} parameters, seed {}",
                 args.out.display(),
-                args.preset,
+                args.preset.name(),
                 args.quant,
                 parameter_count(shape),
                 args.seed
