@@ -8,8 +8,8 @@ use std::time::Instant;
 use airlock_formats::protocol::{FinishReason, GenerateRequest, Role, Stats};
 use either::Either;
 use mistralrs::{
-    DeviceMapSetting, GgufModelBuilder, Model, PagedAttentionMetaBuilder, RequestBuilder, Response,
-    StopTokens, TextMessageRole, TokenSource,
+    CustomLogitsProcessor, DeviceMapSetting, GgufModelBuilder, Model, PagedAttentionMetaBuilder,
+    RequestBuilder, Response, StopTokens, TextMessageRole, TokenSource,
 };
 
 use crate::model_file::ModelFile;
@@ -151,6 +151,17 @@ impl Engine {
     pub fn generate(
         &self,
         req: &GenerateRequest,
+        on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Stats, EngineError> {
+        self.generate_observed(req, None, on_text)
+    }
+
+    /// [`Engine::generate`] with `observer` applied to the logits of every
+    /// step before sampling (tests record logits and ban tokens with it).
+    pub fn generate_observed(
+        &self,
+        req: &GenerateRequest,
+        observer: Option<Arc<dyn CustomLogitsProcessor>>,
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Stats, EngineError> {
         let mut rb = RequestBuilder::new();
@@ -167,6 +178,9 @@ impl Engine {
             .set_sampler_max_len(req.max_tokens as usize);
         if !req.stop.is_empty() {
             rb = rb.set_sampler_stop_toks(StopTokens::Seqs(req.stop.clone()));
+        }
+        if let Some(observer) = observer {
+            rb = rb.add_logits_processor(observer);
         }
         if req.temperature > 0.0 {
             rb = rb.add_logits_processor(Arc::new(SeededSampler::new(

@@ -7,7 +7,7 @@
 //! worker's environment leaves the hooks unset: the benchmark's "unpatched"
 //! mode and the token-equality tests run the original code paths with it.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use airlock_kernels::attention::{self, Attn, Elem, Mask};
@@ -68,14 +68,27 @@ impl Selection {
     }
 }
 
-/// Sets the hooks the selection enables.
+/// Whether the installed hooks take calls (tests compare both ways in one process).
+static ATTENTION_ACTIVE: AtomicBool = AtomicBool::new(false);
+static QMATMUL_ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Sets the hooks the selection enables (a kernel left out is never hooked:
+/// the original code runs exactly as unpatched).
 pub fn install(sel: Selection) {
+    set_active(sel);
     if sel.attention {
         airlock_hooks::set_attention(attention_hook);
     }
     if sel.qmatmul {
         airlock_hooks::set_qmatmul(qmatmul_hook);
     }
+}
+
+/// Lets installed hooks take calls, or decline them so the original code
+/// runs (for tests that compare both in one process).
+pub fn set_active(sel: Selection) {
+    ATTENTION_ACTIVE.store(sel.attention, Ordering::Relaxed);
+    QMATMUL_ACTIVE.store(sel.qmatmul, Ordering::Relaxed);
 }
 
 /// How often each hook ran: (attention, quantised matmul).
@@ -87,6 +100,9 @@ pub fn calls() -> (u64, u64) {
 }
 
 fn qmatmul_hook(c: &QMatMulCall<'_>, dst: &mut [f32]) -> bool {
+    if !QMATMUL_ACTIVE.load(Ordering::Relaxed) {
+        return false;
+    }
     let a = QMatMul {
         wtype: c.wtype,
         m: c.m,
@@ -111,6 +127,9 @@ fn attention_hook(
     scale: f32,
     softcap: Option<f32>,
 ) -> Option<candle_core::Result<Tensor>> {
+    if !ATTENTION_ACTIVE.load(Ordering::Relaxed) {
+        return None;
+    }
     match q.dtype() {
         DType::F32 => run_attention::<f32>(q, k, v, mask, scale, softcap),
         DType::F16 => run_attention::<half::f16>(q, k, v, mask, scale, softcap),
