@@ -18,5 +18,11 @@ elapsed() { local s=$(( $(date +%s) - AIRLOCK_T0 )); printf '%dm%02ds' $((s/60))
 # (aws-lc-sys, ring, onig, mimalloc) watch SOURCE_DATE_EPOCH, and a changed
 # value recompiles the whole chain. .cargo/config.toml's [env] sets a fixed
 # SOURCE_DATE_EPOCH for every cargo build instead.
-cargo_env() { env -u SOURCE_DATE_EPOCH -u TZ -u LC_ALL cargo "$@"; }
+#
+# Before any cargo command: the patched registry crates Cargo.toml's
+# [patch.crates-io] points at (scripts/patch-crates; a no-op when current).
+cargo_env() {
+  "$(dirname "${BASH_SOURCE[0]}")/../patch-crates" || return 1
+  env -u SOURCE_DATE_EPOCH -u TZ -u LC_ALL cargo "$@"
+}
 build_workspace() { cargo_env build --release --workspace --bins -q "$@"; }
