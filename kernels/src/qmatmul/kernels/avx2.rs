@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{f16le, q4k_scales};
+use super::f16le;
 
 /// Unaligned 32-byte load from `b[at..at + 32]`.
 #[inline]
@@ -34,24 +34,6 @@ fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
-}
-
-/// Sums the four i32 lanes of `v`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn hsum_epi32_128(v: __m128i) -> i32 {
-    let s = _mm_add_epi32(v, _mm_shuffle_epi32::<0b01_00_11_10>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-    _mm_cvtsi128_si32(s)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn hsum_epi32(v: __m256i) -> i32 {
-    hsum_epi32_128(_mm_add_epi32(
-        _mm256_castsi256_si128(v),
-        _mm256_extracti128_si256::<1>(v),
-    ))
 }
 
 /// 16 bytes of nibbles → 32 values: low nibbles in bytes 0..16, high
@@ -274,6 +256,23 @@ pub(crate) fn q4_k<const R: usize, const C: usize>(
     unsafe { q4_k_impl(w, a, out, nb) }
 }
 
+/// Q4_K's eight 6-bit scales (low u64) and eight 6-bit mins (high u64), one
+/// per byte, from its 12 packed bytes (word-wise: the same split as
+/// `kernels::q4k_scales`, which the tests compare it with).
+#[inline(always)]
+pub(crate) fn q4k_scales_words(q: &[u8]) -> (u64, u64) {
+    let word = |i: usize| u32::from_le_bytes([q[i], q[i + 1], q[i + 2], q[i + 3]]);
+    let (a, b, c) = (word(0), word(4), word(8));
+    let sc_lo = a & 0x3f3f_3f3f;
+    let mn_lo = b & 0x3f3f_3f3f;
+    let sc_hi = (c & 0x0f0f_0f0f) | (((a >> 6) & 0x0303_0303) << 4);
+    let mn_hi = ((c >> 4) & 0x0f0f_0f0f) | (((b >> 6) & 0x0303_0303) << 4);
+    (
+        u64::from(sc_lo) | (u64::from(sc_hi) << 32),
+        u64::from(mn_lo) | (u64::from(mn_hi) << 32),
+    )
+}
+
 #[target_feature(enable = "avx2,fma")]
 fn q4_k_impl<const R: usize, const C: usize>(
     w: [&[u8]; R],
@@ -284,26 +283,23 @@ fn q4_k_impl<const R: usize, const C: usize>(
     let wb = w.map(|w| w.as_chunks::<144>().0);
     let ab = a.map(|a| a.as_chunks::<292>().0);
     let m4 = _mm256_set1_epi8(0x0F);
-    let mut sums = [[0f32; R]; C];
+    // Float accumulators across blocks: one horizontal sum per output at the end.
+    let mut acc = [[_mm256_setzero_ps(); R]; C];
+    // The mins' term, 4 lanes per output (summed into `acc` at the end).
+    let mut macc = [[_mm_setzero_ps(); R]; C];
     for b in 0..nb {
-        let mut sc = [[0u8; 8]; R];
-        let mut mn = [_mm256_setzero_si256(); R];
+        let mut sc = [0u64; R];
+        let mut mn = [_mm_setzero_si128(); R];
         let mut wd = [0f32; R];
         let mut wdmin = [0f32; R];
         for r in 0..R {
             let x = &wb[r][b];
             wd[r] = f16le(x[0], x[1]);
             wdmin[r] = f16le(x[2], x[3]);
-            let mut packed = [0u8; 12];
-            packed.copy_from_slice(&x[4..16]);
-            let (s, m) = q4k_scales(&packed);
+            let (s, m) = q4k_scales_words(&x[4..16]);
             sc[r] = s;
-            // Each min twice: it weighs the two bsums (of 16) of its sub-block.
-            let m = m.map(i16::from);
-            mn[r] = _mm256_setr_epi16(
-                m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5], m[6], m[6],
-                m[7], m[7],
-            );
+            // The eight mins as i16 lanes.
+            mn[r] = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64));
         }
         let mut iacc = [[_mm256_setzero_si256(); R]; C];
         for chunk in 0..4 {
@@ -317,8 +313,8 @@ fn q4_k_impl<const R: usize, const C: usize>(
                 let q = load32(&wb[r][b], 16 + 32 * chunk);
                 let lo = _mm256_and_si256(q, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                let slo = _mm256_set1_epi16(i16::from(sc[r][2 * chunk]));
-                let shi = _mm256_set1_epi16(i16::from(sc[r][2 * chunk + 1]));
+                let slo = _mm256_set1_epi16(((sc[r] >> (16 * chunk)) & 0xff) as i16);
+                let shi = _mm256_set1_epi16(((sc[r] >> (16 * chunk + 8)) & 0xff) as i16);
                 for c in 0..C {
                     // ≤ 15 · 128 · 2 per i16, × 63 × 2 per i32: no overflow.
                     let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo[c]), slo);
@@ -330,13 +326,58 @@ fn q4_k_impl<const R: usize, const C: usize>(
         for c in 0..C {
             let y = &ab[c][b];
             let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-            let bsums = load32(y, 260);
+            // bsums: 16 sums of 16 values; pairwise → the 8 sub-block sums.
+            let bs = load32(y, 260);
+            let bsub = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bs),
+                _mm256_extracti128_si256::<1>(bs),
+            );
             for r in 0..R {
-                let isum = hsum_epi32(iacc[c][r]);
-                let msum = hsum_epi32(_mm256_madd_epi16(mn[r], bsums));
-                sums[c][r] += wd[r] * yd * isum as f32 - wdmin[r] * yd * msum as f32;
+                let d = _mm256_set1_ps(wd[r] * yd);
+                acc[c][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(iacc[c][r]), acc[c][r]);
+                let msum = _mm_cvtepi32_ps(_mm_madd_epi16(mn[r], bsub));
+                macc[c][r] = _mm_fmadd_ps(_mm_set1_ps(-wdmin[r] * yd), msum, macc[c][r]);
             }
         }
     }
-    *out = sums;
+    for c in 0..C {
+        for r in 0..R {
+            // Both halves of `acc` plus the four lanes of the mins' term.
+            let v = _mm_add_ps(
+                _mm_add_ps(
+                    _mm256_castps256_ps128(acc[c][r]),
+                    _mm256_extractf128_ps::<1>(acc[c][r]),
+                ),
+                macc[c][r],
+            );
+            let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+            out[c][r] = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::q4k_scales;
+    use super::q4k_scales_words;
+
+    #[test]
+    fn word_scales_equal_byte_scales() {
+        // Every value of each byte position (others varied by a simple LCG).
+        let mut x = 0x1234_5678u32;
+        for pos in 0..12 {
+            for v in 0..=255u8 {
+                let mut q = [0u8; 12];
+                for b in q.iter_mut() {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    *b = (x >> 24) as u8;
+                }
+                q[pos] = v;
+                let (sc, mn) = q4k_scales(&q);
+                let (ws, wm) = q4k_scales_words(&q);
+                assert_eq!(ws.to_le_bytes(), sc, "scales of {q:?}");
+                assert_eq!(wm.to_le_bytes(), mn, "mins of {q:?}");
+            }
+        }
+    }
 }
