@@ -484,6 +484,14 @@ fn tile_range<K: Tile>(
     js: std::ops::Range<usize>,
 ) {
     let mut j = js.start;
+    // Fewer activation rows than a micro-kernel step (decode): one weight
+    // row at a time, a single sequential stream through the weights.
+    if is.len() < MR {
+        for j in js {
+            rows_for(ops, kernel, out, is.clone(), j, [ops.w(j)]);
+        }
+        return;
+    }
     while j < js.end {
         if j + NR <= js.end {
             let w: [&[u8]; NR] = std::array::from_fn(|r| ops.w(j + r));
