@@ -11,4 +11,5 @@
 //! fallback used on other targets and by the reference tests.
 
 pub mod attention;
+pub mod pool;
 pub mod qmatmul;

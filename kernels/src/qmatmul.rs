@@ -6,7 +6,7 @@
 //!
 //! * the activations are quantised once, in parallel over rows, into a pooled
 //!   buffer (no allocation per call in the steady state);
-//! * one rayon region covers the whole `m × n` output, cut into 2-D tiles
+//! * one parallel region (`crate::pool`) covers the whole `m × n` output, cut into 2-D tiles
 //!   (activation rows × contiguous weight rows): for decode (`m = 1`) the
 //!   weight rows are split over every thread even for small `n`; for prefill
 //!   a weight tile stays in cache while many activation rows reuse it;
@@ -25,8 +25,6 @@ pub mod reference;
 mod tests;
 
 use std::fmt;
-
-use rayon::prelude::*;
 
 pub use kernels::kernel_dot;
 
@@ -325,13 +323,40 @@ fn quantize(a: &QMatMul<'_>, acts: &mut [u8], stride: usize) {
     if a.m == 1 {
         one((a.lhs, &mut acts[..stride]));
     } else {
-        // Enough values per task that rayon's overhead stays small.
-        let min_rows = (16384 / a.k).max(1);
-        a.lhs
-            .par_chunks(a.k)
-            .zip(acts.par_chunks_mut(stride))
-            .with_min_len(min_rows)
-            .for_each(one);
+        // Enough values per task that the region's overhead stays small.
+        let rows = (16384 / a.k.max(1)).max(1);
+        let tasks = a.m.div_ceil(rows);
+        let base = ActsPtr(acts.as_mut_ptr());
+        let len = acts.len();
+        crate::pool::run(tasks, &|t| {
+            for i in t * rows..((t + 1) * rows).min(a.m) {
+                // SAFETY: rows i*stride..(i+1)*stride are inside `acts`
+                // (len ≥ m·stride, checked by the caller's sizing) and each
+                // row belongs to exactly one task.
+                let out = unsafe { base.row(i * stride, stride, len) };
+                one((&a.lhs[i * a.k..(i + 1) * a.k], out));
+            }
+        });
+    }
+}
+
+/// The activation buffer shared by the quantising tasks (disjoint rows).
+struct ActsPtr(*mut u8);
+
+// SAFETY: only used to hand out disjoint rows of one `&mut [u8]` that
+// outlives the region (see `quantize`).
+unsafe impl Sync for ActsPtr {}
+
+impl ActsPtr {
+    /// Bytes `at..at + n` of the buffer of `len` bytes.
+    ///
+    /// # Safety
+    /// `at + n <= len`, and no other live reference covers these bytes.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, at: usize, n: usize, len: usize) -> &mut [u8] {
+        debug_assert!(at + n <= len);
+        // SAFETY: in bounds and exclusive per the contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), n) }
     }
 }
 
@@ -451,7 +476,7 @@ impl DstPtr {
 
 /// Runs the tiles of the whole output in one parallel region.
 fn drive<K: Tile>(ops: &Operands<'_>, kernel: &K, dst: &mut [f32]) {
-    let threads = rayon::current_num_threads();
+    let threads = crate::pool::threads();
     let (tm, tn) = plan(ops.m, ops.n, ops.rhs_row_bytes, ops.act_stride, threads);
     let mt = ops.m.div_ceil(tm);
     let nt = ops.n.div_ceil(tn);
@@ -471,7 +496,7 @@ fn drive<K: Tile>(ops: &Operands<'_>, kernel: &K, dst: &mut [f32]) {
     if mt * nt == 1 {
         task(0);
     } else {
-        (0..mt * nt).into_par_iter().with_max_len(1).for_each(task);
+        crate::pool::run(mt * nt, &task);
     }
 }
 
