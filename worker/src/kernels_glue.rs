@@ -239,6 +239,7 @@ fn run_attention<T: WithDType + Elem>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
