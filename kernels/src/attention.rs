@@ -30,7 +30,7 @@ use std::fmt;
 use half::f16;
 use rayon::prelude::*;
 
-use kern::Kern;
+use kern::{Kern, Src};
 
 /// Element type of q/k/v and of the output.
 pub trait Elem: Copy + Send + Sync + 'static {
@@ -38,6 +38,16 @@ pub trait Elem: Copy + Send + Sync + 'static {
     fn to_f32_slice(src: &[Self], dst: &mut [f32]);
     /// `dst[i] = src[i] as Self` (round to nearest even) for `i < min(len)`.
     fn from_f32_slice(src: &[f32], dst: &mut [Self]);
+    /// The slice as `f16` if `Self` is `f16` (decode reads K/V directly).
+    #[doc(hidden)]
+    fn as_f16(_s: &[Self]) -> Option<&[f16]> {
+        None
+    }
+    /// The slice as `f32` if `Self` is `f32` (decode reads K/V directly).
+    #[doc(hidden)]
+    fn as_f32(_s: &[Self]) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl Elem for f32 {
@@ -50,6 +60,10 @@ impl Elem for f32 {
     fn from_f32_slice(src: &[f32], dst: &mut [f32]) {
         let n = src.len().min(dst.len());
         dst[..n].copy_from_slice(&src[..n]);
+    }
+    #[inline]
+    fn as_f32(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
     }
 }
 
@@ -97,6 +111,10 @@ impl Elem for f16 {
         for (d, s) in dst[i..n].iter_mut().zip(&src[i..n]) {
             *d = f16::from_f32(*s);
         }
+    }
+    #[inline]
+    fn as_f16(s: &[f16]) -> Option<&[f16]> {
+        Some(s)
     }
 }
 
@@ -262,6 +280,39 @@ pub fn attention<T: Elem>(a: &Attn<'_, T>, out: &mut [T]) -> Result<(), AttnErro
     )))]
     {
         run::<T, kern::Portable>(a, out, &Tuning::DEFAULT)
+    }
+}
+
+/// Benchmark hook: [`attention`] with the single-thread decision forced
+/// (`Some(true)`: always fork/join and split the KV range, `Some(false)`:
+/// always run on the calling thread) or automatic (`None`).
+#[doc(hidden)]
+pub fn attention_forced_split<T: Elem>(
+    a: &Attn<'_, T>,
+    out: &mut [T],
+    split: Option<bool>,
+) -> Result<(), AttnError> {
+    let mut t = Tuning::DEFAULT;
+    match split {
+        Some(true) => t.serial_work = 0,
+        Some(false) => t.serial_work = usize::MAX,
+        None => {}
+    }
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        run::<T, kern::Avx2>(a, out, &t)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        run::<T, kern::Portable>(a, out, &t)
     }
 }
 
@@ -613,6 +664,114 @@ fn run_block<T: Elem, K: Kern>(
     }
 }
 
+/// Decode form of [`run_block`]: all `q_len * g` query rows of one (batch,
+/// kv head) against keys `kv0..kv1`, reading K and V rows in their storage
+/// type `S` inside the dot products and the `P·V` accumulation (no
+/// conversion pass; every loaded K/V chunk serves all rows). Scores are
+/// row-major `[r][BK]`. Leaves `m`, `l`, `o` in the scratch like
+/// `run_block`.
+#[allow(clippy::too_many_arguments)]
+fn decode_block<T: Elem, S: Src, K: Kern>(
+    a: &Attn<'_, T>,
+    k: &[S],
+    v: &[S],
+    geo: &Geo,
+    s: &mut Scratch,
+    b: usize,
+    kvh: usize,
+    kv0: usize,
+    kv1: usize,
+) {
+    let (d, dp, g) = (geo.d, geo.dp, geo.g);
+    let rows = geo.q_len * g;
+    grow(&mut s.q, rows * dp);
+    grow(&mut s.st, rows * BK);
+    grow(&mut s.o, rows * dp);
+    grow(&mut s.m, rows);
+    grow(&mut s.l, rows);
+    grow(&mut s.alpha, rows);
+    if s.bounds.len() < rows {
+        s.bounds.resize(rows, 0);
+    }
+    for i in 0..geo.q_len {
+        for gi in 0..g {
+            let r = i * g + gi;
+            let h = kvh * g + gi;
+            let off = b * a.q_strides[0] + i * a.q_strides[1] + h * a.q_strides[2];
+            let qrow = &mut s.q[r * dp..(r + 1) * dp];
+            T::to_f32_slice(&a.q[off..off + d], &mut qrow[..d]);
+            qrow[d..].fill(0.0);
+            for x in qrow.iter_mut() {
+                *x *= geo.q_mul;
+            }
+            s.bounds[r] = geo.bound(i).min(kv1);
+        }
+    }
+    s.m[..rows].fill(f32::NEG_INFINITY);
+    s.l[..rows].fill(0.0);
+    s.o[..rows * dp].fill(0.0);
+
+    let kb = b * a.k_strides[0] + kvh * a.k_strides[2];
+    let vb = b * a.v_strides[0] + kvh * a.v_strides[2];
+    let (ks, vs) = (a.k_strides[1], a.v_strides[1]);
+    let mut j0 = kv0;
+    while j0 < kv1 {
+        let j1 = (j0 + BK).min(kv1);
+        let nk = j1 - j0;
+        let nkp = nk.div_ceil(8) * 8;
+        // Rows whose bound is at or before the tile see none of it (bounds
+        // are non-decreasing in r).
+        let r0 = s.bounds[..rows].partition_point(|&bd| bd <= j0);
+        if r0 == rows {
+            break;
+        }
+        let nr = rows - r0;
+        K::qk(
+            nk,
+            nr,
+            d,
+            dp,
+            &s.q[r0 * dp..rows * dp],
+            k,
+            kb + j0 * ks,
+            ks,
+            &mut s.st,
+            BK,
+        );
+        if let Some(cap) = geo.softcap {
+            K::softcap(&mut s.st[..nr * BK], BK, nr, 0, cap);
+        }
+        // Causal bound inside the tile, and the padding up to `nkp`.
+        for r in 0..nr {
+            let from = s.bounds[r0 + r].clamp(j0, j1) - j0;
+            s.st[r * BK + from..r * BK + nkp].fill(f32::NEG_INFINITY);
+        }
+        K::softmax_rows(
+            &mut s.st,
+            BK,
+            nr,
+            nkp,
+            &mut s.m[r0..rows],
+            &mut s.l[r0..rows],
+            &mut s.alpha[r0..rows],
+        );
+        K::pv(
+            nk,
+            nr,
+            d,
+            dp,
+            &s.st,
+            BK,
+            &s.alpha[r0..rows],
+            v,
+            vb + j0 * vs,
+            vs,
+            &mut s.o[r0 * dp..rows * dp],
+        );
+        j0 = j1;
+    }
+}
+
 /// Raw output pointer shared by prefill items, which write disjoint rows.
 #[derive(Clone, Copy)]
 struct OutPtr<T>(*mut T);
@@ -695,7 +854,13 @@ fn decode<T: Elem, K: Kern>(a: &Attn<'_, T>, geo: &Geo, out: &mut [T], tune: &Tu
         let kv0 = part * part_len;
         let kv1 = (kv0 + part_len).min(geo.kv_len);
         with_scratch(|s| {
-            run_block::<T, K>(a, geo, s, tune, b, kvh, 0, geo.q_len, kv0, kv1);
+            if let (Some(k), Some(v)) = (T::as_f16(a.k), T::as_f16(a.v)) {
+                decode_block::<T, f16, K>(a, k, v, geo, s, b, kvh, kv0, kv1);
+            } else if let (Some(k), Some(v)) = (T::as_f32(a.k), T::as_f32(a.v)) {
+                decode_block::<T, f32, K>(a, k, v, geo, s, b, kvh, kv0, kv1);
+            } else {
+                run_block::<T, K>(a, geo, s, tune, b, kvh, 0, geo.q_len, kv0, kv1);
+            }
             for r in 0..rows {
                 let c = &mut ch[r * stride..(r + 1) * stride];
                 c[0] = s.m[r];
