@@ -6,11 +6,14 @@
 //!
 //! `cargo run --release -p airlock-kernels --example attn_bench`
 //! Optional arguments: `prefill_len decode_kv_len n_heads n_kv_heads head_dim`.
+//! `RAYON_NUM_THREADS` sets the pool size; `ATTN_BENCH_SPLIT=serial|split`
+//! forces our decode onto the calling thread or across the pool (default:
+//! the production decision).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use airlock_kernels::attention::{attention, Attn, Mask};
+use airlock_kernels::attention::{attention_forced_split, Attn, Mask};
 use half::f16;
 use rayon::prelude::*;
 
@@ -220,7 +223,14 @@ fn bench(name: &str, s: &Shape, iters: usize) {
     };
     let mut ours = vec![f16::ZERO; h * s.q_len * d];
     let mut base = ours.clone();
-    let t_ours = time(iters, || attention(&a, &mut ours).unwrap());
+    let split = match std::env::var("ATTN_BENCH_SPLIT").as_deref() {
+        Ok("serial") => Some(false),
+        Ok("split") => Some(true),
+        _ => None,
+    };
+    let t_ours = time(iters, || {
+        attention_forced_split(&a, &mut ours, split).unwrap()
+    });
     // ATTN_BENCH_OURS_ONLY=1 skips the baseline (for profiling our kernel).
     let base_iters = if std::env::var_os("ATTN_BENCH_OURS_ONLY").is_some() {
         1
