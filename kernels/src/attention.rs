@@ -234,6 +234,9 @@ impl std::error::Error for AttnError {}
 
 /// Keys per K/V tile.
 const BK: usize = 64;
+/// Row stride of decode score tiles: `BK` plus room for the Q·K kernel's
+/// 4-lane stores past the last key.
+const LDS: usize = BK + 8;
 
 /// Tuning knobs (fixed in production; the tests vary them to reach every
 /// code path with small shapes).
@@ -668,7 +671,7 @@ fn run_block<T: Elem, K: Kern>(
 /// kv head) against keys `kv0..kv1`, reading K and V rows in their storage
 /// type `S` inside the dot products and the `P·V` accumulation (no
 /// conversion pass; every loaded K/V chunk serves all rows). Scores are
-/// row-major `[r][BK]`. Leaves `m`, `l`, `o` in the scratch like
+/// row-major `[r][LDS]`. Leaves `m`, `l`, `o` in the scratch like
 /// `run_block`.
 #[allow(clippy::too_many_arguments)]
 fn decode_block<T: Elem, S: Src, K: Kern>(
@@ -685,7 +688,7 @@ fn decode_block<T: Elem, S: Src, K: Kern>(
     let (d, dp, g) = (geo.d, geo.dp, geo.g);
     let rows = geo.q_len * g;
     grow(&mut s.q, rows * dp);
-    grow(&mut s.st, rows * BK);
+    grow(&mut s.st, rows * LDS);
     grow(&mut s.o, rows * dp);
     grow(&mut s.m, rows);
     grow(&mut s.l, rows);
@@ -736,19 +739,19 @@ fn decode_block<T: Elem, S: Src, K: Kern>(
             kb + j0 * ks,
             ks,
             &mut s.st,
-            BK,
+            LDS,
         );
         if let Some(cap) = geo.softcap {
-            K::softcap(&mut s.st[..nr * BK], BK, nr, 0, cap);
+            K::softcap(&mut s.st[..nr * LDS], LDS, nr, 0, cap);
         }
         // Causal bound inside the tile, and the padding up to `nkp`.
         for r in 0..nr {
             let from = s.bounds[r0 + r].clamp(j0, j1) - j0;
-            s.st[r * BK + from..r * BK + nkp].fill(f32::NEG_INFINITY);
+            s.st[r * LDS + from..r * LDS + nkp].fill(f32::NEG_INFINITY);
         }
         K::softmax_rows(
             &mut s.st,
-            BK,
+            LDS,
             nr,
             nkp,
             &mut s.m[r0..rows],
@@ -761,7 +764,7 @@ fn decode_block<T: Elem, S: Src, K: Kern>(
             d,
             dp,
             &s.st,
-            BK,
+            LDS,
             &s.alpha[r0..rows],
             v,
             vb + j0 * vs,

@@ -165,7 +165,8 @@ pub(crate) trait Kern {
     /// Decode scores straight from K rows in their storage type:
     /// `s[r*lds + jj] = Σ_{e<d} q[r*dp + e] * k[ko + jj*ks + e]` for
     /// `r < rows`, `jj < nk`. `q` rows are zero beyond `d` (`dp` is `d`
-    /// rounded up to 8).
+    /// rounded up to 8). Lanes `nk..nk + 3` of each row may be overwritten
+    /// (`lds >= nk + 3`, `s` holds `rows * lds`).
     #[allow(clippy::too_many_arguments)]
     fn qk<S: Src>(
         nk: usize,
@@ -699,7 +700,8 @@ mod avx2 {
     ///
     /// # Safety
     /// `q` readable at `r*dp + 0..dp` (r < MR, lanes `d..dp` zero), `k` at
-    /// `jj*ks + 0..d` (jj < NK), `out` writable at `r*lds + 0..NK`.
+    /// `jj*ks + 0..d` (jj < NK), `out` writable at `r*lds + 0..max(NK, 4)`
+    /// (`0..1` for NK = 1).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
@@ -747,18 +749,11 @@ mod avx2 {
                 if NK == 1 {
                     *o = hsum(row[0]);
                 } else {
+                    // 4 lanes even for NK < 4: the caller guarantees room
+                    // (lanes past NK are rewritten or never read).
                     let z = _mm256_setzero_ps();
                     let at = |i: usize| if i < NK { row[i] } else { z };
-                    let h = hsum4(at(0), at(1), at(2), at(3));
-                    if NK == 4 {
-                        _mm_storeu_ps(o, h);
-                    } else {
-                        let mut t = [0.0f32; 4];
-                        _mm_storeu_ps(t.as_mut_ptr(), h);
-                        for (jj, x) in t.iter().enumerate().take(NK) {
-                            *o.add(jj) = *x;
-                        }
-                    }
+                    _mm_storeu_ps(o, hsum4(at(0), at(1), at(2), at(3)));
                 }
             }
         }
@@ -782,7 +777,9 @@ mod avx2 {
             return;
         }
         check_kv(nk, rows, d, dp, k, ko, ks, q.len());
-        assert!(nk <= lds && s.len() >= (rows - 1) * lds + nk);
+        // Multi-key tiles store 4 lanes from key j with j + NK <= nk: up to
+        // lane nk + 2 of a row, inside the row when lds >= nk + 3.
+        assert!(nk + 3 <= lds && s.len() >= rows * lds);
         let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
         // In bounds: ko + (nk-1)*ks + d <= k.len() (`check_kv`).
         let kp = k.as_ptr().wrapping_add(ko);
@@ -794,7 +791,8 @@ mod avx2 {
                 let n = nk - j;
                 // SAFETY: rows r..r+mr <= rows (q holds rows*dp), keys
                 // j..j+step <= nk (k holds ko + (nk-1)*ks + d), outputs
-                // r*lds + j..+step within (rows-1)*lds + nk: all checked.
+                // r*lds + j..+max(step, 4) <= r*lds + nk + 3 <= rows*lds:
+                // all checked.
                 unsafe {
                     let (q1, k1, o1) = (qp.add(r * dp), kp.add(j * ks), sp.add(r * lds + j));
                     macro_rules! call {
