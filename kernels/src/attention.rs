@@ -250,7 +250,8 @@ pub(crate) struct Tuning {
     pub gemm_min_rows: usize,
     /// Minimum keys per decode KV part.
     pub part_min: usize,
-    /// Work (query/key pairs) below which the call runs on one thread.
+    /// Work (query/key pairs) below which the call runs on one thread
+    /// (decode: half of it, its pairs cost about twice as much).
     pub serial_work: usize,
 }
 
@@ -835,7 +836,12 @@ fn decode<T: Elem, K: Kern>(a: &Attn<'_, T>, geo: &Geo, out: &mut [T], tune: &Tu
     let rows = geo.g * geo.q_len;
     let groups = geo.b * geo.kvh;
     let work = geo.b * geo.h * geo.q_len * geo.kv_len;
-    let parallel = work >= tune.serial_work;
+    // A decode pair costs ~2x a prefill pair (no GEMM reuse): half the
+    // pairs are the same ~35 µs of single-thread work, about twice the
+    // 5-20 µs a fork/join from a non-pool thread costs. Measured (12/4
+    // heads, d 64, 2 threads): kv 400 serial 20 µs / split 18 µs, kv 700
+    // 36 / 27, kv 1000 55 / 37, kv 4000 248 / 130.
+    let parallel = work.saturating_mul(2) >= tune.serial_work;
     let parts = if parallel {
         let threads = rayon::current_num_threads().max(1);
         let want = (4 * threads).div_ceil(groups);
