@@ -841,9 +841,11 @@ fn decode<T: Elem, K: Kern>(a: &Attn<'_, T>, geo: &Geo, out: &mut [T], tune: &Tu
     // 5-20 µs a fork/join from a non-pool thread costs. Measured (12/4
     // heads, d 64, 2 threads): kv 400 serial 20 µs / split 18 µs, kv 700
     // 36 / 27, kv 1000 55 / 37, kv 4000 248 / 130.
-    let parallel = work.saturating_mul(2) >= tune.serial_work;
-    let parts = if parallel {
-        let threads = rayon::current_num_threads().max(1);
+    let split = work.saturating_mul(2) >= tune.serial_work;
+    let threads = rayon::current_num_threads().max(1);
+    // A one-thread pool would only add a hop to its thread and back.
+    let parallel = split && threads > 1;
+    let parts = if split {
         let want = (4 * threads).div_ceil(groups);
         want.min(geo.kv_len.div_ceil(tune.part_min.max(1))).max(1)
     } else {
