@@ -12,6 +12,9 @@
 //! separate K/V caches, used in turn as a model's layers would (times and
 //! pairs are per call; the caches then stream from L3/DRAM as in the worker
 //! instead of staying in L2; the mistral.rs port still uses one cache).
+//! `ATTN_BENCH_KV_BHPD=1` stores our decode K/V as (b, head, pos, d), each
+//! head's rows contiguous (the port keeps reading (b, pos, head, d), so its
+//! max|diff| is then meaningless).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -213,15 +216,20 @@ fn bench(name: &str, s: &Shape, iters: usize, layers: usize) {
         })
         .collect();
     let scale = 1.0 / (d as f32).sqrt();
+    let kv_strides = if s.q_len == 1 && std::env::var_os("ATTN_BENCH_KV_BHPD").is_some() {
+        [s.kv_len * kvh * d, d, s.kv_len * d]
+    } else {
+        [s.kv_len * kvh * d, kvh * d, d]
+    };
     let calls: Vec<Attn<'_, f16>> = kvs
         .iter()
         .map(|(k, v)| Attn {
             q: &q,
             q_strides: [s.q_len * h * d, h * d, d],
             k,
-            k_strides: [s.kv_len * kvh * d, kvh * d, d],
+            k_strides: kv_strides,
             v,
-            v_strides: [s.kv_len * kvh * d, kvh * d, d],
+            v_strides: kv_strides,
             batch: 1,
             q_len: s.q_len,
             kv_len: s.kv_len,
