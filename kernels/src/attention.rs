@@ -7,17 +7,25 @@
 //! `(batch, n_heads, q_len, head_dim)`, contiguous.
 //!
 //! Work is organised around one KV head at a time: the `n_heads / n_kv_heads`
-//! query heads sharing it (GQA) are processed together, so every K/V tile is
-//! converted to f32 once and used by all their query rows.
+//! query heads sharing it (GQA) are processed together, so every K/V row is
+//! loaded (prefill: converted to f32 once per tile) and used by all their
+//! query rows.
 //!
 //! * Prefill (`q_len > DECODE_MAX_Q`): work items are (batch, kv head, block
 //!   of query positions), one rayon parallel region per call. An item walks
 //!   the keys in tiles of [`BK`], up to the causal bound of its last row
 //!   (fully masked tiles are never touched), with an online softmax (running
 //!   max / sum per row). `Q·Kᵀ` and `P·V` are small SIMD GEMMs.
-//! * Decode (`q_len <= DECODE_MAX_Q`): items are (batch, kv head, KV part);
-//!   long KV ranges are split so both cores work on one head group, each
-//!   part keeps (max, sum, acc) and the parts are merged with log-sum-exp.
+//! * Decode (`q_len <= DECODE_MAX_Q`): items are (batch, kv head, KV part).
+//!   K and V are read in their storage type inside the kernels (F16C
+//!   `vcvtph2ps` of 8 halves feeding the FMAs of `Q·Kᵀ` and `P·V`, no
+//!   conversion pass); Q is converted once per item. Per tile of `BK`
+//!   keys: scores of all the group's rows (register tiles of up to 4 rows ×
+//!   2-4 keys), vector `exp` online softmax along the row, `P·V` in
+//!   register tiles of rows × head_dim chunks. From ~8K query/key pairs
+//!   (kv 683 at 12 heads) and with more than one pool thread, KV ranges are
+//!   split so both cores work on one head group; each part keeps (max, sum,
+//!   acc) and the parts are merged with log-sum-exp.
 //!
 //! Scratch buffers are thread-local and only grow, so a steady state of
 //! calls does not allocate. All index bounds are validated before any work.
