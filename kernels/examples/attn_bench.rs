@@ -6,11 +6,20 @@
 //!
 //! `cargo run --release -p airlock-kernels --example attn_bench`
 //! Optional arguments: `prefill_len decode_kv_len n_heads n_kv_heads head_dim`.
+//! `RAYON_NUM_THREADS` sets the pool size; `ATTN_BENCH_SPLIT=serial|split`
+//! forces our decode onto the calling thread or across the pool (default:
+//! the production decision). `ATTN_BENCH_LAYERS=n` gives the decode call n
+//! separate K/V caches, used in turn as a model's layers would (times and
+//! pairs are per call; the caches then stream from L3/DRAM as in the worker
+//! instead of staying in L2; the mistral.rs port still uses one cache).
+//! `ATTN_BENCH_KV_BHPD=1` stores our decode K/V as (b, head, pos, d), each
+//! head's rows contiguous (the port keeps reading (b, pos, head, d), so its
+//! max|diff| is then meaningless).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use airlock_kernels::attention::{attention, Attn, Mask};
+use airlock_kernels::attention::{attention_forced_split, Attn, Mask};
 use half::f16;
 use rayon::prelude::*;
 
@@ -195,32 +204,56 @@ fn max_diff(a: &[f16], b: &[f16]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn bench(name: &str, s: &Shape, iters: usize) {
+fn bench(name: &str, s: &Shape, iters: usize, layers: usize) {
     let (h, kvh, d) = (s.h, s.kvh, s.d);
     let q = data(s.q_len * h * d, 1);
-    let k = data(s.kv_len * kvh * d, 2);
-    let v = data(s.kv_len * kvh * d, 3);
+    let kvs: Vec<(Vec<f16>, Vec<f16>)> = (0..layers as u64)
+        .map(|l| {
+            (
+                data(s.kv_len * kvh * d, 2 + 2 * l),
+                data(s.kv_len * kvh * d, 3 + 2 * l),
+            )
+        })
+        .collect();
     let scale = 1.0 / (d as f32).sqrt();
-    let a = Attn {
-        q: &q,
-        q_strides: [s.q_len * h * d, h * d, d],
-        k: &k,
-        k_strides: [s.kv_len * kvh * d, kvh * d, d],
-        v: &v,
-        v_strides: [s.kv_len * kvh * d, kvh * d, d],
-        batch: 1,
-        q_len: s.q_len,
-        kv_len: s.kv_len,
-        n_heads: h,
-        n_kv_heads: kvh,
-        head_dim: d,
-        scale,
-        softcap: None,
-        mask: Mask::Causal,
+    let kv_strides = if s.q_len == 1 && std::env::var_os("ATTN_BENCH_KV_BHPD").is_some() {
+        [s.kv_len * kvh * d, d, s.kv_len * d]
+    } else {
+        [s.kv_len * kvh * d, kvh * d, d]
     };
+    let calls: Vec<Attn<'_, f16>> = kvs
+        .iter()
+        .map(|(k, v)| Attn {
+            q: &q,
+            q_strides: [s.q_len * h * d, h * d, d],
+            k,
+            k_strides: kv_strides,
+            v,
+            v_strides: kv_strides,
+            batch: 1,
+            q_len: s.q_len,
+            kv_len: s.kv_len,
+            n_heads: h,
+            n_kv_heads: kvh,
+            head_dim: d,
+            scale,
+            softcap: None,
+            mask: Mask::Causal,
+        })
+        .collect();
     let mut ours = vec![f16::ZERO; h * s.q_len * d];
     let mut base = ours.clone();
-    let t_ours = time(iters, || attention(&a, &mut ours).unwrap());
+    let split = match std::env::var("ATTN_BENCH_SPLIT").as_deref() {
+        Ok("serial") => Some(false),
+        Ok("split") => Some(true),
+        _ => None,
+    };
+    let t_ours = time(iters, || {
+        for a in &calls {
+            attention_forced_split(a, &mut ours, split).unwrap();
+        }
+    }) / layers as u32;
+    let (k, v) = (&kvs[0].0[..], &kvs[0].1[..]);
     // ATTN_BENCH_OURS_ONLY=1 skips the baseline (for profiling our kernel).
     let base_iters = if std::env::var_os("ATTN_BENCH_OURS_ONLY").is_some() {
         1
@@ -229,9 +262,9 @@ fn bench(name: &str, s: &Shape, iters: usize) {
     };
     let t_base = time(base_iters, || {
         if s.q_len == 1 {
-            baseline_decode(s, &q, &k, &v, scale, &mut base)
+            baseline_decode(s, &q, k, v, scale, &mut base)
         } else {
-            baseline_prefill(s, &q, &k, &v, scale, &mut base)
+            baseline_prefill(s, &q, k, v, scale, &mut base)
         }
     });
     let pairs: usize = (0..s.q_len)
@@ -240,6 +273,11 @@ fn bench(name: &str, s: &Shape, iters: usize) {
         * h;
     let threads = rayon::current_num_threads();
     let per_pair = |t: Duration| t.as_secs_f64() * 1e9 * threads as f64 / pairs as f64;
+    let name = if layers > 1 {
+        format!("{name}x{layers}")
+    } else {
+        name.to_string()
+    };
     println!(
         "{name:<8} q_len {:>4} kv_len {:>4} heads {h}/{kvh} d {d}: ours {:>9.3} ms ({:.2} thread-ns/pair), mistral.rs port {:>9.3} ms ({:.2} thread-ns/pair), speed-up {:.1}x, max|diff| {:.2e}",
         s.q_len,
@@ -280,7 +318,13 @@ fn main() {
             d,
         },
         7,
+        1,
     );
+    let layers = std::env::var("ATTN_BENCH_LAYERS")
+        .ok()
+        .map(|x| x.parse().expect("numeric ATTN_BENCH_LAYERS"))
+        .unwrap_or(1usize)
+        .max(1);
     bench(
         "decode",
         &Shape {
@@ -291,5 +335,6 @@ fn main() {
             d,
         },
         201,
+        layers,
     );
 }

@@ -7,17 +7,25 @@
 //! `(batch, n_heads, q_len, head_dim)`, contiguous.
 //!
 //! Work is organised around one KV head at a time: the `n_heads / n_kv_heads`
-//! query heads sharing it (GQA) are processed together, so every K/V tile is
-//! converted to f32 once and used by all their query rows.
+//! query heads sharing it (GQA) are processed together, so every K/V row is
+//! loaded (prefill: converted to f32 once per tile) and used by all their
+//! query rows.
 //!
 //! * Prefill (`q_len > DECODE_MAX_Q`): work items are (batch, kv head, block
 //!   of query positions), one rayon parallel region per call. An item walks
 //!   the keys in tiles of [`BK`], up to the causal bound of its last row
 //!   (fully masked tiles are never touched), with an online softmax (running
 //!   max / sum per row). `Q·Kᵀ` and `P·V` are small SIMD GEMMs.
-//! * Decode (`q_len <= DECODE_MAX_Q`): items are (batch, kv head, KV part);
-//!   long KV ranges are split so both cores work on one head group, each
-//!   part keeps (max, sum, acc) and the parts are merged with log-sum-exp.
+//! * Decode (`q_len <= DECODE_MAX_Q`): items are (batch, kv head, KV part).
+//!   K and V are read in their storage type inside the kernels (F16C
+//!   `vcvtph2ps` of 8 halves feeding the FMAs of `Q·Kᵀ` and `P·V`, no
+//!   conversion pass); Q is converted once per item. Per tile of `BK`
+//!   keys: scores of all the group's rows (register tiles of up to 4 rows ×
+//!   2-4 keys), vector `exp` online softmax along the row, `P·V` in
+//!   register tiles of rows × head_dim chunks. From ~8K query/key pairs
+//!   (kv 683 at 12 heads) and with more than one pool thread, KV ranges are
+//!   split so both cores work on one head group; each part keeps (max, sum,
+//!   acc) and the parts are merged with log-sum-exp.
 //!
 //! Scratch buffers are thread-local and only grow, so a steady state of
 //! calls does not allocate. All index bounds are validated before any work.
@@ -30,7 +38,7 @@ use std::fmt;
 use half::f16;
 use rayon::prelude::*;
 
-use kern::Kern;
+use kern::{Kern, Src};
 
 /// Element type of q/k/v and of the output.
 pub trait Elem: Copy + Send + Sync + 'static {
@@ -38,6 +46,16 @@ pub trait Elem: Copy + Send + Sync + 'static {
     fn to_f32_slice(src: &[Self], dst: &mut [f32]);
     /// `dst[i] = src[i] as Self` (round to nearest even) for `i < min(len)`.
     fn from_f32_slice(src: &[f32], dst: &mut [Self]);
+    /// The slice as `f16` if `Self` is `f16` (decode reads K/V directly).
+    #[doc(hidden)]
+    fn as_f16(_s: &[Self]) -> Option<&[f16]> {
+        None
+    }
+    /// The slice as `f32` if `Self` is `f32` (decode reads K/V directly).
+    #[doc(hidden)]
+    fn as_f32(_s: &[Self]) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl Elem for f32 {
@@ -50,6 +68,10 @@ impl Elem for f32 {
     fn from_f32_slice(src: &[f32], dst: &mut [f32]) {
         let n = src.len().min(dst.len());
         dst[..n].copy_from_slice(&src[..n]);
+    }
+    #[inline]
+    fn as_f32(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
     }
 }
 
@@ -97,6 +119,10 @@ impl Elem for f16 {
         for (d, s) in dst[i..n].iter_mut().zip(&src[i..n]) {
             *d = f16::from_f32(*s);
         }
+    }
+    #[inline]
+    fn as_f16(s: &[f16]) -> Option<&[f16]> {
+        Some(s)
     }
 }
 
@@ -216,6 +242,9 @@ impl std::error::Error for AttnError {}
 
 /// Keys per K/V tile.
 const BK: usize = 64;
+/// Row stride of decode score tiles: `BK` plus room for the Q·K kernel's
+/// 4-lane stores past the last key.
+const LDS: usize = BK + 8;
 
 /// Tuning knobs (fixed in production; the tests vary them to reach every
 /// code path with small shapes).
@@ -229,7 +258,8 @@ pub(crate) struct Tuning {
     pub gemm_min_rows: usize,
     /// Minimum keys per decode KV part.
     pub part_min: usize,
-    /// Work (query/key pairs) below which the call runs on one thread.
+    /// Work (query/key pairs) below which the call runs on one thread
+    /// (decode: half of it, its pairs cost about twice as much).
     pub serial_work: usize,
 }
 
@@ -262,6 +292,39 @@ pub fn attention<T: Elem>(a: &Attn<'_, T>, out: &mut [T]) -> Result<(), AttnErro
     )))]
     {
         run::<T, kern::Portable>(a, out, &Tuning::DEFAULT)
+    }
+}
+
+/// Benchmark hook: [`attention`] with the single-thread decision forced
+/// (`Some(true)`: always fork/join and split the KV range, `Some(false)`:
+/// always run on the calling thread) or automatic (`None`).
+#[doc(hidden)]
+pub fn attention_forced_split<T: Elem>(
+    a: &Attn<'_, T>,
+    out: &mut [T],
+    split: Option<bool>,
+) -> Result<(), AttnError> {
+    let mut t = Tuning::DEFAULT;
+    match split {
+        Some(true) => t.serial_work = 0,
+        Some(false) => t.serial_work = usize::MAX,
+        None => {}
+    }
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        run::<T, kern::Avx2>(a, out, &t)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        run::<T, kern::Portable>(a, out, &t)
     }
 }
 
@@ -613,6 +676,114 @@ fn run_block<T: Elem, K: Kern>(
     }
 }
 
+/// Decode form of [`run_block`]: all `q_len * g` query rows of one (batch,
+/// kv head) against keys `kv0..kv1`, reading K and V rows in their storage
+/// type `S` inside the dot products and the `P·V` accumulation (no
+/// conversion pass; every loaded K/V chunk serves all rows). Scores are
+/// row-major `[r][LDS]`. Leaves `m`, `l`, `o` in the scratch like
+/// `run_block`.
+#[allow(clippy::too_many_arguments)]
+fn decode_block<T: Elem, S: Src, K: Kern>(
+    a: &Attn<'_, T>,
+    k: &[S],
+    v: &[S],
+    geo: &Geo,
+    s: &mut Scratch,
+    b: usize,
+    kvh: usize,
+    kv0: usize,
+    kv1: usize,
+) {
+    let (d, dp, g) = (geo.d, geo.dp, geo.g);
+    let rows = geo.q_len * g;
+    grow(&mut s.q, rows * dp);
+    grow(&mut s.st, rows * LDS);
+    grow(&mut s.o, rows * dp);
+    grow(&mut s.m, rows);
+    grow(&mut s.l, rows);
+    grow(&mut s.alpha, rows);
+    if s.bounds.len() < rows {
+        s.bounds.resize(rows, 0);
+    }
+    for i in 0..geo.q_len {
+        for gi in 0..g {
+            let r = i * g + gi;
+            let h = kvh * g + gi;
+            let off = b * a.q_strides[0] + i * a.q_strides[1] + h * a.q_strides[2];
+            let qrow = &mut s.q[r * dp..(r + 1) * dp];
+            T::to_f32_slice(&a.q[off..off + d], &mut qrow[..d]);
+            qrow[d..].fill(0.0);
+            for x in qrow.iter_mut() {
+                *x *= geo.q_mul;
+            }
+            s.bounds[r] = geo.bound(i).min(kv1);
+        }
+    }
+    s.m[..rows].fill(f32::NEG_INFINITY);
+    s.l[..rows].fill(0.0);
+    s.o[..rows * dp].fill(0.0);
+
+    let kb = b * a.k_strides[0] + kvh * a.k_strides[2];
+    let vb = b * a.v_strides[0] + kvh * a.v_strides[2];
+    let (ks, vs) = (a.k_strides[1], a.v_strides[1]);
+    let mut j0 = kv0;
+    while j0 < kv1 {
+        let j1 = (j0 + BK).min(kv1);
+        let nk = j1 - j0;
+        let nkp = nk.div_ceil(8) * 8;
+        // Rows whose bound is at or before the tile see none of it (bounds
+        // are non-decreasing in r).
+        let r0 = s.bounds[..rows].partition_point(|&bd| bd <= j0);
+        if r0 == rows {
+            break;
+        }
+        let nr = rows - r0;
+        K::qk(
+            nk,
+            nr,
+            d,
+            dp,
+            &s.q[r0 * dp..rows * dp],
+            k,
+            kb + j0 * ks,
+            ks,
+            &mut s.st,
+            LDS,
+        );
+        if let Some(cap) = geo.softcap {
+            K::softcap(&mut s.st[..nr * LDS], LDS, nr, 0, cap);
+        }
+        // Causal bound inside the tile, and the padding up to `nkp`.
+        for r in 0..nr {
+            let from = s.bounds[r0 + r].clamp(j0, j1) - j0;
+            s.st[r * LDS + from..r * LDS + nkp].fill(f32::NEG_INFINITY);
+        }
+        K::softmax_rows(
+            &mut s.st,
+            LDS,
+            nr,
+            nkp,
+            &mut s.m[r0..rows],
+            &mut s.l[r0..rows],
+            &mut s.alpha[r0..rows],
+        );
+        K::pv(
+            nk,
+            nr,
+            d,
+            dp,
+            &s.st,
+            LDS,
+            &s.alpha[r0..rows],
+            v,
+            vb + j0 * vs,
+            vs,
+            &mut s.o[r0 * dp..rows * dp],
+        );
+        j0 = j1;
+    }
+}
+
 /// Raw output pointer shared by prefill items, which write disjoint rows.
 #[derive(Clone, Copy)]
 struct OutPtr<T>(*mut T);
@@ -673,9 +844,16 @@ fn decode<T: Elem, K: Kern>(a: &Attn<'_, T>, geo: &Geo, out: &mut [T], tune: &Tu
     let rows = geo.g * geo.q_len;
     let groups = geo.b * geo.kvh;
     let work = geo.b * geo.h * geo.q_len * geo.kv_len;
-    let parallel = work >= tune.serial_work;
-    let parts = if parallel {
-        let threads = rayon::current_num_threads().max(1);
+    // A decode pair costs ~2x a prefill pair (no GEMM reuse): half the
+    // pairs are the same ~35 µs of single-thread work, about twice the
+    // 5-20 µs a fork/join from a non-pool thread costs. Measured (12/4
+    // heads, d 64, 2 threads): kv 400 serial 20 µs / split 18 µs, kv 700
+    // 36 / 27, kv 1000 55 / 37, kv 4000 248 / 130.
+    let split = work.saturating_mul(2) >= tune.serial_work;
+    let threads = rayon::current_num_threads().max(1);
+    // A one-thread pool would only add a hop to its thread and back.
+    let parallel = split && threads > 1;
+    let parts = if split {
         let want = (4 * threads).div_ceil(groups);
         want.min(geo.kv_len.div_ceil(tune.part_min.max(1))).max(1)
     } else {
@@ -695,7 +873,13 @@ fn decode<T: Elem, K: Kern>(a: &Attn<'_, T>, geo: &Geo, out: &mut [T], tune: &Tu
         let kv0 = part * part_len;
         let kv1 = (kv0 + part_len).min(geo.kv_len);
         with_scratch(|s| {
-            run_block::<T, K>(a, geo, s, tune, b, kvh, 0, geo.q_len, kv0, kv1);
+            if let (Some(k), Some(v)) = (T::as_f16(a.k), T::as_f16(a.v)) {
+                decode_block::<T, f16, K>(a, k, v, geo, s, b, kvh, kv0, kv1);
+            } else if let (Some(k), Some(v)) = (T::as_f32(a.k), T::as_f32(a.v)) {
+                decode_block::<T, f32, K>(a, k, v, geo, s, b, kvh, kv0, kv1);
+            } else {
+                run_block::<T, K>(a, geo, s, tune, b, kvh, 0, geo.q_len, kv0, kv1);
+            }
             for r in 0..rows {
                 let c = &mut ch[r * stride..(r + 1) * stride];
                 c[0] = s.m[r];

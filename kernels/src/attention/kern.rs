@@ -15,6 +15,102 @@
 //! driver's scratch arithmetic, not from caller input, so a failed check is a
 //! bug in this module, never a reachable input error.
 
+use half::f16;
+
+/// K/V element type the decode kernels read directly (no conversion pass).
+pub(crate) trait Src: Copy + Send + Sync + 'static {
+    const ZERO: Self;
+    /// The element as f32 (the portable kernels).
+    #[cfg_attr(
+        all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma",
+            not(test)
+        ),
+        allow(dead_code)
+    )]
+    fn get(self) -> f32;
+    /// 8 elements at `p` as f32.
+    ///
+    /// # Safety
+    /// `p` readable for 8 elements.
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    unsafe fn load8(p: *const Self) -> core::arch::x86_64::__m256;
+    /// The first `n < 8` elements at `p` as f32, the other lanes 0.
+    ///
+    /// # Safety
+    /// `p` readable for `n` elements.
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    #[inline(always)]
+    unsafe fn load_part(p: *const Self, n: usize) -> core::arch::x86_64::__m256 {
+        let mut t = [Self::ZERO; 8];
+        // SAFETY: `n < 8` elements readable at `p` (caller), `t` holds 8.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), n.min(8));
+            Self::load8(t.as_ptr())
+        }
+    }
+}
+
+impl Src for f32 {
+    const ZERO: f32 = 0.0;
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self
+    }
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> core::arch::x86_64::__m256 {
+        // SAFETY: 8 f32 readable at `p` (caller).
+        unsafe { core::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl Src for f16 {
+    const ZERO: f16 = f16::ZERO;
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self.to_f32()
+    }
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> core::arch::x86_64::__m256 {
+        use core::arch::x86_64::*;
+        #[cfg(target_feature = "f16c")]
+        // SAFETY: 8 f16 (16 bytes, `f16` is a transparent u16) readable at
+        // `p` (caller).
+        unsafe {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>()))
+        }
+        #[cfg(not(target_feature = "f16c"))]
+        // SAFETY: 8 f16 readable at `p` (caller).
+        unsafe {
+            let mut t = [0.0f32; 8];
+            for (i, x) in t.iter_mut().enumerate() {
+                *x = (*p.add(i)).to_f32();
+            }
+            _mm256_loadu_ps(t.as_ptr())
+        }
+    }
+}
+
 /// Kernel set the driver is generic over.
 pub(crate) trait Kern {
     /// `c[i*ldc + j] (+)= Σ_p a[i*a_rs + p*a_cs] * b[p*ldb + j]` for
@@ -65,6 +161,80 @@ pub(crate) trait Kern {
         l: &mut [f32],
         alpha: &mut [f32],
     );
+
+    /// Decode scores straight from K rows in their storage type:
+    /// `s[r*lds + jj] = Σ_{e<d} q[r*dp + e] * k[ko + jj*ks + e]` for
+    /// `r < rows`, `jj < nk`. `q` rows are zero beyond `d` (`dp` is `d`
+    /// rounded up to 8). Lanes `nk..nk + 3` of each row may be overwritten
+    /// (`lds >= nk + 3`, `s` holds `rows * lds`).
+    #[allow(clippy::too_many_arguments)]
+    fn qk<S: Src>(
+        nk: usize,
+        rows: usize,
+        d: usize,
+        dp: usize,
+        q: &[f32],
+        k: &[S],
+        ko: usize,
+        ks: usize,
+        s: &mut [f32],
+        lds: usize,
+    );
+
+    /// Row-major online-softmax update of rows `0..rows` over lanes
+    /// `0..nkp` (`nkp`, `lds` multiples of 8; padding lanes hold `-inf`):
+    /// same contract as [`Kern::softmax_update`] with keys along the row.
+    fn softmax_rows(
+        s: &mut [f32],
+        lds: usize,
+        rows: usize,
+        nkp: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    );
+
+    /// Decode `P·V` straight from V rows in their storage type:
+    /// `o[r*dp + e] = o[r*dp + e] * alpha[r] + Σ_{jj<nk} p[r*lds + jj] *
+    /// v[vo + jj*vs + e]` for `r < rows`, `e < d` (lanes `d..dp` get 0 added).
+    #[allow(clippy::too_many_arguments)]
+    fn pv<S: Src>(
+        nk: usize,
+        rows: usize,
+        d: usize,
+        dp: usize,
+        p: &[f32],
+        lds: usize,
+        alpha: &[f32],
+        v: &[S],
+        vo: usize,
+        vs: usize,
+        o: &mut [f32],
+    );
+}
+
+/// Checks shared by every `qk` / `pv` implementation: all slice offsets the
+/// kernel touches are in bounds.
+#[allow(clippy::too_many_arguments)]
+fn check_kv<S>(
+    nk: usize,
+    rows: usize,
+    d: usize,
+    dp: usize,
+    x: &[S],
+    xo: usize,
+    xs: usize,
+    q_or_o: usize,
+) {
+    assert!(dp.is_multiple_of(8) && dp >= d && dp < d + 8);
+    assert!(q_or_o >= rows * dp);
+    if nk > 0 {
+        let last = (nk - 1)
+            .checked_mul(xs)
+            .and_then(|t| t.checked_add(xo))
+            .and_then(|t| t.checked_add(d));
+        assert!(matches!(last, Some(e) if e <= x.len()));
+    }
 }
 
 /// Plain-Rust kernels (any target; also the tests' check of the driver).
@@ -165,6 +335,85 @@ impl Kern for Portable {
             alpha[r] = al;
         }
     }
+
+    fn qk<S: Src>(
+        nk: usize,
+        rows: usize,
+        d: usize,
+        dp: usize,
+        q: &[f32],
+        k: &[S],
+        ko: usize,
+        ks: usize,
+        s: &mut [f32],
+        lds: usize,
+    ) {
+        check_kv(nk, rows, d, dp, k, ko, ks, q.len());
+        for jj in 0..nk {
+            let krow = &k[ko + jj * ks..ko + jj * ks + d];
+            for r in 0..rows {
+                let qrow = &q[r * dp..r * dp + d];
+                s[r * lds + jj] = qrow.iter().zip(krow).map(|(x, y)| x * y.get()).sum();
+            }
+        }
+    }
+
+    fn softmax_rows(
+        s: &mut [f32],
+        lds: usize,
+        rows: usize,
+        nkp: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        for r in 0..rows {
+            let row = &mut s[r * lds..r * lds + nkp];
+            let mx = row.iter().fold(m[r], |a, b| a.max(*b));
+            let safe = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
+            let al = (m[r] - safe).exp();
+            let mut sum = 0.0f32;
+            for x in row.iter_mut() {
+                *x = (*x - safe).exp();
+                sum += *x;
+            }
+            l[r] = l[r] * al + sum;
+            m[r] = mx;
+            alpha[r] = al;
+        }
+    }
+
+    fn pv<S: Src>(
+        nk: usize,
+        rows: usize,
+        d: usize,
+        dp: usize,
+        p: &[f32],
+        lds: usize,
+        alpha: &[f32],
+        v: &[S],
+        vo: usize,
+        vs: usize,
+        o: &mut [f32],
+    ) {
+        check_kv(nk, rows, d, dp, v, vo, vs, o.len());
+        for r in 0..rows {
+            let orow = &mut o[r * dp..r * dp + d];
+            let al = alpha[r];
+            if al != 1.0 {
+                for x in orow.iter_mut() {
+                    *x *= al;
+                }
+            }
+            for jj in 0..nk {
+                let pj = p[r * lds + jj];
+                let vrow = &v[vo + jj * vs..vo + jj * vs + d];
+                for (x, y) in orow.iter_mut().zip(vrow) {
+                    *x += pj * y.get();
+                }
+            }
+        }
+    }
 }
 
 #[cfg(all(
@@ -180,7 +429,7 @@ pub(crate) use avx2::Avx2;
     target_feature = "fma"
 ))]
 mod avx2 {
-    use super::Kern;
+    use super::{check_kv, Kern, Src};
     use core::arch::x86_64::*;
 
     /// AVX2 + FMA kernels.
@@ -376,6 +625,389 @@ mod avx2 {
         ) {
             // SAFETY: AVX2 and FMA are enabled for the whole target.
             unsafe { softmax_update_impl(st, ld, nk, c0, m, l, alpha) }
+        }
+
+        fn qk<S: Src>(
+            nk: usize,
+            rows: usize,
+            d: usize,
+            dp: usize,
+            q: &[f32],
+            k: &[S],
+            ko: usize,
+            ks: usize,
+            s: &mut [f32],
+            lds: usize,
+        ) {
+            // SAFETY: AVX2 and FMA are enabled for the whole target.
+            unsafe { qk_impl(nk, rows, d, dp, q, k, ko, ks, s, lds) }
+        }
+
+        fn softmax_rows(
+            s: &mut [f32],
+            lds: usize,
+            rows: usize,
+            nkp: usize,
+            m: &mut [f32],
+            l: &mut [f32],
+            alpha: &mut [f32],
+        ) {
+            // SAFETY: AVX2 and FMA are enabled for the whole target.
+            unsafe { softmax_rows_impl(s, lds, rows, nkp, m, l, alpha) }
+        }
+
+        fn pv<S: Src>(
+            nk: usize,
+            rows: usize,
+            d: usize,
+            dp: usize,
+            p: &[f32],
+            lds: usize,
+            alpha: &[f32],
+            v: &[S],
+            vo: usize,
+            vs: usize,
+            o: &mut [f32],
+        ) {
+            // SAFETY: AVX2 and FMA are enabled for the whole target.
+            unsafe { pv_impl(nk, rows, d, dp, p, lds, alpha, v, vo, vs, o) }
+        }
+    }
+
+    /// Horizontal sum of one vector.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn hsum(a: __m256) -> f32 {
+        let x = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+        let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+        let x = _mm_add_ss(x, _mm_movehdup_ps(x));
+        _mm_cvtss_f32(x)
+    }
+
+    /// Horizontal max of one vector.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn hmax(a: __m256) -> f32 {
+        let x = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+        let x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+        let x = _mm_max_ss(x, _mm_movehdup_ps(x));
+        _mm_cvtss_f32(x)
+    }
+
+    /// Scores of `MR` query rows against `NK` consecutive keys, reading the
+    /// keys in their storage type: each K chunk is loaded (and converted)
+    /// once for all `MR` rows.
+    ///
+    /// # Safety
+    /// `q` readable at `r*dp + 0..dp` (r < MR, lanes `d..dp` zero), `k` at
+    /// `jj*ks + 0..d` (jj < NK), `out` writable at `r*lds + 0..max(NK, 4)`
+    /// (`0..1` for NK = 1).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn qk_micro<S: Src, const MR: usize, const NK: usize>(
+        d: usize,
+        dp: usize,
+        q: *const f32,
+        k: *const S,
+        ks: usize,
+        out: *mut f32,
+        lds: usize,
+    ) {
+        // SAFETY: offsets within the caller's guarantee.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); NK]; MR];
+            let full = d & !7;
+            let mut c = 0;
+            while c < full {
+                let mut kv = [_mm256_setzero_ps(); NK];
+                for (jj, x) in kv.iter_mut().enumerate() {
+                    *x = S::load8(k.add(jj * ks + c));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let qv = _mm256_loadu_ps(q.add(r * dp + c));
+                    for (a, kx) in row.iter_mut().zip(kv.iter()) {
+                        *a = _mm256_fmadd_ps(qv, *kx, *a);
+                    }
+                }
+                c += 8;
+            }
+            if c < d {
+                let mut kv = [_mm256_setzero_ps(); NK];
+                for (jj, x) in kv.iter_mut().enumerate() {
+                    *x = S::load_part(k.add(jj * ks + c), d - c);
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let qv = _mm256_loadu_ps(q.add(r * dp + c));
+                    for (a, kx) in row.iter_mut().zip(kv.iter()) {
+                        *a = _mm256_fmadd_ps(qv, *kx, *a);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let o = out.add(r * lds);
+                if NK == 1 {
+                    *o = hsum(row[0]);
+                } else {
+                    // 4 lanes even for NK < 4: the caller guarantees room
+                    // (lanes past NK are rewritten or never read).
+                    let z = _mm256_setzero_ps();
+                    let at = |i: usize| if i < NK { row[i] } else { z };
+                    _mm_storeu_ps(o, hsum4(at(0), at(1), at(2), at(3)));
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    fn qk_impl<S: Src>(
+        nk: usize,
+        rows: usize,
+        d: usize,
+        dp: usize,
+        q: &[f32],
+        k: &[S],
+        ko: usize,
+        ks: usize,
+        s: &mut [f32],
+        lds: usize,
+    ) {
+        if nk == 0 || rows == 0 {
+            return;
+        }
+        check_kv(nk, rows, d, dp, k, ko, ks, q.len());
+        // Multi-key tiles store 4 lanes from key j with j + NK <= nk: up to
+        // lane nk + 2 of a row, inside the row when lds >= nk + 3.
+        assert!(nk + 3 <= lds && s.len() >= rows * lds);
+        let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
+        // In bounds: ko + (nk-1)*ks + d <= k.len() (`check_kv`).
+        let kp = k.as_ptr().wrapping_add(ko);
+        let mut r = 0;
+        while r < rows {
+            let mr = (rows - r).min(4);
+            let mut j = 0;
+            while j < nk {
+                let n = nk - j;
+                // SAFETY: rows r..r+mr <= rows (q holds rows*dp), keys
+                // j..j+step <= nk (k holds ko + (nk-1)*ks + d), outputs
+                // r*lds + j..+max(step, 4) <= r*lds + nk + 3 <= rows*lds:
+                // all checked.
+                unsafe {
+                    let (q1, k1, o1) = (qp.add(r * dp), kp.add(j * ks), sp.add(r * lds + j));
+                    macro_rules! call {
+                        ($mr:literal, $nk:literal) => {{
+                            qk_micro::<S, $mr, $nk>(d, dp, q1, k1, ks, o1, lds);
+                            $nk
+                        }};
+                    }
+                    // Tiles keep MR*NK accumulators + NK keys + a Q chunk
+                    // within the 16 ymm registers.
+                    j += match (mr, n >= 4, n >= 3) {
+                        (4, _, _) if n >= 2 => call!(4, 2),
+                        (4, _, _) => call!(4, 1),
+                        (3, _, true) => call!(3, 3),
+                        (3, _, false) => call!(3, 1),
+                        (2, true, _) => call!(2, 4),
+                        (2, false, _) => call!(2, 1),
+                        (_, true, _) => call!(1, 4),
+                        _ => call!(1, 1),
+                    };
+                }
+            }
+            r += mr;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn softmax_rows_impl(
+        s: &mut [f32],
+        lds: usize,
+        rows: usize,
+        nkp: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        if rows == 0 {
+            return;
+        }
+        assert!(lds.is_multiple_of(8) && nkp.is_multiple_of(8) && nkp <= lds);
+        assert!(s.len() >= (rows - 1) * lds + nkp);
+        assert!(m.len() >= rows && l.len() >= rows && alpha.len() >= rows);
+        for r in 0..rows {
+            // SAFETY: lanes r*lds + 0..nkp lie within the length checked
+            // above.
+            unsafe {
+                let row = s.as_mut_ptr().add(r * lds);
+                let mut mx = _mm256_set1_ps(m[r]);
+                let mut c = 0;
+                while c < nkp {
+                    mx = _mm256_max_ps(_mm256_loadu_ps(row.add(c)), mx);
+                    c += 8;
+                }
+                let mx = hmax(mx);
+                let safe = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
+                let al = _mm256_cvtss_f32(exp8(_mm256_set1_ps(m[r] - safe)));
+                let sv = _mm256_set1_ps(safe);
+                let mut sum0 = _mm256_setzero_ps();
+                let mut sum1 = _mm256_setzero_ps();
+                let mut c = 0;
+                while c + 16 <= nkp {
+                    let e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(row.add(c)), sv));
+                    let e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(row.add(c + 8)), sv));
+                    _mm256_storeu_ps(row.add(c), e0);
+                    _mm256_storeu_ps(row.add(c + 8), e1);
+                    sum0 = _mm256_add_ps(sum0, e0);
+                    sum1 = _mm256_add_ps(sum1, e1);
+                    c += 16;
+                }
+                if c < nkp {
+                    let e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(row.add(c)), sv));
+                    _mm256_storeu_ps(row.add(c), e0);
+                    sum0 = _mm256_add_ps(sum0, e0);
+                }
+                l[r] = l[r] * al + hsum(_mm256_add_ps(sum0, sum1));
+                m[r] = mx;
+                alpha[r] = al;
+            }
+        }
+    }
+
+    /// `MR` output rows × `NV` chunks of 8 of `P·V`, reading V in its
+    /// storage type; with `TAIL` the (single) chunk has only `part < 8`
+    /// valid elements.
+    ///
+    /// # Safety
+    /// `p` readable at `r*lds + 0..nk`, `alpha` at `0..MR`, `v` at
+    /// `j*vs + 0..8*NV` (`0..part` with `TAIL`) for `j < nk`, `o` readable and
+    /// writable at `r*dp + 0..8*NV` (r < MR).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pv_micro<S: Src, const MR: usize, const NV: usize, const TAIL: bool>(
+        nk: usize,
+        p: *const f32,
+        lds: usize,
+        alpha: *const f32,
+        v: *const S,
+        vs: usize,
+        part: usize,
+        o: *mut f32,
+        dp: usize,
+    ) {
+        // SAFETY: offsets within the caller's guarantee.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+            for (r, row) in acc.iter_mut().enumerate() {
+                let al = _mm256_broadcast_ss(&*alpha.add(r));
+                for (w, x) in row.iter_mut().enumerate() {
+                    *x = _mm256_mul_ps(_mm256_loadu_ps(o.add(r * dp + 8 * w)), al);
+                }
+            }
+            for j in 0..nk {
+                let vp = v.add(j * vs);
+                let mut vv = [_mm256_setzero_ps(); NV];
+                for (w, x) in vv.iter_mut().enumerate() {
+                    *x = if TAIL {
+                        S::load_part(vp.add(8 * w), part)
+                    } else {
+                        S::load8(vp.add(8 * w))
+                    };
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let pb = _mm256_broadcast_ss(&*p.add(r * lds + j));
+                    for (x, vx) in row.iter_mut().zip(vv.iter()) {
+                        *x = _mm256_fmadd_ps(pb, *vx, *x);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (w, x) in row.iter().enumerate() {
+                    _mm256_storeu_ps(o.add(r * dp + 8 * w), *x);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    fn pv_impl<S: Src>(
+        nk: usize,
+        rows: usize,
+        d: usize,
+        dp: usize,
+        p: &[f32],
+        lds: usize,
+        alpha: &[f32],
+        v: &[S],
+        vo: usize,
+        vs: usize,
+        o: &mut [f32],
+    ) {
+        if rows == 0 {
+            return;
+        }
+        check_kv(nk, rows, d, dp, v, vo, vs, o.len());
+        assert!(nk <= lds && p.len() >= (rows - 1) * lds + nk);
+        assert!(alpha.len() >= rows);
+        let (pp, ap, op) = (p.as_ptr(), alpha.as_ptr(), o.as_mut_ptr());
+        // In bounds when nk > 0 (`check_kv`); never dereferenced otherwise.
+        let vp = v.as_ptr().wrapping_add(vo);
+        let full = d / 8;
+        let mut r = 0;
+        while r < rows {
+            let mr = (rows - r).min(4);
+            // Chunks per call: MR*NV accumulators (>= 8 chains where the
+            // rows allow it) + NV V chunks + a broadcast in 16 registers.
+            let nv_max = match mr {
+                4 => 2,
+                3 => 3,
+                _ => 4,
+            };
+            let mut c = 0;
+            while c * 8 < d {
+                let tail = c == full;
+                let nv = if tail { 1 } else { (full - c).min(nv_max) };
+                // SAFETY: rows r..r+mr <= rows (o holds rows*dp, p holds
+                // (rows-1)*lds + nk), V elements j*vs + 8c..8c + 8*nv <= d
+                // (or ..d for the tail) for j < nk: all checked above.
+                unsafe {
+                    let (p1, a1, v1, o1) = (
+                        pp.add(r * lds),
+                        ap.add(r),
+                        vp.add(8 * c),
+                        op.add(r * dp + 8 * c),
+                    );
+                    let part = d - 8 * c;
+                    macro_rules! call {
+                        ($mr:literal, $nv:literal, $t:literal) => {
+                            pv_micro::<S, $mr, $nv, $t>(nk, p1, lds, a1, v1, vs, part, o1, dp)
+                        };
+                    }
+                    match (mr, nv, tail) {
+                        (4, _, true) => call!(4, 1, true),
+                        (4, 2, _) => call!(4, 2, false),
+                        (4, _, _) => call!(4, 1, false),
+                        (3, _, true) => call!(3, 1, true),
+                        (3, 3, _) => call!(3, 3, false),
+                        (3, 2, _) => call!(3, 2, false),
+                        (3, _, _) => call!(3, 1, false),
+                        (2, _, true) => call!(2, 1, true),
+                        (2, 4, _) => call!(2, 4, false),
+                        (2, 3, _) => call!(2, 3, false),
+                        (2, 2, _) => call!(2, 2, false),
+                        (2, _, _) => call!(2, 1, false),
+                        (_, _, true) => call!(1, 1, true),
+                        (_, 4, _) => call!(1, 4, false),
+                        (_, 3, _) => call!(1, 3, false),
+                        (_, 2, _) => call!(1, 2, false),
+                        _ => call!(1, 1, false),
+                    }
+                }
+                c += nv;
+            }
+            r += mr;
         }
     }
 

@@ -579,3 +579,64 @@ fn repeated_calls_are_consistent() {
         }
     }
 }
+
+/// Decode reads K/V in their storage type with register tiles chosen by
+/// the row count (1..4 rows per tile, remainders) and head_dim chunks of 8
+/// (full, grouped, and a partial last chunk): GQA ratios 1..8 and q_len
+/// up to 8 give every row-tile size, head_dims that are not multiples of 8
+/// give the partial chunk, kv_len not a multiple of the tile or of the key
+/// blocking gives key remainders. Every kernel set and forced path.
+#[test]
+fn decode_tiles_and_odd_head_dims() {
+    let cases = [
+        c(1, 1, 37, 2, 1, 36),
+        c(1, 1, 130, 5, 1, 20),
+        c(2, 1, 67, 8, 1, 4),
+        c(1, 1, 300, 12, 4, 100),
+        c(1, 2, 65, 6, 3, 12),
+        c(1, 5, 90, 4, 2, 44),
+        c(1, 8, 129, 8, 2, 64),
+        c(1, 1, 1000, 7, 7, 40),
+        c(1, 3, 77, 9, 3, 8),
+        c(1, 1, 5, 1, 1, 1),
+    ];
+    let vars = [
+        Variant::Public,
+        Variant::Portable,
+        Variant::Stress {
+            gemm_qk: false,
+            decode: true,
+        },
+    ];
+    for (i, cs) in cases.iter().enumerate() {
+        for (mi, mask) in [Mask::None, Mask::Causal].into_iter().enumerate() {
+            let softcap = if (i + mi) % 2 == 0 { Some(5.0) } else { None };
+            let lays = layouts(i + mi);
+            let seed = (100 + i * 4 + mi) as u64;
+            for var in vars {
+                check::<f32>(
+                    cs,
+                    seed,
+                    lays,
+                    softcap,
+                    mask,
+                    var,
+                    |x| x as f32,
+                    |x| x as f64,
+                    false,
+                );
+                check::<f16>(
+                    cs,
+                    seed + 1000,
+                    lays,
+                    softcap,
+                    mask,
+                    var,
+                    f16::from_f64,
+                    f16::to_f64,
+                    true,
+                );
+            }
+        }
+    }
+}
