@@ -12,7 +12,7 @@
 //! query rows.
 //!
 //! * Prefill (`q_len > DECODE_MAX_Q`): work items are (batch, kv head, block
-//!   of query positions), one rayon parallel region per call. An item walks
+//!   of query positions), one parallel region (`crate::pool`) per call. An item walks
 //!   the keys in tiles of [`BK`], up to the causal bound of its last row
 //!   (fully masked tiles are never touched), with an online softmax (running
 //!   max / sum per row). `Q·Kᵀ` and `P·V` are small SIMD GEMMs.
@@ -36,7 +36,6 @@ use std::cell::Cell;
 use std::fmt;
 
 use half::f16;
-use rayon::prelude::*;
 
 use kern::{Kern, Src};
 
@@ -836,7 +835,7 @@ fn prefill<T: Elem, K: Kern>(a: &Attn<'_, T>, geo: &Geo, out: &mut [T], tune: &T
     if work < tune.serial_work {
         (0..n_items).for_each(item);
     } else {
-        (0..n_items).into_par_iter().for_each(item);
+        crate::pool::run(n_items, &item);
     }
 }
 
@@ -850,7 +849,7 @@ fn decode<T: Elem, K: Kern>(a: &Attn<'_, T>, geo: &Geo, out: &mut [T], tune: &Tu
     // heads, d 64, 2 threads): kv 400 serial 20 µs / split 18 µs, kv 700
     // 36 / 27, kv 1000 55 / 37, kv 4000 248 / 130.
     let split = work.saturating_mul(2) >= tune.serial_work;
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::pool::threads();
     // A one-thread pool would only add a hop to its thread and back.
     let parallel = split && threads > 1;
     let parts = if split {
@@ -890,7 +889,7 @@ fn decode<T: Elem, K: Kern>(a: &Attn<'_, T>, geo: &Geo, out: &mut [T], tune: &Tu
     };
     let buf = &mut partials[..groups * parts * chunk];
     if parallel {
-        buf.par_chunks_mut(chunk).enumerate().for_each(item);
+        crate::pool::run_chunks_mut(buf, chunk, &|i, ch| item((i, ch)));
     } else {
         buf.chunks_mut(chunk).enumerate().for_each(item);
     }

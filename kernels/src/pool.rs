@@ -201,6 +201,39 @@ pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     }
 }
 
+/// Runs `f(i, chunk_i)` for the consecutive `chunk`-long pieces of `buf`
+/// (the last may be shorter) across the pool, like `run`.
+pub fn run_chunks_mut<T: Send>(buf: &mut [T], chunk: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+    if chunk == 0 || buf.is_empty() {
+        return;
+    }
+    let len = buf.len();
+    let tasks = len.div_ceil(chunk);
+    let base = SendPtr(buf.as_mut_ptr());
+    run(tasks, &|i| {
+        let start = i * chunk;
+        let n = chunk.min(len - start);
+        // SAFETY: `start + n <= len` for every task i < tasks, the pieces of
+        // distinct tasks are disjoint, each task runs once, and `buf` stays
+        // mutably borrowed until `run` has returned.
+        let piece = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), n) };
+        f(i, piece);
+    });
+}
+
+/// A raw pointer the tasks of one region share (they touch disjoint parts).
+struct SendPtr<T>(*mut T);
+
+// SAFETY: used only by `run_chunks_mut`, whose tasks write disjoint pieces
+// of one `&mut [T]` with `T: Send`.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::panic)]
 mod tests {
@@ -240,6 +273,21 @@ mod tests {
             }
         });
         assert_eq!(total.load(Ordering::Relaxed), 3 * 100 * 8 * 4);
+    }
+
+    #[test]
+    fn chunks_are_disjoint_and_complete() {
+        for (len, chunk) in [(0usize, 3usize), (1, 3), (10, 3), (12, 3), (1000, 7)] {
+            let mut v = vec![0u32; len];
+            run_chunks_mut(&mut v, chunk, &|i, piece| {
+                for x in piece.iter_mut() {
+                    *x += 1 + i as u32;
+                }
+            });
+            for (j, x) in v.iter().enumerate() {
+                assert_eq!(*x, 1 + (j / chunk) as u32, "{len}/{chunk} at {j}");
+            }
+        }
     }
 
     #[test]
