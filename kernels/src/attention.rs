@@ -276,22 +276,7 @@ impl Tuning {
 /// contiguous). Returns an error, without touching `out`, if any shape,
 /// stride or length check fails.
 pub fn attention<T: Elem>(a: &Attn<'_, T>, out: &mut [T]) -> Result<(), AttnError> {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        run::<T, kern::Avx2>(a, out, &Tuning::DEFAULT)
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        run::<T, kern::Portable>(a, out, &Tuning::DEFAULT)
-    }
+    run_native(a, out, &Tuning::DEFAULT)
 }
 
 /// Benchmark hook: [`attention`] with the single-thread decision forced
@@ -309,22 +294,7 @@ pub fn attention_forced_split<T: Elem>(
         Some(false) => t.serial_work = usize::MAX,
         None => {}
     }
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        run::<T, kern::Avx2>(a, out, &t)
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        run::<T, kern::Portable>(a, out, &t)
-    }
+    run_native(a, out, &t)
 }
 
 /// Validated geometry of a call.
@@ -476,6 +446,31 @@ fn validate<T>(a: &Attn<'_, T>, out_len: usize) -> Result<Option<Geo>, AttnError
 }
 
 /// Driver, generic over the kernel set (tests run every `Kern`).
+/// `run` with the kernel set this build has: AVX2+FMA on x86-64-v3, else
+/// the portable one.
+pub(crate) fn run_native<T: Elem>(
+    a: &Attn<'_, T>,
+    out: &mut [T],
+    t: &Tuning,
+) -> Result<(), AttnError> {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        run::<T, kern::Avx2>(a, out, t)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        run::<T, kern::Portable>(a, out, t)
+    }
+}
+
 pub(crate) fn run<T: Elem, K: Kern>(
     a: &Attn<'_, T>,
     out: &mut [T],

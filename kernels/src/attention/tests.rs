@@ -191,22 +191,7 @@ fn run_variant<T: Elem>(var: Variant, a: &Attn<'_, T>, out: &mut [T]) -> Result<
                 part_min: 1,
                 serial_work: 0,
             };
-            #[cfg(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            ))]
-            {
-                run::<T, kern::Avx2>(a, out, &t)
-            }
-            #[cfg(not(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            )))]
-            {
-                run::<T, kern::Portable>(a, out, &t)
-            }
+            run_native(a, out, &t)
         }
     }
 }
