@@ -393,6 +393,27 @@ pub(crate) trait Tile: Sync {
         a: [&[u8]; C],
         out: &mut [[f32; R]; C],
     );
+
+    /// Decode: `out.len()` consecutive weight rows (`w`, `row_bytes` each)
+    /// against the one activation row `a`.
+    fn rows(&self, w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+        rows_by_tile(self, w, row_bytes, a, out);
+    }
+}
+
+/// [`Tile::rows`] through the 1 × 1 tile, one weight row at a time.
+pub(crate) fn rows_by_tile<K: Tile + ?Sized>(
+    kernel: &K,
+    w: &[u8],
+    row_bytes: usize,
+    a: &[u8],
+    out: &mut [f32],
+) {
+    for (o, w) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+        let mut t = [[0f32; 1]; 1];
+        kernel.tile([w], [a], &mut t);
+        *o = t[0][0];
+    }
 }
 
 /// The closure path.
@@ -512,8 +533,11 @@ fn tile_range<K: Tile>(
     // Fewer activation rows than a micro-kernel step (decode): one weight
     // row at a time, a single sequential stream through the weights.
     if is.len() < MR {
-        for j in js {
-            rows_for(ops, kernel, out, is.clone(), j, [ops.w(j)]);
+        let w = &ops.rhs[js.start * ops.rhs_row_bytes..js.end * ops.rhs_row_bytes];
+        for i in is {
+            // SAFETY: row i < m, columns js inside n; the tile is this task's.
+            let o = unsafe { out.row(i, js.start, js.len()) };
+            kernel.rows(w, ops.rhs_row_bytes, ops.a(i), o);
         }
         return;
     }

@@ -68,6 +68,18 @@ impl Tile for Kernel {
             Self::Q4K(nb) => isa::q4_k(w, a, out, nb),
         }
     }
+
+    fn rows(&self, w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+        match *self {
+            #[cfg(all(
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "f16c"
+            ))]
+            Self::Q4K(nb) => avx2::q4_k_rows(w, a, out, nb),
+            _ => super::rows_by_tile(self, w, row_bytes, a, out),
+        }
+    }
 }
 
 /// One dot product through the 1 × 1 micro-kernel of `wtype` (the weight

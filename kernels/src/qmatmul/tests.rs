@@ -251,6 +251,12 @@ fn kernel_tiles_match_scalar() {
             }
             let one = kernel_dot(wt, w[3], &acts[0]).unwrap();
             assert!(close(one, want(0, 3)), "{wt} 1x1");
+            // Decode's row stream: the four rows in one call.
+            let mut orows = [0f32; 4];
+            kern.rows(&case.rhs, case.row_bytes, &acts[2], &mut orows);
+            for (j, &o) in orows.iter().enumerate() {
+                assert!(close(o, want(2, j)), "{wt} rows [{j}]");
+            }
         }
     }
 }

@@ -376,6 +376,107 @@ fn q4_k_impl<const R: usize, const C: usize>(
     }
 }
 
+/// Decode: `out.len()` consecutive Q4_K weight rows of `nb` blocks (`w`)
+/// against one Q8_K activation row `a`, in one pass through the weights.
+pub(crate) fn q4_k_rows(w: &[u8], a: &[u8], out: &mut [f32], nb: usize) {
+    // SAFETY: this module is compiled only with AVX2, FMA and F16C enabled
+    // (x86-64-v3), so the CPU running the code has them.
+    unsafe { q4_k_rows_impl(w, a, out, nb) }
+}
+
+/// `_mm256_shuffle_epi8` masks that broadcast i16 lane `j` (of the eight
+/// scales, repeated in both 128-bit halves) to every i16 lane.
+const fn scale_shuffle(j: usize) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    let mut e = 0;
+    while e < 32 {
+        m[e] = (2 * j + (e & 1)) as u8;
+        e += 1;
+    }
+    m
+}
+
+const SCALE_SHUFFLE: [[u8; 32]; 8] = [
+    scale_shuffle(0),
+    scale_shuffle(1),
+    scale_shuffle(2),
+    scale_shuffle(3),
+    scale_shuffle(4),
+    scale_shuffle(5),
+    scale_shuffle(6),
+    scale_shuffle(7),
+];
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_k_rows_impl(w: &[u8], a: &[u8], out: &mut [f32], nb: usize) {
+    let ab = a.as_chunks::<292>().0;
+    let blocks = w.as_chunks::<144>().0;
+    if ab.len() < nb || blocks.len() < out.len() * nb {
+        // The driver sizes both from the same geometry; nothing to do else.
+        return;
+    }
+    let m4 = _mm256_set1_epi8(0x0F);
+    let shuf = SCALE_SHUFFLE.map(|m| load32(&m, 0));
+    let base = w.as_ptr();
+    for (r, o) in out.iter_mut().enumerate() {
+        let xs = &blocks[r * nb..(r + 1) * nb];
+        let mut acc = _mm256_setzero_ps();
+        let mut macc = _mm_setzero_ps();
+        for (b, (x, y)) in xs.iter().zip(ab).enumerate() {
+            // A few blocks ahead in the weight stream (the next row's when
+            // this one ends; beyond the last row the address is only
+            // computed, a prefetch never faults).
+            let ahead = (r * nb + b + PREFETCH_BLOCKS) * 144;
+            if ahead < w.len() {
+                let p = base.wrapping_add(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64).cast::<i8>());
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128).cast::<i8>());
+            }
+            // d and dmin together: [d, dmin, 0, 0].
+            let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
+                x[0], x[1], x[2], x[3],
+            ])));
+            let (s, m) = q4k_scales_words(&x[4..16]);
+            let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(s as i64)));
+            let mn = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64));
+            let mut iacc = _mm256_setzero_si256();
+            for chunk in 0..4 {
+                let q = load32(x, 16 + 32 * chunk);
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                let slo = _mm256_shuffle_epi8(sc, shuf[2 * chunk]);
+                let shi = _mm256_shuffle_epi8(sc, shuf[2 * chunk + 1]);
+                let ylo = load32(y, 4 + 64 * chunk);
+                let yhi = load32(y, 4 + 64 * chunk + 32);
+                // ≤ 15 · 128 · 2 per i16, × 63 × 2 per i32: no overflow.
+                let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), slo);
+                let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yhi), shi);
+                iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(plo, phi));
+            }
+            let yd = _mm_set1_ps(f32::from_le_bytes([y[0], y[1], y[2], y[3]]));
+            let dy = _mm_mul_ps(dd, yd);
+            // bsums: 16 sums of 16 values; pairwise → the 8 sub-block sums.
+            let bs = load32(y, 260);
+            let bsub = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bs),
+                _mm256_extracti128_si256::<1>(bs),
+            );
+            let d = _mm256_broadcastss_ps(dy);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(iacc), acc);
+            let msum = _mm_cvtepi32_ps(_mm_madd_epi16(mn, bsub));
+            let dmin = _mm_permute_ps::<0b01_01_01_01>(dy);
+            macc = _mm_fnmadd_ps(dmin, msum, macc);
+        }
+        let v = _mm_add_ps(
+            _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc)),
+            macc,
+        );
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::q4k_scales;
