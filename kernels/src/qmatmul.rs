@@ -20,6 +20,7 @@
 
 mod buffer;
 mod kernels;
+pub mod q8k;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -313,12 +314,18 @@ fn run(a: &QMatMul<'_>, dst: &mut [f32], path: Path) -> Result<(), QMatMulError>
 /// over rows when there are several.
 fn quantize(a: &QMatMul<'_>, acts: &mut [u8], stride: usize) {
     let row = a.act_row_bytes;
+    // The k-quants' Q8_K: our vector quantiser (the same bytes as candle's).
+    let own_q8k = geometry(a.wtype).is_some_and(|g| g.abytes == Q8_K_BYTES);
     let one = |(x, out): (&[f32], &mut [u8])| {
         let out = &mut out[..row];
         // candle's Q8_K quantiser leaves bsums alone on an all-zero block;
         // a fresh buffer in candle is zeroed, so is a reused one here.
         out.fill(0);
-        (a.quantize_row)(x, out);
+        if own_q8k {
+            q8k::quantize_row_q8_k(x, out);
+        } else {
+            (a.quantize_row)(x, out);
+        }
     };
     if a.m == 1 {
         one((a.lhs, &mut acts[..stride]));

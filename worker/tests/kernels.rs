@@ -28,7 +28,8 @@ use airlock_worker::engine::{Engine, EngineOptions};
 use airlock_worker::kernels_glue::{self, Selection};
 use airlock_worker::modelgen::{write_model, Preset, Quant};
 use airlock_worker::{bpe_tokenizer, model_file};
-use candle_core::{DType, Tensor};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
 use mistralrs::CustomLogitsProcessor;
 
 const TOKENS: usize = 64;
@@ -216,5 +217,55 @@ fn kernels_match_the_original_code() {
             worst <= LOGIT_TOL,
             "{name}: logits differ by {worst:.2e} of the spread (> {LOGIT_TOL})"
         );
+    }
+}
+
+/// The kernels quantise activations for the k-quants with their own AVX2
+/// Q8_K quantiser: the same bytes as candle's `BlockQ8K::from_float`
+/// (through `QTensor::quantize`), on blocks that probe each of its rules.
+#[test]
+fn q8k_quantiser_writes_candles_bytes() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = |scale: f32| -> Vec<f32> {
+        (0..256)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+            })
+            .collect()
+    };
+    let with = |mut v: Vec<f32>, at: &[(usize, f32)]| {
+        for &(i, x) in at {
+            v[i] = x;
+        }
+        v
+    };
+    let ties: Vec<f32> = (0..256)
+        .map(|i| if i == 0 { -128.0 } else { i as f32 - 128.5 })
+        .collect();
+    let cases: Vec<(&str, Vec<f32>)> = vec![
+        ("noise", noise(2.0)),
+        ("large", noise(3e4)),
+        ("zero", vec![0.0; 256]),
+        ("tiny", noise(1e-38)),
+        ("ties", ties),
+        ("minus first", with(noise(1.0), &[(10, -4.0), (200, 4.0)])),
+        ("plus first", with(noise(1.0), &[(10, 4.0), (200, -4.0)])),
+        ("nan", with(noise(1.0), &[(7, f32::NAN)])),
+        ("infinity", with(noise(1.0), &[(9, f32::INFINITY)])),
+        ("positive max", with(noise(1.0), &[(3, 9.0)])),
+    ];
+    for (what, x) in &cases {
+        let t = Tensor::from_vec(x.clone(), x.len(), &Device::Cpu).unwrap();
+        let want = QTensor::quantize(&t, GgmlDType::Q8K)
+            .unwrap()
+            .data()
+            .unwrap()
+            .to_vec();
+        let mut got = vec![0u8; want.len()];
+        airlock_kernels::qmatmul::q8k::quantize_row_q8_k(x, &mut got);
+        assert_eq!(got, want, "{what}");
     }
 }
