@@ -838,3 +838,55 @@ fn the_sbom_is_deterministic() {
     assert_eq!(a["metadata"]["timestamp"], "2023-11-14T22:13:20Z");
     assert_ne!(a["serialNumber"], c["serialNumber"]);
 }
+
+/// `scripts/sbom stick`: each bundle with its manifest's SHA-256 and
+/// payload hashes; a payload pinned in the models lock names its wheel.
+#[test]
+fn the_stick_sbom_names_pinned_wheels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("m_2.airlock");
+    fs::create_dir(&b).unwrap();
+    let manifest = r#"{"schema":"airlock-bundle/1","kind":"model","name":"m","version":2,"description":"d","files":[{"path":"a.gguf","size":1,"sha256":"aa"},{"path":"b.jinja","size":1,"sha256":"bb"}]}"#;
+    fs::write(b.join("manifest.json"), manifest).unwrap();
+    fs::write(b.join("manifest.json.k.minisig"), "sig").unwrap();
+    let lock = tmp.path().join("models.lock");
+    fs::write(
+        &lock,
+        "# x\nm1 pkg==1.0 pkg-1.0-py3-none-any.whl ww m/a.gguf aa\n",
+    )
+    .unwrap();
+    let r = sbom(&[
+        "stick",
+        "--models-lock",
+        lock.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    let c = &doc["components"][0];
+    assert_eq!(c["bom-ref"], "bundle:model/m@2");
+    assert_eq!(c["type"], "machine-learning-model");
+    assert_eq!(
+        prop(c, "airlock:manifest-sha256"),
+        [sha256(&b.join("manifest.json"))]
+    );
+    assert_eq!(prop(c, "airlock:signature"), ["manifest.json.k.minisig"]);
+    let files = c["components"].as_array().unwrap();
+    assert_eq!(files[0]["hashes"][0]["content"], "aa");
+    let wheel = &files[0]["pedigree"]["ancestors"][0];
+    assert_eq!(wheel["purl"], "pkg:pypi/pkg@1.0");
+    assert_eq!(wheel["hashes"][0]["content"], "ww");
+    assert!(files[1].get("pedigree").is_none());
+    assert_eq!(prop(&files[1], "airlock:origin").len(), 1);
+    let r = sbom(&["stick", tmp.path().join("nope").to_str().unwrap()]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.trim_end()
+            == format!(
+                "sbom: stick SBOM: reading {}/nope/manifest.json: No such file or directory",
+                tmp.path().display()
+            ),
+        "{}",
+        r.stderr
+    );
+}

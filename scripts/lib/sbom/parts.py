@@ -269,42 +269,53 @@ def stick_document(models_lock, bundles):
     components, deps = [], {}
     for b in sorted(bundles):
         try:
-            with open(os.path.join(b, "manifest.json"), "rb") as f:
-                raw = f.read()
-            m = json.loads(raw)
-        except (OSError, ValueError) as e:
-            raise SbomError(f"reading {b}/manifest.json: {e}")
-        ref = f"bundle:{m['kind']}/{m['name']}@{m['version']}"
-        files, props = [], [("airlock:manifest-sha256", hashlib.sha256(raw).hexdigest()),
-                            ("airlock:bundle-kind", m["kind"])]
-        props += [("airlock:signature", s) for s in sorted(os.listdir(b)) if s.endswith(".minisig")]
-        for entry in m["files"]:
-            fc = {"type": "data" if m["kind"] == "model" else "file", "bom-ref": f"{ref}#{entry['path']}",
-                  "name": entry["path"], "hashes": cyclonedx.sha256(entry["sha256"])}
-            fprops = [("airlock:size", str(entry["size"]))]
-            lock = pinned.get(entry["sha256"])
-            if lock:
-                name, req, wheel, wheel_sha, member = lock
-                pkg, _, ver = req.partition("==")
-                fprops += [("airlock:models-lock", name), ("airlock:wheel-member", member)]
-                fc["pedigree"] = {"ancestors": [{
-                    "type": "library", "bom-ref": f"pkg:pypi/{pkg}@{ver}", "name": pkg, "version": ver,
-                    "purl": f"pkg:pypi/{pkg}@{ver}", "hashes": cyclonedx.sha256(wheel_sha),
-                    "properties": cyclonedx.properties([("airlock:wheel", wheel)]),
-                }]}
-            else:
-                fprops.append(("airlock:origin", "not in scripts/models.lock (made locally, e.g. airlock-modelgen)"))
-            fc["properties"] = cyclonedx.properties(fprops)
-            files.append(fc)
-        components.append({
-            "type": "machine-learning-model" if m["kind"] == "model" else "application",
-            "bom-ref": ref, "name": m["name"], "version": str(m["version"]),
-            "description": m.get("description", ""), "components": files,
-            "properties": cyclonedx.properties(props),
-        })
+            ref, comp = _bundle_component(b, pinned)
+        except KeyError as e:
+            raise SbomError(f"{b}/manifest.json has no {e}")
+        components.append(comp)
         deps[ref] = []
     deps["stick"] = sorted(deps)
     subject = {"type": "data", "bom-ref": "stick", "name": "airlock-stick",
                "description": "bundles on an Airlock USB stick"}
     return cyclonedx.document(subject, components, deps,
                               [{"type": "application", "group": "airlock", "name": "scripts/sbom"}])
+
+
+def _bundle_component(b, pinned):
+    """(bom-ref, component) of one bundle directory."""
+    try:
+        with open(os.path.join(b, "manifest.json"), "rb") as f:
+            raw = f.read()
+        m = json.loads(raw)
+    except OSError as e:
+        raise SbomError(f"reading {b}/manifest.json: {e.strerror}")
+    except ValueError as e:
+        raise SbomError(f"reading {b}/manifest.json: not JSON ({e})")
+    ref = f"bundle:{m['kind']}/{m['name']}@{m['version']}"
+    files, props = [], [("airlock:manifest-sha256", hashlib.sha256(raw).hexdigest()),
+                        ("airlock:bundle-kind", m["kind"])]
+    props += [("airlock:signature", s) for s in sorted(os.listdir(b)) if s.endswith(".minisig")]
+    for entry in m["files"]:
+        fc = {"type": "data" if m["kind"] == "model" else "file", "bom-ref": f"{ref}#{entry['path']}",
+              "name": entry["path"], "hashes": cyclonedx.sha256(entry["sha256"])}
+        fprops = [("airlock:size", str(entry["size"]))]
+        lock = pinned.get(entry["sha256"])
+        if lock:
+            name, req, wheel, wheel_sha, member = lock
+            pkg, _, ver = req.partition("==")
+            fprops += [("airlock:models-lock", name), ("airlock:wheel-member", member)]
+            fc["pedigree"] = {"ancestors": [{
+                "type": "library", "bom-ref": f"pkg:pypi/{pkg}@{ver}", "name": pkg, "version": ver,
+                "purl": f"pkg:pypi/{pkg}@{ver}", "hashes": cyclonedx.sha256(wheel_sha),
+                "properties": cyclonedx.properties([("airlock:wheel", wheel)]),
+            }]}
+        else:
+            fprops.append(("airlock:origin", "not in scripts/models.lock (made locally, e.g. airlock-modelgen)"))
+        fc["properties"] = cyclonedx.properties(fprops)
+        files.append(fc)
+    return ref, {
+        "type": "machine-learning-model" if m["kind"] == "model" else "application",
+        "bom-ref": ref, "name": m["name"], "version": str(m["version"]),
+        "description": m.get("description", ""), "components": files,
+        "properties": cyclonedx.properties(props),
+    }
