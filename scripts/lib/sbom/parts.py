@@ -75,7 +75,10 @@ def c_runtime_files(root, target, sysroot):
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.rs")
         with open(src, "w") as f:
-            f.write('fn main() { let t = std::thread::spawn(|| println!("probe")); t.join().unwrap(); }\n')
+            # Threads, I/O, unwinding and libm, as the real binaries use them.
+            f.write("fn main() { let x: f64 = std::hint::black_box(0.5);\n"
+                    "  let t = std::thread::spawn(move || println!(\"{}\", x.exp().sin().powf(x)));\n"
+                    "  t.join().unwrap(); }\n")
         _rustc("--edition", "2021", "-O", "--target", target, *flags,
                "-C", f"link-arg=-Wl,-Map={tmp}/probe.map", "-o", os.path.join(tmp, "probe"), src, env=env)
         text = open(os.path.join(tmp, "probe.map"), errors="replace").read()
