@@ -70,15 +70,28 @@ thread_local! {
 
 static POOL: OnceLock<Pool> = OnceLock::new();
 
-/// Threads (caller included) the kernels use: rayon's setting
+/// Threads (caller included) the kernels use: see `configured_threads`
 /// (`RAYON_NUM_THREADS`, which the worker sets from `--threads`).
 pub fn threads() -> usize {
     pool().helpers.len() + 1
 }
 
+/// The thread count the way rayon's global pool reads it: a positive
+/// `RAYON_NUM_THREADS`, else the available parallelism. Not
+/// `rayon::current_num_threads()`: mistral.rs's engine thread runs inside a
+/// one-thread rayon pool of its own (patches/mistralrs-core-0.8.1/0005).
+fn configured_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+}
+
 fn pool() -> &'static Pool {
     POOL.get_or_init(|| {
-        let n = rayon::current_num_threads().max(1);
+        let n = configured_threads();
         let mut helpers = Vec::new();
         for i in 1..n {
             let spawned = std::thread::Builder::new()
