@@ -196,10 +196,12 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::Submit(first_line(e)))?;
             let started = Instant::now();
+            let mut first: Option<Instant> = None;
             let mut decode_tokens = 0u64;
             while let Some(resp) = stream.next().await {
                 match resp {
                     Response::Chunk(chunk) => {
+                        first.get_or_insert_with(Instant::now);
                         for choice in &chunk.choices {
                             if let Some(text) = &choice.delta.content {
                                 if !text.is_empty() && !on_text(text) {
@@ -214,7 +216,7 @@ impl Engine {
                                 .iter()
                                 .find_map(|c| c.finish_reason.as_deref())
                                 .unwrap_or("stop");
-                            return Ok(stats(&usage, finish, started));
+                            return Ok(stats(&usage, finish, started, first));
                         }
                     }
                     Response::ModelError(msg, _) => return Err(EngineError::Generate(msg)),
@@ -227,7 +229,7 @@ impl Engine {
                             .first()
                             .map(|c| c.finish_reason.clone())
                             .unwrap_or_else(|| "stop".into());
-                        return Ok(stats(&done.usage, &finish, started));
+                        return Ok(stats(&done.usage, &finish, started, first));
                     }
                     _ => {
                         return Err(EngineError::Generate(
@@ -242,12 +244,26 @@ impl Engine {
     }
 }
 
-fn stats(u: &mistralrs::Usage, finish: &str, _started: Instant) -> Stats {
+/// The speeds by our own clock, as mistral.rs defines them: prompt tokens
+/// over submission → first token, generated tokens over first token → end.
+/// (mistral.rs's own figures count whole milliseconds: a prefill or a short
+/// generation under 1 ms reads 0 tok/s.)
+fn stats(u: &mistralrs::Usage, finish: &str, started: Instant, first: Option<Instant>) -> Stats {
+    let end = Instant::now();
+    let first = first.unwrap_or(end);
+    let rate = |n: usize, from: Instant, to: Instant| {
+        let secs = to.saturating_duration_since(from).as_secs_f64().max(1e-6);
+        if n == 0 {
+            0.0
+        } else {
+            n as f64 / secs
+        }
+    };
     Stats {
         prompt_tokens: u.prompt_tokens as u64,
-        prompt_tok_per_s: f64::from(u.avg_prompt_tok_per_sec),
+        prompt_tok_per_s: rate(u.prompt_tokens, started, first),
         decode_tokens: u.completion_tokens as u64,
-        decode_tok_per_s: f64::from(u.avg_compl_tok_per_sec),
+        decode_tok_per_s: rate(u.completion_tokens, first, end),
         finish_reason: if finish == "length" {
             FinishReason::Length
         } else {
