@@ -9,7 +9,10 @@
 //!   temporary directory, from the prebuilt binaries), its signatures checked
 //!   with sbverify, the signing shown deterministic (signing time = the
 //!   build's epoch; re-signing the stripped UKI later gives the same bytes),
-//!   the signed UKI packed as a system bundle; then a table of boots: the
+//!   the signed UKI packed as a system bundle; the keys enrolled the way
+//!   docs/security-team.md tells a security team to (`.auth` files and
+//!   systemd-boot's `secure-boot-enroll` in setup mode) give the same PK,
+//!   KEK and db as the store the boots use; then a table of boots: the
 //!   signed image boots to the console; an unsigned UKI, a UKI with one byte
 //!   changed after signing, and an unsigned systemd-boot are refused (the
 //!   refusal on the console, the firmware ends with no bootable option, the
@@ -24,6 +27,7 @@
 
 use airlock_e2e::bundles::{self, release_bin, repo_root};
 use airlock_e2e::figures::{publish, Figure};
+use airlock_e2e::qemu::OVMF_VARS;
 use airlock_e2e::{timeout, Boot, Must, Pattern, Vm, VmConfig, CONSOLE_READY};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -151,6 +155,81 @@ fn signing_time(file: &Path, work: &Path) -> String {
         .find(|l| l.contains("UTCTIME:"))
         .map(|l| l.trim().to_owned())
         .unwrap_or_else(|| panic!("no signingTime in the signature of {}", file.display()))
+}
+
+/// The owner GUID of the demo keys' lists (SECUREBOOT_DEMO_GUID of
+/// scripts/lib/secureboot.sh, which `ovmf-vars` enrols them with).
+const DEMO_GUID: &str = "a1e1ab0c-5ec0-4b00-8a1b-000000000001";
+
+/// Enrols the DEMO PK, KEK and db as docs/security-team.md tells a security
+/// team to: `cert-to-efi-sig-list` and `sign-efi-sig-list` (PK and KEK
+/// signed by PK, db by KEK) make `NAME.esl` and `NAME.auth` in `work`; a FAT
+/// stick holds systemd-boot as `EFI/BOOT/BOOTX64.EFI`, the `.auth` files in
+/// `loader/keys/airlock/` and `secure-boot-enroll force`; OVMF's Secure Boot
+/// build with an empty store (setup mode) boots it, systemd-boot enrols and
+/// restarts (QEMU exits: `-no-reboot`). Returns a copy of the store.
+fn enrol_with_systemd_boot(keys: &Path, work: &Path) -> PathBuf {
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("EFI/BOOT/BOOTX64.EFI".into(), std::fs::read(SDBOOT).must()),
+        (
+            "loader/loader.conf".into(),
+            b"secure-boot-enroll force\n".to_vec(),
+        ),
+    ];
+    for (name, signer) in [("PK", "PK"), ("KEK", "PK"), ("db", "KEK")] {
+        let esl = work.join(format!("{name}.esl"));
+        let auth = work.join(format!("{name}.auth"));
+        bundles::run(
+            Command::new("cert-to-efi-sig-list")
+                .args(["-g", DEMO_GUID])
+                .arg(keys.join(format!("{name}.crt")))
+                .arg(&esl),
+        )
+        .must();
+        bundles::run(
+            Command::new("sign-efi-sig-list")
+                .args(["-g", DEMO_GUID, "-k"])
+                .arg(keys.join(format!("{signer}.key")))
+                .arg("-c")
+                .arg(keys.join(format!("{signer}.crt")))
+                .arg(name)
+                .arg(&esl)
+                .arg(&auth),
+        )
+        .must();
+        files.push((
+            format!("loader/keys/airlock/{name}.auth"),
+            std::fs::read(&auth).must(),
+        ));
+    }
+    let stick = work.join("enrol-stick.img");
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    airlock_e2e::stick::make_vfat_stick(&stick, "ENROL", 16, &refs).must();
+    let config = VmConfig::new(
+        "secureboot-enrol",
+        Boot::Disk {
+            image: stick.clone(),
+        },
+    )
+    .with_secure_boot(Path::new(OVMF_VARS))
+    .with_iommu(false);
+    let mut vm = Vm::start(&config).must();
+    let done = vm
+        .wait_for(
+            "Custom Secure Boot keys successfully enrolled",
+            timeout(REFUSAL_SECS),
+        )
+        .and_then(|_| vm.wait_exit(timeout(120)));
+    if let Err(e) = done {
+        vm.dump();
+        panic!("enrolment with systemd-boot: {e}");
+    }
+    let store = work.join("enrolled-vars.fd");
+    std::fs::copy(vm.work_file("OVMF_VARS.fd"), &store).must();
+    store
 }
 
 /// What a boot must show.
@@ -327,6 +406,46 @@ fn secure_boot_boots_signed_and_refuses_tampered() {
             .arg(&vars),
     )
     .must();
+    // The manual's way (docs/security-team.md, "Secure Boot keys"): signed
+    // EFI signature lists (.auth, efitools) on a stick with systemd-boot's
+    // `secure-boot-enroll force`, booted by the firmware in setup mode (an
+    // empty store), enrol exactly the lists the boots below run with.
+    let t = Instant::now();
+    let enrolled = enrol_with_systemd_boot(&keys, work);
+    let lists = |store: &Path| {
+        let json = work.join("store.json");
+        bundles::run(
+            Command::new("virt-fw-vars")
+                .arg("--input")
+                .arg(store)
+                .arg("--output-json")
+                .arg(&json),
+        )
+        .must();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).must()).must();
+        ["PK", "KEK", "db"].map(|name| {
+            v["variables"]
+                .as_array()
+                .and_then(|vs| vs.iter().find(|x| x["name"] == name))
+                .and_then(|x| x["data"].as_str())
+                .unwrap_or_else(|| panic!("no {name} in {}", store.display()))
+                .to_owned()
+        })
+    };
+    let esl_hex = |name: &str| {
+        std::fs::read(work.join(format!("{name}.esl")))
+            .must()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(lists(&enrolled), ["PK", "KEK", "db"].map(esl_hex));
+    assert_eq!(lists(&enrolled), lists(&vars));
+    let mut figures = vec![figure(
+        "Secure Boot test: enrolment with systemd-boot",
+        secs(t),
+        "setup mode, .auth files, secure-boot-enroll force",
+    )];
     // systemd-boot's line when the firmware's LoadImage() refuses the UKI
     // (the name shows boot counting's rename of airlock-a+3.efi).
     const UKI_REFUSED: &str = r"Error loading \\EFI\\Linux\\airlock-a\+\d-\d\.efi: Access denied";
@@ -365,11 +484,11 @@ fn secure_boot_boots_signed_and_refuses_tampered() {
             ]),
         },
     ];
-    let mut figures = vec![figure(
+    figures.push(figure(
         "Secure Boot test: signed build",
         build_time,
         "build-image --demo --sb-demo --skip-cargo",
-    )];
+    ));
     for case in &cases {
         let t = Instant::now();
         let config = VmConfig::new(
@@ -441,7 +560,7 @@ fn secure_boot_boots_signed_and_refuses_tampered() {
     figures.push(figure(
         "Secure Boot test: total",
         secs(t_all),
-        "build, checks, 5 boots",
+        "build, checks, enrolment boot and 5 boots",
     ));
     publish(&figures, None).must();
 }
