@@ -281,9 +281,8 @@ fn secure_boot_boots_signed_and_refuses_tampered() {
     );
     let esp_uki = work.join("esp-uki.efi");
     esp_get(&image, ESP_UKI, &esp_uki);
-    assert_eq!(
-        std::fs::read(&esp_uki).must(),
-        std::fs::read(&uki).must(),
+    assert!(
+        std::fs::read(&esp_uki).must() == std::fs::read(&uki).must(),
         "slot A on the ESP is not out/airlock.efi"
     );
     for (i, path) in ESP_BOOTLOADERS.iter().enumerate() {
