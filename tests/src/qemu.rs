@@ -23,6 +23,10 @@ use crate::screenshot::{self, Frame, ScreenshotError};
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// Template of the writable UEFI variable store; each VM gets its own copy.
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF's Secure Boot build (same package): it needs SMM (`smm=on`) and a
+/// flash that only SMM code may write (`cfi.pflash01` `secure=on`), so the
+/// guest cannot change the enrolled keys behind the firmware's back.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 
 /// The line the supervisor prints when its console accepts commands.
 pub const CONSOLE_READY: &str = "airlock: console ready";
@@ -147,6 +151,11 @@ pub struct VmConfig {
     /// A USB keyboard on the xHCI controller, bound to a named std VGA
     /// display ([`DISPLAY_ID`]), for typing on tty1 ([`Vm::type_text`]).
     pub usb_keyboard: bool,
+    /// UEFI Secure Boot (disk boots): OVMF's Secure Boot build
+    /// ([`OVMF_CODE_SECBOOT`]) with a copy of this variable store, which
+    /// holds the enrolled PK, KEK and db (e.g. made by `scripts/lib/secureboot.sh
+    /// ovmf-vars`), instead of [`OVMF_VARS`].
+    pub secure_boot_vars: Option<PathBuf>,
 }
 
 /// Kernel parameters added to direct boots under TCG (never to the
@@ -195,6 +204,28 @@ impl VmConfig {
             extra_disks: Vec::new(),
             writable_disk: false,
             usb_keyboard: false,
+            secure_boot_vars: None,
+        }
+    }
+
+    /// Boots with Secure Boot, the firmware's keys from the variable store
+    /// template `vars` (see [`VmConfig::secure_boot_vars`]); no effect on a
+    /// direct boot, which has no firmware that could check a signature.
+    pub fn with_secure_boot(mut self, vars: &Path) -> Self {
+        self.secure_boot_vars = Some(vars.to_owned());
+        self
+    }
+
+    /// Secure Boot is on: a disk boot with a variable store template.
+    fn secure_boot(&self) -> bool {
+        self.secure_boot_vars.is_some() && matches!(self.boot, Boot::Disk { .. })
+    }
+
+    /// The firmware image and the variable store template a disk boot uses.
+    pub fn firmware(&self) -> (&Path, &Path) {
+        match &self.secure_boot_vars {
+            Some(vars) if self.secure_boot() => (Path::new(OVMF_CODE_SECBOOT), vars),
+            _ => (Path::new(OVMF_CODE), Path::new(OVMF_VARS)),
         }
     }
 
@@ -265,20 +296,17 @@ impl VmConfig {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         // q35 + virtio-rng + UTC clock, as scripts/run-qemu boots it.
+        // Secure Boot: OVMF's Secure Boot build keeps its variables in SMM.
+        let smm = if self.secure_boot() { ",smm=on" } else { "" };
         if self.iommu {
             // Interrupt remapping needs the split irqchip (a no-op under TCG,
             // required under KVM); the IOMMU comes before every PCI device.
-            push(&[
-                "-machine",
-                "q35,kernel-irqchip=split",
-                "-accel",
-                "tcg",
-                "-cpu",
-                &self.cpu,
-            ]);
+            let machine = format!("q35,kernel-irqchip=split{smm}");
+            push(&["-machine", &machine, "-accel", "tcg", "-cpu", &self.cpu]);
             push(&["-device", "intel-iommu,intremap=on"]);
         } else {
-            push(&["-machine", "q35", "-accel", "tcg", "-cpu", &self.cpu]);
+            let machine = format!("q35{smm}");
+            push(&["-machine", &machine, "-accel", "tcg", "-cpu", &self.cpu]);
         }
         push(&[
             "-m",
@@ -337,8 +365,14 @@ impl VmConfig {
                 disk.as_ref()
             }
             Boot::Disk { image } => {
+                if self.secure_boot() {
+                    // Only SMM code may write the variable flash.
+                    for x in ["-global", "driver=cfi.pflash01,property=secure,value=on"] {
+                        a.push(x.into());
+                    }
+                }
                 let mut code = OsString::from("if=pflash,format=raw,unit=0,readonly=on,file=");
-                code.push(OVMF_CODE);
+                code.push(self.firmware().0);
                 let mut vars_arg = OsString::from("if=pflash,format=raw,unit=1,file=");
                 vars_arg.push(vars);
                 for d in [code, vars_arg] {
@@ -443,18 +477,16 @@ impl Vm {
         let qmp_path = work.join("qmp.sock");
         let vars = work.join("OVMF_VARS.fd");
         if let Boot::Disk { .. } = config.boot {
-            for (what, p) in [
-                ("OVMF firmware", OVMF_CODE),
-                ("OVMF variable store", OVMF_VARS),
-            ] {
-                if !Path::new(p).is_file() {
+            let (code, template) = config.firmware();
+            for (what, p) in [("OVMF firmware", code), ("OVMF variable store", template)] {
+                if !p.is_file() {
                     return Err(VmError::HostFile {
                         what,
                         path: p.into(),
                     });
                 }
             }
-            std::fs::copy(OVMF_VARS, &vars).map_err(|source| VmError::CopyVars {
+            std::fs::copy(template, &vars).map_err(|source| VmError::CopyVars {
                 path: vars.clone(),
                 source,
             })?;
@@ -930,6 +962,47 @@ mod tests {
         assert!(!a.contains("-kernel"), "{a}");
         assert!(!a.contains("usb-kbd"), "{a}");
         assert!(!a.contains("-vga"), "{a}");
+    }
+
+    #[test]
+    fn secure_boot_uses_the_secboot_firmware_with_smm() {
+        let disk = VmConfig::new(
+            "t",
+            Boot::Disk {
+                image: "/o/airlock.img".into(),
+            },
+        );
+        let sb = disk.clone().with_secure_boot(Path::new("/w/sb-vars.fd"));
+        assert_eq!(
+            sb.firmware(),
+            (Path::new(OVMF_CODE_SECBOOT), Path::new("/w/sb-vars.fd"))
+        );
+        let a = joined(&sb);
+        assert!(
+            a.starts_with("-machine q35,kernel-irqchip=split,smm=on -accel tcg"),
+            "{a}"
+        );
+        assert!(
+            a.contains(&format!(
+                "-global driver=cfi.pflash01,property=secure,value=on \
+                 -drive if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECBOOT} \
+                 -drive if=pflash,format=raw,unit=1,file=/w/VARS.fd"
+            )),
+            "{a}"
+        );
+        let a = joined(&sb.with_iommu(false));
+        assert!(a.starts_with("-machine q35,smm=on -accel tcg"), "{a}");
+        // Without it: the plain firmware, no SMM, no secure flash.
+        assert_eq!(
+            disk.firmware(),
+            (Path::new(OVMF_CODE), Path::new(OVMF_VARS))
+        );
+        let a = joined(&disk);
+        assert!(!a.contains("smm=on"), "{a}");
+        assert!(!a.contains("cfi.pflash01"), "{a}");
+        // A direct boot has no firmware to check signatures: unchanged.
+        let a = joined(&direct().with_secure_boot(Path::new("/w/sb-vars.fd")));
+        assert_eq!(a, joined(&direct()));
     }
 
     #[test]
