@@ -73,6 +73,13 @@ fn script(path: &str) -> Command {
     Command::new(repo_root().join(path))
 }
 
+/// `scripts/lib/secureboot.sh sign KEY CERT IN OUT`; the caller adds an epoch.
+fn sign_cmd(key: &Path, cert: &Path, input: &Path, output: &Path) -> Command {
+    let mut c = script("scripts/lib/secureboot.sh");
+    c.arg("sign").arg(key).arg(cert).arg(input).arg(output);
+    c
+}
+
 /// The DEMO Secure Boot key directory (PK, KEK, db: `.key`, `.crt`).
 fn demo_sb_keys() -> PathBuf {
     PathBuf::from(
@@ -303,16 +310,8 @@ fn secure_boot_boots_signed_and_refuses_tampered() {
         "sbattach --remove left a signature"
     );
     let resigned = work.join("resigned.efi");
-    bundles::run(
-        script("scripts/lib/secureboot.sh")
-            .arg("sign")
-            .arg(keys.join("db.key"))
-            .arg(&db)
-            .arg(&unsigned)
-            .arg(&resigned)
-            .arg(EPOCH.to_string()),
-    )
-    .must();
+    bundles::run(sign_cmd(&keys.join("db.key"), &db, &unsigned, &resigned).arg(EPOCH.to_string()))
+        .must();
     assert!(
         std::fs::read(&resigned).must() == std::fs::read(&uki).must(),
         "signing the same UKI again gave other bytes"
@@ -375,14 +374,12 @@ fn secure_boot_boots_signed_and_refuses_tampered() {
     )
     .must();
     let altered_signed = work.join("altered-signed.efi");
-    bundles::run(
-        script("scripts/lib/secureboot.sh")
-            .arg("sign")
-            .arg(keys.join("db.key"))
-            .arg(&db)
-            .arg(&altered_unsigned)
-            .arg(&altered_signed),
-    )
+    bundles::run(&mut sign_cmd(
+        &keys.join("db.key"),
+        &db,
+        &altered_unsigned,
+        &altered_signed,
+    ))
     .must();
     let resigned_uki = work.join("altered-resigned-uki.img");
     copy_disk(&image, &resigned_uki);
@@ -782,13 +779,13 @@ fn build_image_refuses_bad_secure_boot_input() {
     // signature, and an input that is already signed is refused.
     let sign = |input: &Path, output: &str, epoch: &str| {
         bundles::run(
-            script("scripts/lib/secureboot.sh")
-                .arg("sign")
-                .arg(w.join("good.key"))
-                .arg(w.join("good.crt"))
-                .arg(input)
-                .arg(w.join(output))
-                .arg(epoch),
+            sign_cmd(
+                &w.join("good.key"),
+                &w.join("good.crt"),
+                input,
+                &w.join(output),
+            )
+            .arg(epoch),
         )
         .must();
         std::fs::read(w.join(output)).must()
@@ -800,14 +797,12 @@ fn build_image_refuses_bad_secure_boot_input() {
     assert!(first == second, "two signatures at the same epoch differ");
     assert!(first != other, "the epoch does not reach the signature");
     assert!(sbverify(&w.join("good.crt"), &w.join("sd1.efi")));
-    let (code, err) = refused(
-        script("scripts/lib/secureboot.sh")
-            .arg("sign")
-            .arg(w.join("good.key"))
-            .arg(w.join("good.crt"))
-            .arg(w.join("sd1.efi"))
-            .arg(w.join("sd4.efi")),
-    );
+    let (code, err) = refused(&mut sign_cmd(
+        &w.join("good.key"),
+        &w.join("good.crt"),
+        &w.join("sd1.efi"),
+        &w.join("sd4.efi"),
+    ));
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(
         err.trim(),
