@@ -37,7 +37,7 @@ const INITRAMFS_NAMES: &[&str] = &[
 pub fn out_dir() -> PathBuf {
     match std::env::var_os("AIRLOCK_OUT") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+        _ => crate::bundles::manifest_dir()
             .parent()
             .unwrap_or(Path::new("."))
             .join("out"),

@@ -8,7 +8,19 @@ use std::process::Command;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    manifest_dir().join("..")
+}
+
+/// This package's directory (`<repo>/tests`): cargo's `CARGO_MANIFEST_DIR`
+/// at run time (`cargo test` sets it for the test binaries), else the one
+/// this library was compiled in. Run time first: one cargo target dir serves
+/// every checkout of the machine, and a library compiled from another
+/// checkout keeps that checkout's path.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// A release binary next to the running test's directory

@@ -32,14 +32,11 @@ fn run(cmd: &mut Command) -> Run {
     }
 }
 
-/// The repository of this test's source (not the harness library's
-/// `repo_root`: the shared target dir may hold that library compiled from
-/// another checkout).
+/// The repository of this test run (`repo_root` reads cargo's run-time
+/// `CARGO_MANIFEST_DIR`: the shared target dir may hold the harness library
+/// compiled from another checkout).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
+    airlock_e2e::bundles::repo_root().canonicalize().unwrap()
 }
 
 fn sbom(args: &[&str]) -> Run {

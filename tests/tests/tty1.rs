@@ -103,9 +103,7 @@ fn tty1_typed_on_a_usb_keyboard() {
         "PNG and PPM dumps disagree on the screen size"
     );
     if std::env::var_os("AIRLOCK_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
-        let dest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(MANUAL_SCREENSHOT);
+        let dest = airlock_e2e::bundles::repo_root().join(MANUAL_SCREENSHOT);
         std::fs::create_dir_all(dest.parent().unwrap()).must();
         std::fs::copy(&png, &dest).must();
         eprintln!("screenshot updated: {}", dest.display());
