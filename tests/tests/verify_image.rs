@@ -245,6 +245,9 @@ fn verifies_a_rebuilt_image_and_refuses_others() {
         image.display(),
         cut.display()
     )));
+    let no_esp = tmp.join("no-esp.img");
+    copy_disk(&image, &no_esp);
+    must(Command::new("sgdisk").args(["-t", "1:8300"]).arg(&no_esp));
     let no_uki = tmp.join("no-uki.img");
     copy_disk(&image, &no_uki);
     must(
@@ -281,6 +284,12 @@ fn verifies_a_rebuilt_image_and_refuses_others() {
                 "{} is a damaged or truncated GPT disk image (a protective MBR, but no readable GPT)",
                 p(&cut)
             ),
+        ),
+        (
+            "no ESP",
+            &no_esp,
+            None,
+            format!("{} has no EFI system partition", p(&no_esp)),
         ),
         (
             "no UKI",
