@@ -170,6 +170,22 @@ impl Drop for DiskCopy {
     }
 }
 
+/// (file offset, raw size) of section `name` of the PE file `pe` (a UKI or
+/// boot loader the test built; panics on anything else).
+#[allow(clippy::panic)]
+pub fn pe_section(pe: &[u8], name: &[u8]) -> (usize, usize) {
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([pe[at], pe[at + 1]]));
+    let u32_at =
+        |at: usize| u32::from_le_bytes([pe[at], pe[at + 1], pe[at + 2], pe[at + 3]]) as usize;
+    let coff = u32_at(0x3c) + 4;
+    let table = coff + 20 + u16_at(coff + 16);
+    (0..u16_at(coff + 2))
+        .map(|i| table + 40 * i)
+        .find(|e| pe[*e..*e + 8].split(|b| *b == 0).next() == Some(name))
+        .map(|e| (u32_at(e + 20), u32_at(e + 16)))
+        .unwrap_or_else(|| panic!("no {} section", String::from_utf8_lossy(name)))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

@@ -131,20 +131,6 @@ fn copy_disk(from: &Path, to: &Path) {
     bundles::run(Command::new("cp").arg("--sparse=always").arg(from).arg(to)).must();
 }
 
-/// The bytes of section `name` of the PE file `pe`: (file offset, raw size).
-fn pe_section(pe: &[u8], name: &[u8]) -> (usize, usize) {
-    let u16_at = |at: usize| usize::from(u16::from_le_bytes([pe[at], pe[at + 1]]));
-    let u32_at =
-        |at: usize| u32::from_le_bytes([pe[at], pe[at + 1], pe[at + 2], pe[at + 3]]) as usize;
-    let coff = u32_at(0x3c) + 4;
-    let table = coff + 20 + u16_at(coff + 16);
-    (0..u16_at(coff + 2))
-        .map(|i| table + 40 * i)
-        .find(|e| pe[*e..*e + 8].split(|b| *b == 0).next() == Some(name))
-        .map(|e| (u32_at(e + 20), u32_at(e + 16)))
-        .unwrap_or_else(|| panic!("no {} section", String::from_utf8_lossy(name)))
-}
-
 /// The `signingTime` of the Authenticode signature of `file`, as `openssl
 /// pkcs7 -print` shows it (`UTCTIME:...`).
 fn signing_time(file: &Path, work: &Path) -> String {
@@ -350,7 +336,7 @@ fn secure_boot_boots_signed_and_refuses_tampered() {
     // One byte of the signed UKI's command line changed: `quiet` → `Quiet`
     // (the kernel then logs to the console, and ignores the unknown word).
     let mut bytes = std::fs::read(&uki).must();
-    let (at, len) = pe_section(&bytes, b".cmdline");
+    let (at, len) = airlock_e2e::disk::pe_section(&bytes, b".cmdline");
     let quiet = bytes[at..at + len]
         .windows(6)
         .position(|w| w == b" quiet")

@@ -84,20 +84,6 @@ fn esp(image: &Path) -> String {
     format!("{}{ESP}", image.display())
 }
 
-/// (file offset, raw size) of section `name` of the PE file `pe`.
-fn pe_section(pe: &[u8], name: &[u8]) -> (usize, usize) {
-    let u16_at = |at: usize| usize::from(u16::from_le_bytes([pe[at], pe[at + 1]]));
-    let u32_at =
-        |at: usize| u32::from_le_bytes([pe[at], pe[at + 1], pe[at + 2], pe[at + 3]]) as usize;
-    let coff = u32_at(0x3c) + 4;
-    let table = coff + 20 + u16_at(coff + 16);
-    (0..u16_at(coff + 2))
-        .map(|i| table + 40 * i)
-        .find(|e| pe[*e..*e + 8].split(|b| *b == 0).next() == Some(name))
-        .map(|e| (u32_at(e + 20), u32_at(e + 16)))
-        .unwrap_or_else(|| panic!("no {} section", String::from_utf8_lossy(name)))
-}
-
 /// A copy of `image` at `to` whose UKI's `.osrel` has `from` replaced by
 /// `with` (same length), written back onto the ESP.
 fn with_osrel(image: &Path, to: &Path, from: &[u8], with: &[u8]) {
@@ -112,7 +98,7 @@ fn with_osrel(image: &Path, to: &Path, from: &[u8], with: &[u8]) {
             .arg(&uki),
     );
     let mut pe = fs::read(&uki).unwrap();
-    let (at, size) = pe_section(&pe, b".osrel");
+    let (at, size) = airlock_e2e::disk::pe_section(&pe, b".osrel");
     let i = pe[at..at + size]
         .windows(from.len())
         .position(|w| w == from)
