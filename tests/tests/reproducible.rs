@@ -43,6 +43,11 @@ fn twins(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         fs::write(d.join("airlock.efi"), b"MZ uki").unwrap();
         fs::write(d.join("airlock.img"), vec![0u8; 4096]).unwrap();
         fs::write(d.join("cmdline"), "console=ttyS0\n").unwrap();
+        fs::write(
+            d.join("initramfs.files"),
+            "# type mode size sha256 path\nfile 0755 2 aa /bin/airlock-worker\nfile 0755 2 bb /init\n",
+        )
+        .unwrap();
     }
     (a, b)
 }
@@ -78,9 +83,15 @@ fn identical_builds_are_reported_reproducible() {
 fn every_difference_is_named_and_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = twins(tmp.path());
-    // One byte changed, one file only in the second build, one in neither.
+    // One byte changed, one binary of the initramfs changed, one file only
+    // in the second build, one in neither.
     fs::write(b.join("airlock.efi"), b"MZ uk1").unwrap();
     fs::write(b.join("sbom.cdx.json"), "{}").unwrap();
+    fs::write(
+        b.join("initramfs.files"),
+        "# type mode size sha256 path\nfile 0755 2 ab /bin/airlock-worker\nfile 0755 2 bb /init\n",
+    )
+    .unwrap();
     let (code, out) = compare(
         &a,
         &b,
@@ -88,6 +99,7 @@ fn every_difference_is_named_and_fails() {
             "airlock.img",
             "airlock.efi",
             "cmdline",
+            "initramfs.files",
             "sbom.cdx.json?",
             "SHA256SUMS",
         ],
@@ -96,7 +108,7 @@ fn every_difference_is_named_and_fails() {
     let last = out.lines().last().unwrap();
     assert!(
         last.starts_with(
-            "NOT REPRODUCIBLE: 3 of 5 files differ: airlock.efi sbom.cdx.json SHA256SUMS (second build kept in "
+            "NOT REPRODUCIBLE: 4 of 6 files differ: airlock.efi initramfs.files sbom.cdx.json SHA256SUMS (second build kept in "
         ),
         "{out}"
     );
@@ -107,6 +119,12 @@ fn every_difference_is_named_and_fails() {
             b.display()
         )),
         "{last}"
+    );
+    // Which binaries: the initramfs entries whose line differs.
+    assert!(
+        out.lines()
+            .any(|l| l == "  initramfs entries that differ: /bin/airlock-worker"),
+        "{out}"
     );
     for (file, verdict) in [
         ("airlock.img", "identical"),
