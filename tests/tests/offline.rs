@@ -16,17 +16,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use airlock_e2e::bundles::repo_root;
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use airlock_e2e::output_text as text;
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("AIRLOCK_CACHE")
@@ -114,6 +108,20 @@ fn first(set: &Path, dir: &str, suffix: &str) -> String {
     format!("{dir}/{}", names.first().expect("a file"))
 }
 
+/// How many .crate files the set holds.
+fn crate_files(set: &Path) -> usize {
+    fs::read_dir(set.join("crates"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".crate")
+        })
+        .count()
+}
+
 fn verify(set: &Path, envs: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(repo_root().join("scripts/vendor"))
         .arg("verify")
@@ -144,16 +152,7 @@ fn the_vendored_set_verifies_and_each_mismatch_is_refused() {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .count();
-    let crates = fs::read_dir(set.join("crates"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".crate")
-        })
-        .count();
+    let crates = crate_files(&set);
     let lock = fs::read_to_string(repo_root().join("Cargo.lock")).unwrap();
     let registry = lock.matches("source = \"registry+").count();
     let patched = fs::read_to_string(repo_root().join("patches/crates.lock"))
@@ -389,16 +388,7 @@ fn seed_fills_only_a_cargo_home_of_its_own() {
     };
     let out = seed(&home);
     assert!(out.status.success(), "{}", text(&out));
-    let crates = fs::read_dir(set.join("crates"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".crate")
-        })
-        .count();
+    let crates = crate_files(&set);
     let cache: Vec<_> = fs::read_dir(home.join("registry/cache"))
         .unwrap()
         .map(|e| e.unwrap().path())
