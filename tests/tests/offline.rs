@@ -108,6 +108,9 @@ fn first(set: &Path, dir: &str, suffix: &str) -> String {
     format!("{dir}/{}", names.first().expect("a file"))
 }
 
+/// Extra environment variables of one case.
+type Envs<'a> = Vec<(&'a str, &'a str)>;
+
 /// How many .crate files the set holds.
 fn crate_files(set: &Path) -> usize {
     fs::read_dir(set.join("crates"))
@@ -199,8 +202,10 @@ fn the_vendored_set_verifies_and_each_mismatch_is_refused() {
     fs::write(admin.join("status"), other).unwrap();
     let admin_s = admin.to_str().unwrap().to_string();
 
+    // (what, the mutation of the copy, extra environment, the reason expected)
     type Mutation = fn(&Path);
-    let cases: Vec<(&str, Mutation, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Mutation, Envs<'a>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "a .crate with one byte changed",
             |s| {
@@ -433,7 +438,10 @@ fn build_image_offline_refuses_before_writing() {
     let foreign_s = foreign.to_str().unwrap();
     let missing = tmp.path().join("nope");
     let missing_s = missing.to_str().unwrap();
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, &str, bool)> = vec![
+    // (what, arguments, extra environment, the reason expected last, whether
+    // the network was cut before it)
+    type Refusal<'a> = (&'a str, Vec<&'a str>, Envs<'a>, &'a str, bool);
+    let cases: Vec<Refusal> = vec![
         (
             "a tampered set",
             vec!["--offline", bad_s],
