@@ -48,3 +48,13 @@ impl<T, E: std::fmt::Display> Must<T> for Result<T, E> {
         }
     }
 }
+
+/// A finished command's stdout then stderr, as text (for assertion messages
+/// of the tests that run the repository's scripts).
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

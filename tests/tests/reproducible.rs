@@ -17,13 +17,7 @@ use std::process::{Command, Output};
 
 use airlock_e2e::bundles::repo_root;
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use airlock_e2e::output_text as text;
 
 fn compare(a: &Path, b: &Path, files: &[&str]) -> (i32, String) {
     let out = Command::new(repo_root().join("scripts/compare-builds"))
