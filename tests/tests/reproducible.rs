@@ -367,3 +367,155 @@ fn embedded_build_paths_are_counted() {
         "2× /home/builder/.cargo\n"
     );
 }
+
+/// scripts/patch-crates run in a scratch repository (one crate `demo
+/// 1.0.0`, one patch) with the given target dir.
+fn patch_crates(scratch: &Path, target: &Path) {
+    let out = Command::new(scratch.join("scripts/patch-crates"))
+        .env("CARGO_TARGET_DIR", target)
+        .env("AIRLOCK_CRATES_DIR", scratch.join("crates"))
+        .env("CARGO_NET_OFFLINE", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "patch-crates: {}", text(&out));
+}
+
+fn mtimes(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
+    let mut out = vec![];
+    for e in walkdir(dir) {
+        out.push((
+            e.strip_prefix(dir).unwrap().display().to_string(),
+            fs::symlink_metadata(&e).unwrap().modified().unwrap(),
+        ));
+    }
+    out.sort();
+    out
+}
+
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A fresh checkout's newly patched tree keeps a target dir that last saw
+/// the same patched source fresh (every file gets the record's mtime), and
+/// never one that saw another (a new patch, or a target dir that never saw
+/// this stamp: newer mtimes, so cargo rebuilds).
+#[test]
+fn patched_trees_keep_only_their_own_target_dir_fresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("repo");
+    fs::create_dir_all(s.join("scripts")).unwrap();
+    fs::copy(
+        repo_root().join("scripts/patch-crates"),
+        s.join("scripts/patch-crates"),
+    )
+    .unwrap();
+    // The .crate: demo-1.0.0/{Cargo.toml,src/lib.rs}, archive mtimes 2006.
+    let src = tmp.path().join("src/demo-1.0.0");
+    fs::create_dir_all(src.join("src")).unwrap();
+    fs::write(src.join("Cargo.toml"), "[package]\nname = \"demo\"\n").unwrap();
+    fs::write(src.join("src/lib.rs"), "pub fn f() -> u8 {\n    1\n}\n").unwrap();
+    fs::create_dir_all(s.join("crates")).unwrap();
+    let st = Command::new("tar")
+        .args(["--mtime=2006-07-24", "-czf"])
+        .arg(s.join("crates/demo-1.0.0.crate"))
+        .arg("-C")
+        .arg(tmp.path().join("src"))
+        .arg("demo-1.0.0")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sum = {
+        let o = Command::new("sha256sum")
+            .arg(s.join("crates/demo-1.0.0.crate"))
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap()[..64].to_string()
+    };
+    fs::create_dir_all(s.join("patches/demo-1.0.0")).unwrap();
+    fs::write(
+        s.join("patches/crates.lock"),
+        format!("# name version sha256\ndemo 1.0.0 {sum}\n"),
+    )
+    .unwrap();
+    let patch = |n: &str| {
+        format!(
+            "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1,3 +1,3 @@\n pub fn f() -> u8 {{\n-    1\n+    {n}\n }}\n"
+        )
+    };
+    fs::write(s.join("patches/demo-1.0.0/0001-two.patch"), patch("2")).unwrap();
+    let tree = s.join("build/crates/demo-1.0.0");
+    let (t1, t2) = (tmp.path().join("target1"), tmp.path().join("target2"));
+    let record = t1.join(".airlock-patched/demo-1.0.0");
+
+    // First run: unpacked and patched, the target dir's record written.
+    patch_crates(&s, &t1);
+    assert!(fs::read_to_string(tree.join("src/lib.rs"))
+        .unwrap()
+        .contains("    2\n"));
+    let stamp = fs::read_to_string(tree.join(".airlock-patched")).unwrap();
+    assert_eq!(fs::read_to_string(&record).unwrap(), stamp);
+    let rec_time = fs::metadata(&record).unwrap().modified().unwrap();
+
+    // A fresh checkout (no build/): every file of the new tree gets the
+    // record's mtime, so outputs compiled since then stay fresh.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::remove_dir_all(s.join("build")).unwrap();
+    patch_crates(&s, &t1);
+    let m = mtimes(&tree);
+    assert!(m.len() >= 5, "{m:?}");
+    assert!(m.iter().all(|(_, t)| *t == rec_time), "{m:?}");
+    // Current tree, same target dir: nothing touched.
+    patch_crates(&s, &t1);
+    assert_eq!(mtimes(&tree), m);
+
+    // Another target dir that never saw this stamp: the tree is touched
+    // (newer than anything compiled before), its record written.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    patch_crates(&s, &t2);
+    assert!(mtimes(&tree).iter().all(|(_, t)| *t > rec_time));
+    assert_eq!(
+        fs::read_to_string(t2.join(".airlock-patched/demo-1.0.0")).unwrap(),
+        stamp
+    );
+
+    // A new patch: another stamp, the record follows, and the patched
+    // file is newer than the old record (target1 rebuilds).
+    fs::write(s.join("patches/demo-1.0.0/0001-two.patch"), patch("3")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    patch_crates(&s, &t1);
+    let stamp3 = fs::read_to_string(tree.join(".airlock-patched")).unwrap();
+    assert_ne!(stamp3, stamp);
+    assert_eq!(fs::read_to_string(&record).unwrap(), stamp3);
+    assert!(
+        fs::metadata(tree.join("src/lib.rs"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            > rec_time
+    );
+    // And back to the old patch in a fresh checkout: target1's record says
+    // stamp3, so the old tree is not given an old mtime.
+    fs::write(s.join("patches/demo-1.0.0/0001-two.patch"), patch("2")).unwrap();
+    fs::remove_dir_all(s.join("build")).unwrap();
+    let rec3 = fs::metadata(&record).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    patch_crates(&s, &t1);
+    assert_eq!(fs::read_to_string(&record).unwrap(), stamp);
+    assert!(
+        fs::metadata(tree.join("src/lib.rs"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            > rec3
+    );
+}
