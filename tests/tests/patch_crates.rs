@@ -1,7 +1,9 @@
 //! `scripts/patch-crates` (the build-time patch of registry crates): a
 //! .crate that does not match its pinned checksum, or a patch that does not
 //! apply exactly, stops the build with a one-line reason and leaves no
-//! patched tree; a current tree is left untouched (no rebuild by cargo).
+//! patched tree; a current tree is left untouched (no rebuild by cargo); a
+//! fresh checkout's tree keeps a target dir built from the same patched
+//! source fresh, and only that one.
 //!
 //! Runs the real script in a scratch copy of its layout, on a small .crate
 //! made here (nothing is downloaded).
@@ -10,6 +12,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::time::SystemTime;
 
 use airlock_e2e::bundles::repo_root;
 
@@ -47,6 +50,11 @@ fn layout(dir: &Path) -> String {
 }
 
 fn run(dir: &Path, sum: &str, patch: &str) -> (bool, String) {
+    run_in(dir, sum, patch, &dir.join("target"))
+}
+
+/// patch-crates with CARGO_TARGET_DIR=target (never the real one).
+fn run_in(dir: &Path, sum: &str, patch: &str, target: &Path) -> (bool, String) {
     fs::create_dir_all(dir.join("patches/demo-0.1.0")).unwrap();
     fs::write(
         dir.join("patches/crates.lock"),
@@ -58,6 +66,7 @@ fn run(dir: &Path, sum: &str, patch: &str) -> (bool, String) {
         .arg(dir.join("scripts/patch-crates"))
         .env("AIRLOCK_CRATES_DIR", dir.join("crates"))
         .env("CARGO_HOME", dir.join("no-cargo-home"))
+        .env("CARGO_TARGET_DIR", target)
         .output()
         .unwrap();
     let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -124,4 +133,91 @@ fn a_current_tree_is_left_alone() {
     assert!(fs::read_to_string(&lib)
         .unwrap()
         .contains("PATCHED: bool = false"));
+}
+
+fn mtimes(dir: &Path) -> Vec<(std::path::PathBuf, SystemTime)> {
+    let mut out = vec![(
+        dir.to_path_buf(),
+        fs::symlink_metadata(dir).unwrap().modified().unwrap(),
+    )];
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(mtimes(&p));
+        } else {
+            out.push((
+                p.clone(),
+                fs::symlink_metadata(&p).unwrap().modified().unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn modified(p: &Path) -> SystemTime {
+    fs::metadata(p).unwrap().modified().unwrap()
+}
+
+/// cargo rebuilds a path dependency when a source file is newer than the
+/// unit's output. A fresh checkout's newly patched tree gets the mtime of
+/// the target dir's record when that target dir last saw the same stamp
+/// (outputs compiled since stay fresh), and never an old mtime for a target
+/// dir that saw another stamp (a new patch, another target dir, going back
+/// to an old patch).
+#[test]
+fn a_fresh_checkout_keeps_only_its_own_target_dir_fresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path();
+    let sum = layout(s);
+    let tree = s.join("build/crates/demo-0.1.0");
+    let (t1, t2) = (s.join("target1"), s.join("target2"));
+    let record = t1.join(".airlock-patched/demo-0.1.0");
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // First run: unpacked and patched, target1's record written.
+    assert!(run_in(s, &sum, GOOD, &t1).0);
+    let stamp = fs::read_to_string(tree.join(".airlock-patched")).unwrap();
+    assert_eq!(fs::read_to_string(&record).unwrap(), stamp);
+    let rec_time = modified(&record);
+
+    // A fresh checkout (no build/): every file and directory of the new
+    // tree gets the record's mtime.
+    pause();
+    fs::remove_dir_all(s.join("build")).unwrap();
+    assert!(run_in(s, &sum, GOOD, &t1).0);
+    let m = mtimes(&tree);
+    assert!(m.len() >= 4, "{m:?}");
+    assert!(m.iter().all(|(_, t)| *t == rec_time), "{m:?}");
+    // A current tree, the same target dir: nothing touched.
+    assert!(run_in(s, &sum, GOOD, &t1).0);
+    assert_eq!(mtimes(&tree), m);
+
+    // Another target dir, which never saw this stamp: the current tree is
+    // touched (newer than anything compiled before), its record written.
+    pause();
+    assert!(run_in(s, &sum, GOOD, &t2).0);
+    assert!(mtimes(&tree).iter().all(|(_, t)| *t > rec_time));
+    assert_eq!(
+        fs::read_to_string(t2.join(".airlock-patched/demo-0.1.0")).unwrap(),
+        stamp
+    );
+
+    // A new patch: the record follows, the patched file is newer than it was.
+    let changed = GOOD.replace("true", "false");
+    pause();
+    assert!(run_in(s, &sum, &changed, &t1).0);
+    let stamp2 = fs::read_to_string(tree.join(".airlock-patched")).unwrap();
+    assert_ne!(stamp2, stamp);
+    assert_eq!(fs::read_to_string(&record).unwrap(), stamp2);
+    assert!(modified(&tree.join("src/lib.rs")) > rec_time);
+
+    // Back to the old patch in a fresh checkout: target1 last saw the new
+    // one, so the old tree is not given an old mtime.
+    let rec2 = modified(&record);
+    fs::remove_dir_all(s.join("build")).unwrap();
+    pause();
+    assert!(run_in(s, &sum, GOOD, &t1).0);
+    assert_eq!(fs::read_to_string(&record).unwrap(), stamp);
+    assert!(modified(&tree.join("src/lib.rs")) > rec2);
 }
