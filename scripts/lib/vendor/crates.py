@@ -129,15 +129,16 @@ def fetch_one(name, version, dst):
     os.replace(tmp, dst)
 
 
-def verify(root, top):
-    """Every .crate the build needs is in top with its pinned SHA-256 (the
-    manifest has already checked the bytes), and an index entry for each name."""
+def verify(root, top, hashes):
+    """Every .crate the build needs is in top with its pinned SHA-256
+    (hashes: the manifest's, already checked against the bytes), and an
+    index entry for each name."""
     pkgs = lock_packages(root) + patched_crates(root)
     for name, version, sha in pkgs:
-        p = os.path.join(top, CRATES, f"{name}-{version}.crate")
-        if not os.path.isfile(p):
-            raise VendorError(f"{CRATES}/{name}-{version}.crate is missing ({name} {version} is in this checkout's lock files)")
-        if sha256_file(p) != sha:
+        rel = f"{CRATES}/{name}-{version}.crate"
+        if rel not in hashes:
+            raise VendorError(f"{rel} is missing ({name} {version} is in this checkout's lock files)")
+        if hashes[rel] != sha:
             raise VendorError(f"{CRATES}/{name}-{version}.crate: not the SHA-256 the lock files pin")
     bases = os.listdir(os.path.join(top, INDEX)) if os.path.isdir(os.path.join(top, INDEX)) else []
     if len(bases) != 1:

@@ -100,6 +100,17 @@ def cat_file(path):
     return r.stdout
 
 
+def checked_index(inrelease_hashes, path, component, failure):
+    """The decompressed Packages index at path, if its SHA-256 is the one its
+    (already verified) InRelease names for COMPONENT/binary-amd64/Packages;
+    else VendorError(failure)."""
+    rel = f"{component}/binary-amd64/Packages"
+    data = cat_file(path)
+    if rel not in inrelease_hashes or hashlib.sha256(data).hexdigest() != inrelease_hashes[rel][0]:
+        raise VendorError(failure)
+    return data
+
+
 def host_lists(names):
     """[(list prefix, InRelease path, Packages path, {key: (Filename, sha)})] of
     the machine's apt lists whose signature and index hash verify."""
@@ -113,10 +124,7 @@ def host_lists(names):
             m = re.match(re.escape(prefix) + r"([a-z-]+)_binary-amd64_Packages(\.lz4|\.xz|\.gz|\.zst)?$", g)
             if not m:
                 continue
-            rel = f"{m.group(1)}/binary-amd64/Packages"
-            data = cat_file(os.path.join(LISTS, g))
-            if rel not in hashes or hashlib.sha256(data).hexdigest() != hashes[rel][0]:
-                raise VendorError(f"{g}: not the Packages index {f} vouches for (run apt-get update)")
+            data = checked_index(hashes, os.path.join(LISTS, g), m.group(1), f"{g}: not the Packages index {f} vouches for (run apt-get update)")
             out.append((prefix, f, g, m.group(1), data, stanzas(data.decode(errors="replace"), names)))
     return out
 
@@ -178,9 +186,10 @@ def get_deb(name, version, filename, sha, dst, old):
         shutil.move(p, dst)
 
 
-def verify(root, top):
+def verify(root, top, files):
     """The vendored packages: the signed lists vouch for each .deb, they are
-    exactly image/build-packages, and these versions are installed."""
+    exactly image/build-packages, and these versions are installed.
+    files: the manifest's hashes, already checked against the bytes."""
     rows = {}
     for n, line in enumerate(open(os.path.join(top, PACKAGES)), 1):
         if line.startswith("#") or not line.strip():
@@ -206,16 +215,13 @@ def verify(root, top):
                 m = re.match(re.escape(prefix) + r"([a-z-]+)_binary-amd64_Packages\.zst$", g)
                 if not m:
                     continue
-                data = cat_file(os.path.join(top, DLISTS, g))
-                rel = f"{m.group(1)}/binary-amd64/Packages"
-                if rel not in hashes or hashlib.sha256(data).hexdigest() != hashes[rel][0]:
-                    raise VendorError(f"{DLISTS}/{g}: not the Packages index its signed InRelease names")
+                data = checked_index(hashes, os.path.join(top, DLISTS, g), m.group(1), f"{DLISTS}/{g}: not the Packages index its signed InRelease names")
                 entries.update(stanzas(data.decode(errors="replace"), set(names)))
             lists[prefix] = entries
         signed = lists[prefix].get((name, version, arch))
         if signed is None or signed[1] != sha or deb_name(signed[0]) != deb:
             raise VendorError(f"{name} {version}: its signed list does not name {deb} with that SHA-256")
-        if sha256_file(os.path.join(top, POOL, deb)) != sha:
+        if files.get(f"{POOL}/{deb}") != sha:
             raise VendorError(f"{POOL}/{deb}: not the SHA-256 Debian's signed list names")
         inst = installed(name)
         if inst is None:
